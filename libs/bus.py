@@ -1,0 +1,123 @@
+"""The NATS side shared by every service: connecting, and creating the JetStream objects of proto/.
+
+Each JetStream object is created by its owner only (proto/subjects.toml), idempotently: creating
+an existing object with the same config is a no-op, and a changed config is applied as an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+
+import proto
+from libs.errors import BusError
+
+log = logging.getLogger("switchyard.bus")
+
+# Reply streams can burst; nats-py drops messages past these limits (SlowConsumerError), which the
+# edge then detects as a sequence gap. Sized well above one edge's plausible in-flight volume.
+REPLY_PENDING_MSGS = 1_000_000
+REPLY_PENDING_BYTES = 512 * 1024 * 1024
+
+
+async def connect(url: str, name: str, *, on_error: Callable[[Exception], Awaitable[None]] | None = None) -> NATS:
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats error: %s", type(exc).__name__)
+        if on_error is not None:
+            await on_error(exc)
+
+    async def disconnected_cb() -> None:
+        log.warning("nats disconnected")
+
+    async def reconnected_cb() -> None:
+        log.info("nats reconnected")
+
+    try:
+        return await nats.connect(
+            servers=[url],
+            name=name,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            max_reconnect_attempts=-1,  # a service outlives NATS restarts
+            reconnect_time_wait=1,
+            connect_timeout=5,
+            allow_reconnect=True,
+        )
+    except Exception as exc:
+        raise BusError(f"cannot connect to NATS at {url}: {type(exc).__name__}") from exc
+
+
+async def ensure_chat_stream(js: JetStreamContext, max_age: float) -> None:
+    """The work-queue stream of chat jobs (owner: edge)."""
+    spec = proto.contract()["streams"]["chat"]
+    config = js_api.StreamConfig(
+        name=spec["name"],
+        subjects=list(spec["subjects"]),
+        retention=js_api.RetentionPolicy.WORK_QUEUE,
+        storage=js_api.StorageType.MEMORY,
+        max_age=max_age,
+        discard=js_api.DiscardPolicy.OLD,
+        num_replicas=1,
+    )
+    await _add_or_update_stream(js, config)
+
+
+async def _add_or_update_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # exists with another config (e.g. a new max_age): apply ours
+        await js.update_stream(config)
+
+
+async def ensure_body_store(js: JetStreamContext, ttl: float) -> None:
+    """The object store for request bodies too large to travel inline (owner: edge)."""
+    config = js_api.ObjectStoreConfig(
+        bucket=proto.BODY_STORE, storage=js_api.StorageType.MEMORY, ttl=ttl, description="large request bodies"
+    )
+    try:
+        await js.create_object_store(proto.BODY_STORE, config=config)
+    except BadRequestError:
+        log.info("body store exists with another config; using it as is")
+
+
+async def ensure_pool_consumer(
+    js: JetStreamContext, pool: str, *, ack_wait: float, max_deliver: int, wait_for_stream: float
+) -> str:
+    """The pool's durable pull consumer (owner: the pool's workers; every replica binds to it).
+
+    The stream belongs to the edge, so a worker that starts first waits for it to appear.
+    """
+    durable = proto.consumer_name(pool)
+    config = js_api.ConsumerConfig(
+        durable_name=durable,
+        filter_subject=proto.job_subject(pool),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_waiting=4096,  # outstanding pull requests across all replicas
+        max_ack_pending=-1,  # each worker bounds its own in-flight jobs
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_for_stream
+    while True:
+        try:
+            await js.add_consumer(proto.STREAM_CHAT, config)
+            return durable
+        except NotFoundError:
+            if loop.time() > deadline:
+                raise BusError(f"stream {proto.STREAM_CHAT} does not exist (is the edge running?)") from None
+            await asyncio.sleep(0.25)
+        except BadRequestError as exc:
+            # the server updates editable fields itself; anything else needs an operator
+            log.warning("consumer %s exists with an incompatible config: %s", durable, exc.description)
+            return durable

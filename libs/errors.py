@@ -1,0 +1,180 @@
+"""One error tree for the whole gateway, and one table from it to OpenAI error bodies.
+
+    SwitchyardError
+    ├── InvalidRequest            400  invalid_request_error (param names the field)
+    │   ├── BodyTooLarge          413
+    │   └── ModelNotFound         404  model_not_found
+    ├── AuthenticationFailed      401  invalid_api_key
+    ├── BusError
+    │   ├── NoCapacity            503  no_capacity (Retry-After)
+    │   ├── WorkerLost            502  worker_lost
+    │   ├── ReplyGap              502  reply_gap (a reply was dropped on the bus)
+    │   ├── ClientTooSlow         503  client_too_slow (the per-request buffer overflowed)
+    │   └── DeadlineExceeded      504  timeout
+    └── UpstreamError             502  upstream_error
+        ├── UpstreamAuthError     502  upstream_auth_error (the client's key was fine)
+        ├── UpstreamRateLimited   429  rate_limit_exceeded (Retry-After)
+        ├── UpstreamTimeout       504  upstream_timeout
+        ├── UpstreamBadRequest    400  upstream_bad_request (the upstream rejected the input)
+        └── UpstreamProtocolError 502  upstream_protocol_error
+
+Workers put errors on the bus as `{code, message, status, retryable, retry_after}`;
+`from_wire` turns them back into the same classes on the edge, so one table decides
+what a client sees, whichever side raised it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SwitchyardError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, round(self.retry_after)))}
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
+        if self.retry_after is not None:
+            wire["retry_after"] = self.retry_after
+        if self.param is not None:
+            wire["param"] = self.param
+        return wire
+
+
+class InvalidRequest(SwitchyardError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # per-instance refinement of the class default
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class ModelNotFound(InvalidRequest):
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+
+
+class AuthenticationFailed(SwitchyardError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class BusError(SwitchyardError):
+    status = 502
+    type = "server_error"
+    code = "bus_error"
+
+
+class NoCapacity(BusError):
+    status = 503
+    code = "no_capacity"
+
+
+class WorkerLost(BusError):
+    code = "worker_lost"
+
+
+class ReplyGap(BusError):
+    code = "reply_gap"
+
+
+class ClientTooSlow(BusError):
+    status = 503
+    code = "client_too_slow"
+
+
+class DeadlineExceeded(BusError):
+    status = 504
+    code = "timeout"
+
+
+class UpstreamError(SwitchyardError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+
+
+class UpstreamAuthError(UpstreamError):
+    code = "upstream_auth_error"
+    retryable = True  # another upstream or account may still work
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamBadRequest(UpstreamError):
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_bad_request"
+    retryable = False
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+def _all_subclasses(cls: type[SwitchyardError]) -> list[type[SwitchyardError]]:
+    found: list[type[SwitchyardError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+# `code` → class, for errors that crossed the bus. InvalidRequest has per-instance codes,
+# so unknown codes fall back on the status the worker reported.
+_BY_CODE: dict[str, type[SwitchyardError]] = {
+    c.code: c for c in _all_subclasses(SwitchyardError) if c is not InvalidRequest
+}
+
+
+def from_wire(wire: dict[str, Any]) -> SwitchyardError:
+    """Rebuild an error a worker published (`SwitchyardError.to_wire`)."""
+    code = str(wire.get("code") or "upstream_error")
+    message = str(wire.get("message") or "upstream failure")
+    cls = _BY_CODE.get(code)
+    if cls is None or issubclass(cls, InvalidRequest):
+        err: SwitchyardError = InvalidRequest(message, param=wire.get("param"), code=code)
+        if cls is None and not code.startswith("invalid"):
+            err = UpstreamError(message)
+        return err
+    retry_after = wire.get("retry_after")
+    return cls(message, retry_after=float(retry_after) if retry_after is not None else None)

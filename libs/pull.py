@@ -1,0 +1,135 @@
+"""Capacity-aware pulling from a JetStream pull consumer.
+
+A worker never holds more jobs than it can run: it keeps `outstanding` pull credits (jobs asked
+of the server but not yet delivered) plus `in_flight` jobs at or below `capacity`. A finished job
+frees a slot and asks for exactly one more. All replicas of a pool pull from one durable consumer,
+so the server hands each job to a replica that has room, and none waits behind a busy one.
+
+nats-py's `fetch()` is not used: its lingering batch requests can capture jobs after it returned,
+which would park them behind a worker with no free slot until `ack_wait` ran out.
+
+Pull requests expire quickly (well under `ack_wait`): the server does not notice that a killed
+worker's requests have no listener, so a job it hands to one is lost until `ack_wait` redelivers
+it. Short-lived requests keep that window small; an idle worker re-asks every `expires` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+log = logging.getLogger("switchyard.pull")
+
+_STATUS = "Status"
+_PENDING = "Nats-Pending-Messages"
+
+
+class JobPuller:
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        durable: str,
+        capacity: int,
+        on_job: Callable[[Msg], None],
+        *,
+        expires: float = 30.0,
+    ) -> None:
+        self._nc = nc
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.capacity = capacity
+        self._on_job = on_job
+        self._expires = expires
+        self.in_flight = 0
+        self.outstanding = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inbox = ""
+        self._sub = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_pull = 0.0
+
+    async def start(self) -> None:
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._task = asyncio.create_task(self._pull_loop(), name="job-puller")
+
+    def release(self) -> None:
+        """A job finished: its slot is free again."""
+        self.in_flight -= 1
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop asking for jobs; jobs still delivered afterwards are handed back (nak) until our
+        last pull request has expired, so none is parked on a request nobody will serve."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.outstanding:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, self._last_pull + self._expires - loop.time()))
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    def reset(self) -> None:
+        """After a reconnect the server has forgotten our pull requests."""
+        self.outstanding = 0
+        self._wake.set()
+
+    async def _pull_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            want = self.capacity - self.in_flight - self.outstanding
+            if want > 0 and self._nc.is_connected:
+                request = {"batch": want, "expires": int(self._expires * 1e9)}
+                try:
+                    await self._nc.publish(self._next_subject, orjson.dumps(request), reply=self._inbox)
+                    self.outstanding += want
+                    self._last_pull = loop.time()
+                except Exception as exc:  # connection trouble: try again shortly
+                    log.warning("pull request failed: %s", type(exc).__name__)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._expires + 2.0)
+            except TimeoutError:
+                # Nothing heard for longer than a request lives: the server has surely dropped
+                # whatever we still count as outstanding (a lost 408, a reconnect).
+                if loop.time() - self._last_pull > self._expires + 1.0:
+                    self.outstanding = 0
+
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers and _STATUS in headers and not msg.data:
+            self._on_status(headers)
+            return
+        self.outstanding = max(0, self.outstanding - 1)
+        if self._stopping:
+            # Draining: hand it straight back so another replica takes it now.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        self.in_flight += 1
+        self._on_job(msg)
+
+    def _on_status(self, headers: dict[str, str]) -> None:
+        status = headers.get(_STATUS, "")
+        if status == "100":  # idle heartbeat
+            return
+        pending = headers.get(_PENDING)
+        if status == "408" and pending is not None:
+            # the request expired with `pending` jobs undelivered: those credits are free again
+            self.outstanding = max(0, self.outstanding - int(pending))
+        elif status in ("408", "409", "404"):
+            log.info("pull status %s %s", status, headers.get("Description", ""))
+            self.outstanding = 0
+        self._wake.set()

@@ -1,0 +1,357 @@
+"""The bus side every worker shares: take jobs, run them on a backend, stream replies, obey cancels.
+
+A backend (the upstream side) only turns one job into an async stream of `list[choice]` batches
+and one final `StreamEnd`. This runtime owns the rest of the contract in proto/:
+
+- capacity: `JobPuller` never holds more jobs than `capacity`;
+- ack and retry: a job stays unacked (with in-progress acks) until its first delta is published;
+  a redeliverable failure before that is nak'ed so another replica retries it; after it, the
+  failure goes to the edge as an `error` reply;
+- liveness: `heartbeat` replies while the upstream is silent; first-token, idle and total limits;
+- cancellation: `sy.v1.cancel` aborts the job's task, which closes the upstream call;
+- discovery: `announce` every interval and on `discover`;
+- drain: on stop, no more pulls, in-flight jobs finish under a deadline, the rest are cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+import proto
+from libs import wire
+from libs.bus import ensure_pool_consumer
+from libs.coalesce import coalesce
+from libs.errors import (
+    DeadlineExceeded,
+    SwitchyardError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    WorkerLost,
+)
+from libs.pull import JobPuller
+from libs.timeouts import Timeouts
+from libs.worker_metrics import WorkerMetrics
+from proto.messages import Announce, Feature, Job
+
+log = logging.getLogger("switchyard.worker")
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    usage: dict[str, Any] | None = None
+    system_fingerprint: str | None = None
+
+
+class Backend(Protocol):
+    """The upstream side of a worker."""
+
+    models: list[str]
+    features: list[Feature]
+
+    def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def redeliverable(err: SwitchyardError) -> bool:
+    """Worth another replica's try: transient upstream trouble, not a verdict on the request."""
+    return type(err) in (UpstreamError, UpstreamTimeout, UpstreamProtocolError)
+
+
+@dataclass
+class _Running:
+    job: Job
+    msg: Msg
+    attempt: int
+    task: asyncio.Task[None] | None = None
+    seq: int = 0
+    acked: bool = False
+    started: float = field(default_factory=time.monotonic)
+    last_sent: float = field(default_factory=time.monotonic)
+    last_delta: float | None = None
+    stop_reason: SwitchyardError | None = None  # set before we cancel the task ourselves
+    silent_stop: bool = False  # the edge asked: no reply is wanted
+
+
+@dataclass
+class WorkerConfig:
+    worker_id: str
+    pool: str
+    capacity: int
+    timeouts: Timeouts
+    max_deliver: int = 3
+    announce_interval: float = 2.0
+
+
+class WorkerRuntime:
+    def __init__(self, nc: NATS, backend: Backend, config: WorkerConfig, metrics: WorkerMetrics) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.backend = backend
+        self.config = config
+        self.metrics = metrics
+        self.draining = False
+        self._jobs: dict[str, _Running] = {}
+        self._puller: JobPuller | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
+        self._body_store: Any = None
+        self._idle = asyncio.Event()  # set whenever no job is running (drain waits on it)
+        self._acks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        t = self.config.timeouts
+        durable = await ensure_pool_consumer(
+            self.js, self.config.pool, ack_wait=t.ack_wait, max_deliver=self.config.max_deliver,
+            wait_for_stream=max(30.0, t.queue_wait),
+        )
+        self._subs.append(await self.nc.subscribe(proto.CANCEL_SUBJECT, cb=self._on_cancel))
+        self._subs.append(await self.nc.subscribe(proto.DISCOVER_SUBJECT, cb=self._on_discover))
+        self._puller = JobPuller(
+            self.nc, proto.STREAM_CHAT, durable, self.config.capacity, self._on_job,
+            expires=max(0.25, min(5.0, t.ack_wait / 2)),
+        )
+        await self._puller.start()
+        self.metrics.capacity.set(self.config.capacity)
+        self._tasks.append(asyncio.create_task(self._announce_loop(), name="announce"))
+        self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+        await self.announce()
+        log.info("worker %s serving pool %s: %s", self.config.worker_id, self.config.pool, self.backend.models)
+
+    async def drain(self) -> None:
+        """Stop taking work, let in-flight jobs finish within the drain deadline, cut the rest."""
+        self.draining = True
+        if self._puller is not None:
+            await self._puller.stop()
+        with contextlib.suppress(Exception):
+            await self.announce()
+        if self._jobs:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.config.timeouts.drain)
+        cut = list(self._jobs.values())
+        for running in cut:
+            running.stop_reason = WorkerLost("the worker shut down before the answer was complete")
+            if running.task is not None:
+                running.task.cancel()
+        if cut:
+            log.warning("drain deadline passed: cut %d in-flight job(s)", len(cut))
+            await asyncio.gather(*(r.task for r in cut if r.task is not None), return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    # ---- discovery -------------------------------------------------------------------------
+
+    def announcement(self) -> Announce:
+        return {
+            "type": "announce",
+            "worker_id": self.config.worker_id,
+            "pool": self.config.pool,
+            "models": list(self.backend.models),
+            "capacity": self.config.capacity,
+            "in_flight": self.in_flight,
+            "draining": self.draining,
+            "features": list(self.backend.features),
+            "ttl": self.config.announce_interval * 3,
+        }
+
+    async def announce(self) -> None:
+        await self.nc.publish(proto.ANNOUNCE_SUBJECT, wire.encode(self.announcement()))
+
+    async def _announce_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.announce_interval)
+            with contextlib.suppress(Exception):
+                await self.announce()
+
+    async def _on_discover(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await self.announce()
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    def _on_job(self, msg: Msg) -> None:
+        try:
+            job: Job = wire.decode(msg.data)  # type: ignore[assignment]
+            attempt = msg.metadata.num_delivered
+        except Exception:
+            log.error("dropping a malformed job message")
+            self._settle(msg.term())
+            self._release()
+            return
+        if time.time() > job["start_by"]:
+            # the edge has already told its client there was no capacity
+            self.metrics.jobs.labels(outcome="expired").inc()
+            self._settle(msg.term())
+            self._release()
+            return
+        running = _Running(job=job, msg=msg, attempt=attempt)
+        self._jobs[job["job_id"]] = running
+        self.metrics.in_flight.set(len(self._jobs))
+        if attempt > 1:
+            self.metrics.retries.inc()
+        running.task = asyncio.create_task(self._run(running), name=f"job-{job['job_id']}")
+
+    def _settle(self, ack: Any) -> None:
+        task = asyncio.ensure_future(ack)
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    def _release(self) -> None:
+        if not self._jobs:
+            self._idle.set()
+        if self._puller is not None:
+            self._puller.release()
+
+    async def _publish(self, running: _Running, message: dict[str, Any]) -> None:
+        message["job_id"] = running.job["job_id"]
+        message["attempt"] = running.attempt
+        message["seq"] = running.seq
+        running.seq += 1
+        running.last_sent = time.monotonic()
+        await self.nc.publish(running.job["reply"], wire.encode(message))
+
+    async def _run(self, running: _Running) -> None:
+        job = running.job
+        outcome = "ok"
+        try:
+            await self._publish(running, {"type": "start", "worker_id": self.config.worker_id})
+            body = await self._load_body(job)
+            offset = job["index_offset"]
+            end = StreamEnd()
+            async for item in self.backend.stream(job, body):
+                if isinstance(item, StreamEnd):
+                    end = item
+                    continue
+                for choices in coalesce(item, offset):
+                    await self._publish(running, {"type": "delta", "choices": choices})
+                running.last_delta = time.monotonic()
+                if not running.acked:
+                    running.acked = True  # from here on there is no retry: tokens reached the edge
+                    await running.msg.ack()
+            await self._publish(
+                running, {"type": "end", "usage": end.usage, "system_fingerprint": end.system_fingerprint}
+            )
+        except asyncio.CancelledError:
+            outcome = await self._on_stopped(running)
+        except SwitchyardError as err:
+            outcome = await self._on_failed(running, err)
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job["job_id"])
+            outcome = await self._on_failed(running, UpstreamError(f"worker failure: {type(exc).__name__}"))
+        finally:
+            self._jobs.pop(job["job_id"], None)
+            self.metrics.in_flight.set(len(self._jobs))
+            self.metrics.jobs.labels(outcome=outcome).inc()
+            if not running.acked:
+                with contextlib.suppress(Exception):
+                    await running.msg.term()  # finished or failed for good: never redeliver
+            self._release()
+
+    async def _on_stopped(self, running: _Running) -> str:
+        if running.silent_stop:
+            return "cancelled"
+        err = running.stop_reason or WorkerLost("the job was interrupted")
+        if isinstance(err, WorkerLost) and not running.acked:
+            # shutting down before the first token: another replica takes it over at once
+            running.acked = True
+            with contextlib.suppress(Exception):
+                await running.msg.nak()
+            return "handed_back"
+        await self._send_error(running, err)
+        return "timeout" if isinstance(err, UpstreamTimeout | DeadlineExceeded) else "cut"
+
+    async def _on_failed(self, running: _Running, err: SwitchyardError) -> str:
+        self.metrics.upstream_errors.labels(code=err.code).inc()
+        if not running.acked and redeliverable(err) and running.attempt < self.config.max_deliver:
+            running.acked = True  # nak is the answer to this delivery
+            log.warning(
+                "job %s attempt %d failed (%s): handing it back for a retry",
+                running.job["job_id"], running.attempt, err.code,
+            )
+            with contextlib.suppress(Exception):
+                await running.msg.nak()
+            return "retried"
+        await self._send_error(running, err)
+        return "error"
+
+    async def _send_error(self, running: _Running, err: SwitchyardError) -> None:
+        with contextlib.suppress(Exception):
+            await self._publish(running, {"type": "error", "error": err.to_wire()})
+
+    async def _load_body(self, job: Job) -> dict[str, Any]:
+        if "body" in job:
+            return job["body"]
+        ref = job["body_ref"]
+        if self._body_store is None:
+            self._body_store = await self.js.object_store(ref["store"])
+        result = await self._body_store.get(ref["name"])
+        return wire.decode(result.data or b"")
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = wire.decode(msg.data)
+        except ValueError:
+            return
+        running = self._jobs.get(str(cancel.get("job_id")))
+        if running is None or running.task is None:
+            return
+        attempt = cancel.get("attempt")
+        if attempt is not None and attempt != running.attempt:
+            return
+        running.silent_stop = True
+        running.task.cancel()
+        self.metrics.cancellations.inc()
+
+    # ---- liveness and limits -----------------------------------------------------------------
+
+    async def _watchdog_loop(self) -> None:
+        t = self.config.timeouts
+        tick = max(0.01, min(t.heartbeat, t.ack_wait / 3, 1.0) / 2)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            wall = time.time()
+            for running in list(self._jobs.values()):
+                await self._check(running, now, wall, t)
+
+    async def _check(self, running: _Running, now: float, wall: float, t: Timeouts) -> None:
+        reason: SwitchyardError | None = None
+        if wall > running.job["deadline"]:
+            reason = DeadlineExceeded("the request's total time limit was reached")
+        elif running.last_delta is None and now - running.started > running.job["timeouts"]["first_token"]:
+            reason = UpstreamTimeout("the upstream sent no token within the first-token limit")
+        elif running.last_delta is not None and now - running.last_delta > running.job["timeouts"]["idle"]:
+            reason = UpstreamTimeout("the upstream went silent for longer than the idle limit")
+        if reason is not None and running.task is not None and running.stop_reason is None:
+            running.stop_reason = reason
+            running.task.cancel()
+            return
+        with contextlib.suppress(Exception):
+            if not running.acked and now - running.started > t.ack_wait / 3:
+                await running.msg.in_progress()  # still ours: do not redeliver
+            if now - running.last_sent >= running.job["timeouts"]["heartbeat"]:
+                await self._publish(running, {"type": "heartbeat"})

@@ -1,0 +1,100 @@
+"""The bus contract: subject names, JetStream objects and message schemas (see subjects.toml).
+
+Code builds every subject through the helpers here, so a subject exists in one place only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+VERSION = "v1"
+
+STREAM_CHAT = "SY_V1_CHAT"
+BODY_STORE = "SY_V1_BODIES"
+CANCEL_SUBJECT = "sy.v1.cancel"
+ANNOUNCE_SUBJECT = "sy.v1.announce"
+DISCOVER_SUBJECT = "sy.v1.discover"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def check_token(value: str) -> str:
+    """A pool, edge id or reply token must be one plain subject token."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"not a valid subject token: {value!r}")
+    return value
+
+
+def job_subject(pool: str) -> str:
+    return f"sy.v1.chat.jobs.{check_token(pool)}"
+
+
+def consumer_name(pool: str) -> str:
+    return f"sy_v1_chat_{check_token(pool)}"
+
+
+def reply_subject(edge_id: str, token: str) -> str:
+    return f"sy.v1.reply.{edge_id}.{token}"
+
+
+def reply_wildcard(edge_id: str) -> str:
+    return f"sy.v1.reply.{check_token(edge_id)}.*"
+
+
+@functools.cache
+def contract() -> dict[str, Any]:
+    with open(_HERE / "subjects.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+@functools.cache
+def schema(schema_id: str) -> dict[str, Any]:
+    """The JSON Schema with `$id` == schema_id, e.g. `switchyard.v1.reply`."""
+    name = schema_id.rsplit(".", 1)[-1]
+    with open(_HERE / "schemas" / VERSION / f"{name}.json", "rb") as f:
+        loaded: dict[str, Any] = json.load(f)
+    if loaded.get("$id") != schema_id:
+        raise KeyError(schema_id)
+    return loaded
+
+
+@dataclass(frozen=True)
+class SubjectRule:
+    pattern: str
+    schema: str | None  # None for NATS/JetStream's own subjects
+    regex: re.Pattern[str]
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for token in pattern.split("."):
+        if token == ">":
+            parts.append(r".+")
+        elif token == "*" or (token.startswith("{") and token.endswith("}")):
+            parts.append(r"[^.]+")
+        else:
+            parts.append(re.escape(token))
+    return re.compile(r"^" + r"\.".join(parts) + r"$")
+
+
+@functools.cache
+def subject_rules() -> tuple[SubjectRule, ...]:
+    table = contract()
+    rules = [SubjectRule(s["pattern"], s["schema"], _pattern_regex(s["pattern"])) for s in table["subjects"]]
+    rules += [SubjectRule(s["pattern"], None, _pattern_regex(s["pattern"])) for s in table["system"]]
+    return tuple(rules)
+
+
+def rule_for(subject: str) -> SubjectRule | None:
+    """The contract entry a subject falls under, or None when proto/ does not name it."""
+    for rule in subject_rules():
+        if rule.regex.match(subject):
+            return rule
+    return None

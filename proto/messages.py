@@ -1,0 +1,129 @@
+"""Typed views of the bus messages in schemas/v1 (tests/contract checks they match the schemas)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+
+class Timeouts(TypedDict):
+    first_token: float
+    idle: float
+    heartbeat: float
+
+
+class BodyRef(TypedDict):
+    store: str
+    name: str
+    size: NotRequired[int]
+
+
+class Job(TypedDict):
+    type: Literal["job"]
+    job_id: str
+    request_id: str
+    kind: Literal["chat", "completion"]
+    model: str
+    pool: str
+    reply: str
+    index_offset: int
+    created: float
+    start_by: float
+    deadline: float
+    timeouts: Timeouts
+    body: NotRequired[dict[str, Any]]
+    body_ref: NotRequired[BodyRef]
+
+
+class Start(TypedDict):
+    type: Literal["start"]
+    job_id: str
+    attempt: int
+    seq: int
+    worker_id: str
+
+
+class Delta(TypedDict):
+    type: Literal["delta"]
+    job_id: str
+    attempt: int
+    seq: int
+    choices: list[dict[str, Any]]
+
+
+class Heartbeat(TypedDict):
+    type: Literal["heartbeat"]
+    job_id: str
+    attempt: int
+    seq: int
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: NotRequired[bool]
+
+
+class End(TypedDict):
+    type: Literal["end"]
+    job_id: str
+    attempt: int
+    seq: int
+    usage: NotRequired[Usage | None]
+    system_fingerprint: NotRequired[str | None]
+
+
+class WireError(TypedDict):
+    code: str
+    message: str
+    retryable: bool
+    retry_after: NotRequired[float]
+    param: NotRequired[str | None]
+
+
+class Error(TypedDict):
+    type: Literal["error"]
+    job_id: str
+    attempt: int
+    seq: int
+    error: WireError
+
+
+Reply = Start | Delta | Heartbeat | End | Error
+
+
+class Cancel(TypedDict):
+    type: Literal["cancel"]
+    job_id: str
+    reason: Literal["client_disconnected", "deadline", "stale_attempt", "edge_error"]
+    attempt: NotRequired[int]
+
+
+Feature = Literal["chat", "completion", "n", "tools"]
+
+
+class Announce(TypedDict):
+    type: Literal["announce"]
+    worker_id: str
+    pool: str
+    models: list[str]
+    capacity: int
+    in_flight: int
+    draining: bool
+    features: list[Feature]
+    ttl: float
+
+
+class Discover(TypedDict):
+    type: Literal["discover"]
+    edge_id: str
+
+
+# schema $id -> TypedDicts that must list exactly the schema's properties
+SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
+    "switchyard.v1.job": (Job,),
+    "switchyard.v1.reply": (Start, Delta, Heartbeat, End, Error),
+    "switchyard.v1.cancel": (Cancel,),
+    "switchyard.v1.announce": (Announce,),
+    "switchyard.v1.discover": (Discover,),
+}

@@ -1,0 +1,48 @@
+"""The edge: OpenAI-compatible HTTP API in front of the NATS bus.
+
+    python -m services.edge
+
+Env: PORT (8080), HOST (127.0.0.1), NATS_URL, AUTH_TOKEN, ALLOWED_ORIGINS, NO_LOG, MAX_BODY_BYTES,
+SY_ROUTES / SY_ALIASES / SY_DEFAULT_POOL or SWITCHYARD_CONFIG (routing.py), SY_TIMEOUT_* and
+SY_TIME_SCALE (libs/timeouts.py).
+"""
+
+from __future__ import annotations
+
+import types
+
+import uvicorn
+
+from libs.logs import setup_logging
+from libs.settings import env_str
+from services.edge.app import create_app
+from services.edge.settings import EdgeSettings
+from services.edge.state import EdgeState
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM: /readyz turns 503 at once, then uvicorn stops accepting and finishes streams."""
+
+    def __init__(self, config: uvicorn.Config, state: EdgeState) -> None:
+        super().__init__(config)
+        self.edge_state = state
+
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        self.edge_state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def main() -> None:
+    setup_logging("edge", env_str("LOG_LEVEL", "INFO"))
+    settings = EdgeSettings.from_env()
+    app, state = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, log_level="warning", timeout_graceful_shutdown=int(settings.timeouts.drain) or 1,
+        server_header=False,
+    )
+    DrainingServer(config, state).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The edge's app factory: routes, middleware, and the NATS lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from libs.bus import connect, ensure_body_store, ensure_chat_stream
+from services.edge.dispatch import Dispatcher
+from services.edge.metrics import EdgeMetrics
+from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
+from services.edge.routes.generation import GenerationRoute
+from services.edge.routes.health import Health, Metrics, Ready
+from services.edge.routes.models import GetModel, ListModels
+from services.edge.routing import RoutingTable
+from services.edge.settings import EdgeSettings
+from services.edge.state import EdgeState
+
+log = logging.getLogger("switchyard.edge")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else None
+    message = f"Unknown request URL: {request.method} {request.url.path}." if exc.status_code == 404 else exc.detail
+    return JSONResponse(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}},
+        status_code=exc.status_code, headers=exc.headers,
+    )
+
+
+def create_app(settings: EdgeSettings) -> tuple[Starlette, EdgeState]:
+    state = EdgeState(settings, RoutingTable(settings.routing), EdgeMetrics(CollectorRegistry()))
+    keys = StaticKeyStore(settings.auth_tokens)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if keys.is_open():
+            log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it")
+        nc = await connect(settings.nats_url, name=settings.edge_id)
+        js = nc.jetstream()
+        await ensure_chat_stream(js, max_age=max(60.0, settings.timeouts.queue_wait * 4))
+        await ensure_body_store(js, ttl=settings.timeouts.total + 60)
+        state.dispatcher = Dispatcher(
+            nc, state.routing, settings.timeouts, state.metrics, edge_id=settings.edge_id,
+            inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,
+        )
+        await state.dispatcher.start()
+        log.info("edge %s ready", settings.edge_id)
+        try:
+            yield
+        finally:
+            state.draining = True
+            await state.dispatcher.stop()
+            with contextlib.suppress(Exception):
+                await nc.drain()
+
+    routes = [
+        Route("/", Health(), methods=["GET", "HEAD"]),
+        Route("/healthz", Health(), methods=["GET", "HEAD"]),
+        Route("/readyz", Ready(state), methods=["GET", "HEAD"]),
+        Route("/metrics", Metrics(state), methods=["GET"]),
+        Route("/v1/chat/completions", GenerationRoute(state, "chat"), methods=["POST"]),
+        Route("/v1/completions", GenerationRoute(state, "completion"), methods=["POST"]),
+        Route("/v1/models", ListModels(state), methods=["GET"]),
+        Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"],
+            expose_headers=["x-request-id", "retry-after"],
+        ),
+        Middleware(RequestContext, log_requests=not settings.no_log),
+        Middleware(BearerAuth, keys=keys),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
+    return app, state

@@ -1,0 +1,68 @@
+"""Small raw-ASGI helpers for the edge's hot path (no Request/Response objects per call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from libs.errors import BodyTooLarge, InvalidRequest, SwitchyardError
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("the client disconnected while sending the body")
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON "
+            "(NaN and Infinity are not JSON).", code="invalid_json",
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    return value
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    all_headers = list(headers or JSON_HEADERS)
+    all_headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+    headers = list(JSON_HEADERS)
+    for key, value in (extra or {}).items():
+        headers.append((key.encode(), value.encode()))
+    await send_bytes(send, status, orjson.dumps(payload), headers)
+
+
+async def send_error(send: Send, err: SwitchyardError) -> None:
+    await send_json(send, err.status, err.body(), err.headers())
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None

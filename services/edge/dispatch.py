@@ -1,0 +1,329 @@
+"""The edge's bus side: publish jobs, route every reply to its request, enforce the time limits.
+
+One wildcard subscription (`sy.v1.reply.<edge>.*`) per edge process carries the replies of all
+requests; the last subject token picks the request's `Exchange`. An exchange holds one or more
+jobs (n > 1 fanned out) and a bounded buffer: a client that reads slower than the worker writes
+overflows it and gets a typed error instead of an unbounded queue or a silent truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+import proto
+from libs import wire
+from libs.bus import REPLY_PENDING_BYTES, REPLY_PENDING_MSGS
+from libs.errors import (
+    BusError,
+    ClientTooSlow,
+    DeadlineExceeded,
+    NoCapacity,
+    UpstreamTimeout,
+    WorkerLost,
+)
+from libs.timeouts import Timeouts
+from proto.messages import Job
+from services.edge.metrics import EdgeMetrics
+from services.edge.replies import Alive, Deltas, Failed, Finished, JobReplies, Stale, Started
+from services.edge.routing import RoutingTable
+
+log = logging.getLogger("switchyard.edge.dispatch")
+
+_DISCONNECTED = ("", b"")  # sentinel put on an exchange's queue when the client goes away
+
+
+class ClientGone(Exception):
+    """The client disconnected; the request ends quietly."""
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing arrived for a keep-alive interval (streaming responses send an SSE comment)."""
+
+
+@dataclass
+class _JobState:
+    job_id: str
+    token: str
+    replies: JobReplies
+    created: float  # monotonic
+    stream_seq: int | None = None
+    started: float | None = None
+    last_message: float = 0.0
+    streaming: bool = False
+    done: bool = False
+    body_ref: str | None = None
+
+
+@dataclass
+class Exchange:
+    """One client request's jobs and the replies they send back."""
+
+    dispatcher: Dispatcher
+    request_id: str
+    buffer: int
+    deadline: float  # monotonic: the whole request ends by then
+    queue: asyncio.Queue[tuple[str, bytes]] = field(init=False)
+    jobs: dict[str, _JobState] = field(default_factory=dict)
+    overflowed: bool = False
+    disconnected: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.buffer)
+
+    def feed(self, token: str, payload: bytes) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait((token, payload))
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def client_gone(self) -> None:
+        self.disconnected = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_DISCONNECTED)
+
+    # ---- the event loop of one request -----------------------------------------------------
+
+    async def events(self, keepalive: float | None = None) -> AsyncIterator[Deltas | Finished | KeepAlive]:
+        """Deltas and per-job Finished events in arrival order; raises SwitchyardError on failure."""
+        t = self.dispatcher.timeouts
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
+        queue = self.queue
+        while not all(j.done for j in self.jobs.values()):
+            if queue.empty():
+                now = loop.time()
+                wake = self._next_deadline(t)
+                if keepalive is not None:
+                    wake = min(wake, last_yield + keepalive)
+                try:
+                    async with asyncio.timeout(max(0.0, wake - now)):
+                        token, payload = await queue.get()
+                except TimeoutError:
+                    now = loop.time()
+                    self._raise_expired(now, t)
+                    if keepalive is not None and now >= last_yield + keepalive:
+                        last_yield = now
+                        yield KeepAlive()
+                    continue
+            else:
+                token, payload = queue.get_nowait()
+            if self.overflowed:
+                raise ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
+            if not token:
+                raise ClientGone()
+            job = self.jobs.get(token)
+            if job is None:
+                continue
+            outcome = job.replies.accept(wire.decode(payload))
+            now = loop.time()
+            job.last_message = now
+            if isinstance(outcome, Deltas):
+                if not job.streaming:
+                    job.streaming = True
+                    self.dispatcher.metrics.observe_ttft(now - job.created)
+                last_yield = now
+                yield outcome
+            elif isinstance(outcome, Started):
+                if job.started is None:
+                    self.dispatcher.metrics.queue_wait.observe(now - job.created)
+                job.started = now
+                if outcome.attempt > 1:
+                    self.dispatcher.metrics.retries.inc()
+            elif isinstance(outcome, Finished):
+                job.done = True
+                yield outcome
+            elif isinstance(outcome, Failed):
+                job.done = True
+                raise outcome.error
+            elif isinstance(outcome, Stale):
+                await self.dispatcher.cancel(job.job_id, "stale_attempt", attempt=outcome.attempt)
+            elif isinstance(outcome, Alive):
+                pass
+
+    def _job_deadline(self, job: _JobState, t: Timeouts) -> float:
+        if job.started is None:
+            return job.created + t.queue_wait
+        if not job.streaming:
+            # A dead worker's job comes back after ack_wait, then waits for a free worker again.
+            silent_for = t.ack_wait + t.queue_wait + t.worker_silence
+            return min(job.last_message + silent_for, job.started + t.first_token + t.worker_silence + t.ack_wait)
+        return job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)
+
+    def _next_deadline(self, t: Timeouts) -> float:
+        pending = [self._job_deadline(j, t) for j in self.jobs.values() if not j.done]
+        return min([self.deadline, *pending])
+
+    def _raise_expired(self, now: float, t: Timeouts) -> None:
+        if now >= self.deadline:
+            raise DeadlineExceeded("the request's total time limit was reached")
+        for job in self.jobs.values():
+            if job.done or now < self._job_deadline(job, t):
+                continue
+            if job.started is None:
+                self.dispatcher.metrics.no_capacity.inc()
+                raise NoCapacity(
+                    "no worker had capacity for this request within the queue wait; retry later",
+                    retry_after=max(1.0, t.queue_wait / 5),
+                )
+            if not job.streaming and job.last_message - job.started > t.first_token:
+                raise UpstreamTimeout("the upstream sent no token within the first-token limit")
+            raise WorkerLost("the worker handling this request stopped responding")
+
+    async def close(self) -> None:
+        """Forget the jobs; cancel the ones still running (disconnects, errors, timeouts)."""
+        for job in self.jobs.values():
+            self.dispatcher.forget(job.token)
+            if not job.done:
+                reason = "client_disconnected" if self.disconnected else "edge_error"
+                await self.dispatcher.cancel(job.job_id, reason)
+                if job.stream_seq is not None and job.started is None:
+                    self.dispatcher.discard_queued(job.stream_seq)
+            if job.body_ref:
+                self.dispatcher.discard_body(job.body_ref)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        nc: NATS,
+        routing: RoutingTable,
+        timeouts: Timeouts,
+        metrics: EdgeMetrics,
+        *,
+        edge_id: str,
+        inline_limit: int,
+        reply_buffer: int,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.routing = routing
+        self.timeouts = timeouts
+        self.metrics = metrics
+        self.edge_id = proto.check_token(edge_id)
+        self.inline_limit = inline_limit
+        self.reply_buffer = reply_buffer
+        self._exchanges: dict[str, Exchange] = {}
+        self._prefix_len = len(proto.reply_subject(edge_id, ""))
+        self._subs: list[Any] = []
+        self._store: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._subs.append(await self.nc.subscribe(
+            proto.reply_wildcard(self.edge_id), cb=self._on_reply,
+            pending_msgs_limit=REPLY_PENDING_MSGS, pending_bytes_limit=REPLY_PENDING_BYTES,
+        ))
+        self._subs.append(await self.nc.subscribe(proto.ANNOUNCE_SUBJECT, cb=self._on_announce))
+        await self.nc.publish(proto.DISCOVER_SUBJECT, wire.encode({"type": "discover", "edge_id": self.edge_id}))
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        exchange = self._exchanges.get(msg.subject[self._prefix_len:])
+        if exchange is not None:
+            exchange.feed(msg.subject[self._prefix_len:], msg.data)
+
+    async def _on_announce(self, msg: Msg) -> None:
+        try:
+            self.routing.observe(wire.decode(msg.data))  # type: ignore[arg-type]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed announcement")
+
+    def forget(self, token: str) -> None:
+        self._exchanges.pop(token, None)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._exchanges)
+
+    def exchange(self, request_id: str) -> Exchange:
+        return Exchange(self, request_id, self.reply_buffer, time.monotonic() + self.timeouts.total)
+
+    async def submit(
+        self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0
+    ) -> None:
+        """Publish one job of this exchange to its pool's work queue."""
+        t = self.timeouts
+        token = uuid.uuid4().hex
+        now = time.time()
+        job: Job = {
+            "type": "job", "job_id": token, "request_id": exchange.request_id, "kind": kind,  # type: ignore[typeddict-item]
+            "model": model, "pool": pool, "reply": proto.reply_subject(self.edge_id, token),
+            "index_offset": index_offset, "created": now, "start_by": now + t.queue_wait,
+            "deadline": now + t.total,
+            "timeouts": {"first_token": t.first_token, "idle": t.idle, "heartbeat": t.heartbeat},
+        }
+        state = _JobState(job_id=token, token=token, replies=JobReplies(token), created=time.monotonic())
+        encoded_body = orjson.dumps(body)
+        if len(encoded_body) > self.inline_limit:
+            await self._store_body(token, encoded_body)
+            job["body_ref"] = {"store": proto.BODY_STORE, "name": token, "size": len(encoded_body)}
+            state.body_ref = token
+            payload = wire.encode(job)
+        else:
+            # splice the already-encoded body instead of encoding it twice
+            payload = wire.encode(job)[:-1] + b',"body":' + encoded_body + b"}"
+        exchange.jobs[token] = state
+        self._exchanges[token] = exchange
+        try:
+            ack = await self.js.publish(
+                proto.job_subject(pool), payload, headers={wire.REQUEST_ID_HEADER: exchange.request_id}
+            )
+        except Exception as exc:
+            state.done = True
+            raise BusError(f"could not queue the request: {type(exc).__name__}") from exc
+        state.stream_seq = ack.seq
+
+    async def _store_body(self, name: str, data: bytes) -> None:
+        if self._store is None:
+            self._store = await self.js.object_store(proto.BODY_STORE)
+        try:
+            await self._store.put(name, data)
+        except Exception as exc:
+            raise BusError(f"could not store the request body: {type(exc).__name__}") from exc
+
+    async def cancel(self, job_id: str, reason: str, attempt: int | None = None) -> None:
+        message: dict[str, Any] = {"type": "cancel", "job_id": job_id, "reason": reason}
+        if attempt is not None:
+            message["attempt"] = attempt
+        self.metrics.cancellations.labels(reason=reason).inc()
+        with contextlib.suppress(Exception):
+            await self.nc.publish(proto.CANCEL_SUBJECT, wire.encode(message))
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def discard_queued(self, stream_seq: int) -> None:
+        """Remove a job nobody started from the work queue, so no worker wastes upstream quota on it."""
+        async def delete() -> None:
+            with contextlib.suppress(Exception):
+                await self.js.delete_msg(proto.STREAM_CHAT, stream_seq)
+        self._in_background(delete())
+
+    def discard_body(self, name: str) -> None:
+        async def delete() -> None:
+            with contextlib.suppress(Exception):
+                await self._store.delete(name)
+        self._in_background(delete())

@@ -1,0 +1,108 @@
+"""Pure ASGI middleware of the edge: request ids and access logs, then authentication.
+
+Starlette's docs advise against BaseHTTPMiddleware on a streaming hot path; these wrap `send`
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from typing import Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from libs.errors import AuthenticationFailed
+from services.edge.asgi_io import header, send_error
+
+access_log = logging.getLogger("switchyard.edge.access")
+
+_REQUEST_ID = re.compile(rb"^[\w.-]{1,128}$")
+REQUEST_ID_KEY = "sy.request_id"
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+
+
+class RequestContext:
+    """Gives every request an id (the client's `x-request-id` when well-formed), echoes it, logs."""
+
+    def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
+        self.app = app
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = header(scope, b"x-request-id")
+        request_id = given.decode() if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope[REQUEST_ID_KEY] = request_id
+        encoded_id = request_id.encode()
+        status = 0
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.log_requests:
+                access_log.info(
+                    "%s %s %s", scope["method"], scope["path"], status,
+                    extra={"request_id": request_id, "status": status,
+                           "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                )
+
+
+class KeyStore(Protocol):
+    """Where API keys live; full key management (per-key limits, JetStream KV) plugs in here."""
+
+    def is_open(self) -> bool: ...
+
+    async def authenticate(self, token: str) -> bool: ...
+
+
+class StaticKeyStore:
+    """The keys from AUTH_TOKEN / AUTH_TOKENS. Empty: the edge runs open."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self._tokens = [t.encode() for t in tokens]
+
+    def is_open(self) -> bool:
+        return not self._tokens
+
+    async def authenticate(self, token: str) -> bool:
+        candidate = token.encode()
+        matched = False
+        for known in self._tokens:  # compare with every key, in constant time each
+            matched |= hmac.compare_digest(candidate, known)
+        return matched
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.keys.is_open() or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        raw = header(scope, b"authorization") or b""
+        scheme, _, token = raw.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            await send_error(send, AuthenticationFailed(
+                "You didn't provide an API key. Use the header 'Authorization: Bearer YOUR_KEY'."
+            ))
+            return
+        if not await self.keys.authenticate(token.strip()):
+            await send_error(send, AuthenticationFailed("Incorrect API key provided."))
+            return
+        await self.app(scope, receive, send)

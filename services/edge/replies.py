@@ -1,0 +1,90 @@
+"""One job's reply stream as the edge sees it: fencing of stale attempts and sequence checks.
+
+Pure logic, no I/O: `JobReplies.accept` takes a decoded reply message and says what it means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from libs.errors import ReplyGap, SwitchyardError, from_wire
+
+
+@dataclass(frozen=True)
+class Started:
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class Deltas:
+    choices: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Finished:
+    usage: dict[str, Any] | None
+    system_fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: SwitchyardError
+
+
+@dataclass(frozen=True)
+class Alive:
+    """A heartbeat: nothing to forward, but the worker lives."""
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A message from an attempt that lost; the caller may cancel that attempt."""
+
+    attempt: int
+
+
+Outcome = Started | Deltas | Finished | Failed | Alive | Stale
+
+
+@dataclass
+class JobReplies:
+    job_id: str
+    attempt: int = 0  # the attempt we follow; 0 until a start arrives
+    locked: bool = False  # a delta of `attempt` was forwarded: no other attempt may speak now
+    next_seq: int = 0
+    done: bool = False
+    stale_cancelled: set[int] = field(default_factory=set)
+
+    def accept(self, message: dict[str, Any]) -> Outcome | None:
+        kind = message.get("type")
+        attempt = int(message.get("attempt", 0))
+        seq = int(message.get("seq", -1))
+        if self.done:
+            return None
+        if kind == "start":
+            if self.locked or attempt <= self.attempt:
+                return Stale(attempt) if attempt != self.attempt else None
+            # a newer delivery took over before any token reached the client: follow it
+            self.attempt = attempt
+            self.next_seq = 1
+            return Started(attempt, str(message.get("worker_id", "")))
+        if attempt != self.attempt:
+            return Stale(attempt) if attempt else None
+        if seq != self.next_seq:
+            self.done = True
+            return Failed(ReplyGap(f"reply {self.next_seq} of the answer was lost on the bus (got {seq})"))
+        self.next_seq += 1
+        if kind == "delta":
+            self.locked = True
+            return Deltas(message.get("choices") or [])
+        if kind == "heartbeat":
+            return Alive()
+        if kind == "end":
+            self.done = True
+            return Finished(message.get("usage"), message.get("system_fingerprint"))
+        if kind == "error":
+            self.done = True
+            return Failed(from_wire(message.get("error") or {}))
+        return None

@@ -1,0 +1,151 @@
+"""POST /v1/chat/completions and POST /v1/completions, stream and non-stream.
+
+Both are answered the same way: validate, route the model to a pool, publish one job per choice
+group (`plan.py`), then stream the worker's deltas (SSE) or assemble them (JSON). Internally
+every answer is streamed, so heartbeats, cancel and retry behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from libs import sse
+from libs.errors import SwitchyardError
+from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
+from services.edge.dispatch import ClientGone, Exchange, KeepAlive
+from services.edge.middleware import REQUEST_ID_KEY
+from services.edge.openai_format import Kind, ResponseBuilder
+from services.edge.plan import JobPlan, plan_jobs
+from services.edge.replies import Deltas, Finished
+from services.edge.state import EdgeState
+from services.edge.validation import validate_chat_request, validate_completion_request
+
+log = logging.getLogger("switchyard.edge.generation")
+
+_VALIDATORS = {"chat": validate_chat_request, "completion": validate_completion_request}
+_STREAM_START = {"type": "http.response.start", "status": 200, "headers": sse.HEADERS}
+
+
+async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            exchange.client_gone()
+            return
+
+
+class GenerationRoute:
+    def __init__(self, state: EdgeState, kind: Kind) -> None:
+        self.state = state
+        self.kind = kind
+        self.route_name = "chat.completions" if kind == "chat" else "completions"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        started = time.perf_counter()
+        status = 500
+        model_label = "unknown"
+        state.metrics.in_flight.inc()
+        try:
+            body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
+            unknown = _VALIDATORS[self.kind](body)
+            if unknown:
+                log.info("ignoring unknown fields %s", unknown[:10], extra={"request_id": scope[REQUEST_ID_KEY]})
+            route = state.routing.resolve(body["model"])
+            model_label = state.model_label(body["model"])
+            plan = plan_jobs(self.kind, body, route)
+            status = await self._answer(scope, receive, send, body, plan)
+        except SwitchyardError as err:
+            status = err.status
+            state.metrics.errors.labels(code=err.code).inc()
+            await send_error(send, err)
+        finally:
+            state.metrics.in_flight.dec()
+            state.metrics.requests.labels(route=self.route_name, model=model_label, status=str(status)).inc()
+            state.metrics.latency.labels(route=self.route_name).observe(time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan) -> int:
+        exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY])
+        watcher = asyncio.create_task(_watch_disconnect(receive, exchange))
+        builder = ResponseBuilder(self.kind, body["model"], plan.choices)
+        try:
+            for job in plan.jobs:
+                await self.state.dispatcher.submit(
+                    exchange, kind=job.kind, model=plan.model, pool=plan.pool, body=job.body,
+                    index_offset=job.index_offset,
+                )
+            if body.get("stream"):
+                return await self._stream(send, exchange, builder, plan, body)
+            return await self._respond(send, exchange, builder, plan)
+        except ClientGone:
+            return 499  # nginx's "client closed request"; nothing can be sent
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await exchange.close()
+            self._count_tokens(builder)
+
+    async def _respond(self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan) -> int:
+        async for event in exchange.events():
+            if isinstance(event, Deltas):
+                builder.absorb(plan.convert(event.choices))
+            elif isinstance(event, Finished):
+                builder.add_usage(event.usage)
+                builder.system_fingerprint = event.system_fingerprint or builder.system_fingerprint
+        await send_json(send, 200, builder.response())
+        return 200
+
+    async def _stream(
+        self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan, body: dict[str, Any]
+    ) -> int:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        started = False
+        try:
+            async for event in exchange.events(keepalive=self.state.settings.timeouts.keepalive):
+                if isinstance(event, Deltas):
+                    chunk = builder.chunk(plan.convert(event.choices))
+                    if include_usage:
+                        chunk["usage"] = None  # OpenAI marks every chunk but the last this way
+                    if not started:
+                        # Headers wait for the first token, so errors before it keep their status code.
+                        await send(_STREAM_START)
+                        started = True
+                    await send({"type": "http.response.body", "body": sse.data_event(chunk), "more_body": True})
+                elif isinstance(event, Finished):
+                    builder.add_usage(event.usage)
+                elif isinstance(event, KeepAlive):
+                    if not started:
+                        await send(_STREAM_START)
+                        started = True
+                    await send({"type": "http.response.body", "body": sse.KEEPALIVE, "more_body": True})
+        except SwitchyardError as err:
+            if not started:
+                raise
+            # After the first token there is no retry: finish every choice with "length", say why in-band.
+            self.state.metrics.errors.labels(code=err.code).inc()
+            tail = b""
+            closing = builder.closing_chunk("length")
+            if closing is not None:
+                tail += sse.data_event(closing)
+            tail += sse.data_event(err.body()) + sse.DONE
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            return err.status
+        if not started:
+            await send(_STREAM_START)
+        tail = sse.data_event(builder.usage_chunk()) if include_usage else b""
+        await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
+        return 200
+
+    def _count_tokens(self, builder: ResponseBuilder) -> None:
+        source = "estimated" if builder.usage_estimated else "upstream"
+        tokens = self.state.metrics.tokens
+        tokens.labels(kind="prompt", source=source).inc(builder.usage["prompt_tokens"])
+        completion = builder.usage["completion_tokens"] or (builder.delivered_chars + 3) // 4
+        tokens.labels(kind="completion", source=source).inc(completion)

@@ -1,0 +1,55 @@
+"""The edge's configuration, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from libs.settings import env_bool, env_int, env_list, env_str
+from libs.timeouts import Timeouts
+from services.edge.routing import RoutingConfig
+
+
+def _default_edge_id() -> str:
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname()[:20])
+    return f"edge-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    host: str
+    port: int
+    nats_url: str
+    allowed_origins: list[str]
+    auth_tokens: list[str]
+    no_log: bool
+    max_body_bytes: int
+    inline_body_bytes: int
+    reply_buffer: int
+    max_n: int
+    edge_id: str
+    timeouts: Timeouts
+    routing: RoutingConfig
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
+        return cls(
+            host=env_str("HOST", "127.0.0.1", env),
+            port=env_int("PORT", 8080, env, minimum=0),
+            nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222", env),
+            allowed_origins=env_list("ALLOWED_ORIGINS", env) or ["*"],
+            # AUTH_TOKEN is seed 000's single static key; AUTH_TOKENS adds more (comma list)
+            auth_tokens=[t for t in [env_str("AUTH_TOKEN", "", env).strip(), *env_list("AUTH_TOKENS", env)] if t],
+            no_log=env_bool("NO_LOG", False, env),
+            max_body_bytes=env_int("MAX_BODY_BYTES", 25 * 1024 * 1024, env, minimum=1024),
+            # NATS's default max payload is 1 MiB; bodies above this go through the object store
+            inline_body_bytes=env_int("INLINE_BODY_BYTES", 512 * 1024, env, minimum=1),
+            reply_buffer=env_int("REPLY_BUFFER", 1024, env, minimum=8),
+            max_n=env_int("MAX_N", 128, env, minimum=1),
+            edge_id=env_str("EDGE_ID", "", env) or _default_edge_id(),
+            timeouts=Timeouts.from_env(env),
+            routing=RoutingConfig.from_env(env),
+        )

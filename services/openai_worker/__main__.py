@@ -1,0 +1,29 @@
+"""openai-worker: forwards chat and completions jobs to OpenAI-compatible upstreams.
+
+    python -m services.openai_worker
+
+Env: NATS_URL, WORKER_POOL (default "openai"), WORKER_CAPACITY, PORT (probes and /metrics),
+OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODELS or OPENAI_WORKER_CONFIG (see config.py),
+HTTPS_PROXY / HTTP_PROXY, SY_TIMEOUT_* and SY_TIME_SCALE (libs/timeouts.py).
+"""
+
+from __future__ import annotations
+
+import uvloop
+
+from libs.logs import setup_logging
+from libs.settings import env_str
+from libs.worker_main import WorkerProcessSettings, run_worker
+from services.openai_worker.backend import OpenAIBackend
+from services.openai_worker.config import load_upstreams
+
+
+def main() -> None:
+    setup_logging("openai-worker", env_str("LOG_LEVEL", "INFO"))
+    settings = WorkerProcessSettings.from_env(default_pool="openai")
+    upstreams = load_upstreams()
+    uvloop.run(run_worker(settings, lambda metrics: OpenAIBackend(upstreams, metrics)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The openai-worker's upstream side: pick an upstream for the model, stream, fail over before
+the first token, and report usage (the upstream's, or an estimate marked as such)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
+from libs.worker_metrics import WorkerMetrics
+from libs.worker_runtime import StreamEnd
+from proto.messages import Feature, Job
+from services.openai_worker.config import Upstream
+from services.openai_worker.upstream import StreamedCall
+
+_PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for English; only used when the upstream reports nothing."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        parts: list[str] = []
+        for message in body["messages"]:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+        return "\n".join(parts)
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else " ".join(p for p in prompt or [] if isinstance(p, str))
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        text = str(delta.get("content") or "")
+        for call in delta.get("tool_calls") or []:
+            text += str((call.get("function") or {}).get("arguments") or "")
+        return text
+    return str(choice.get("text") or "")
+
+
+class OpenAIBackend:
+    def __init__(self, upstreams: list[Upstream], metrics: WorkerMetrics, *, connect_timeout: float = 10.0) -> None:
+        self.upstreams = upstreams
+        self.metrics = metrics
+        self.models = sorted({m for u in upstreams for m in u.models})
+        features: list[Feature] = ["chat", "tools"]
+        if all(u.native_n for u in upstreams):
+            features.append("n")
+        if all(u.completions for u in upstreams):
+            features.append("completion")
+        self.features = features
+        self._by_model = {m: [u for u in upstreams if m in u.models] for m in self.models}
+        self._rotation = itertools.count()
+        # Read timeouts are the runtime's job (first token, idle); here only connecting is bounded.
+        timeout = httpx.Timeout(connect=connect_timeout, read=None, write=30.0, pool=connect_timeout)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        for proxy in {u.proxy for u in upstreams}:
+            self._clients[proxy] = httpx.AsyncClient(timeout=timeout, limits=limits, proxy=proxy, trust_env=True)
+
+    def _candidates(self, model: str) -> list[Upstream]:
+        ups = self._by_model.get(model)
+        if not ups:
+            raise ModelNotFound(model)
+        start = next(self._rotation) % len(ups)
+        return ups[start:] + ups[:start]
+
+    async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]:
+        last_error: SwitchyardError | None = None
+        for upstream in self._candidates(job["model"]):
+            sent_any = False
+            try:
+                async for item in self._stream_one(upstream, job, body):
+                    sent_any = True
+                    yield item
+                return
+            except SwitchyardError as err:
+                if sent_any or isinstance(err, UpstreamBadRequest):
+                    raise  # tokens already went out, or the input itself is the problem
+                self.metrics.upstream_errors.labels(code=err.code).inc()
+                last_error = err
+        assert last_error is not None
+        raise last_error
+
+    async def _stream_one(
+        self, upstream: Upstream, job: Job, body: dict[str, Any]
+    ) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]:
+        payload = dict(body)
+        payload["model"] = job["model"]
+        payload["stream"] = True  # always streamed internally: heartbeats, cancel and retry work alike
+        if upstream.stream_usage:
+            payload["stream_options"] = {"include_usage": True}
+        else:
+            payload.pop("stream_options", None)
+        call = StreamedCall(self._clients[upstream.proxy], upstream, _PATHS[job["kind"]], payload)
+        started = time.monotonic()
+        first = True
+        usage: dict[str, Any] | None = None
+        fingerprint: str | None = None
+        completion_chars: list[str] = []
+        async for chunks in call.chunks():
+            batch: list[dict[str, Any]] = []
+            for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                fingerprint = chunk.get("system_fingerprint") or fingerprint
+                for choice in chunk.get("choices") or ():
+                    batch.append(choice)
+                    completion_chars.append(_choice_text(choice))
+            if batch:
+                if first:
+                    self.metrics.upstream_ttft.observe(time.monotonic() - started)
+                    first = False
+                yield batch
+        if usage is not None:
+            usage = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage}
+            usage.setdefault("total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+            usage["estimated"] = False
+        else:
+            prompt_tokens = estimate_tokens(_prompt_text(body))
+            completion_tokens = estimate_tokens("".join(completion_chars))
+            usage = {
+                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens, "estimated": True,
+            }
+        yield StreamEnd(usage=usage, system_fingerprint=fingerprint)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

@@ -1,0 +1,55 @@
+"""A subscriber on `>` that checks every bus message against proto/ (subjects and schemas)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+import proto
+
+
+class Wiretap:
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+        self.seen: Counter[str] = Counter()  # schema id (or "system") → count
+        self.messages: list[tuple[str, dict[str, Any]]] = []  # (schema id, message), application only
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    async def attach(self, nc: NATS) -> None:
+        await nc.subscribe(">", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        await nc.flush()
+
+    def _validator(self, schema_id: str) -> Draft202012Validator:
+        if schema_id not in self._validators:
+            self._validators[schema_id] = Draft202012Validator(proto.schema(schema_id))
+        return self._validators[schema_id]
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self.check(msg.subject, msg.data)
+
+    def check(self, subject: str, data: bytes) -> None:
+        rule = proto.rule_for(subject)
+        if rule is None:
+            self.violations.append(f"subject not in proto/: {subject}")
+            return
+        if rule.schema is None:
+            self.seen["system"] += 1
+            return
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.violations.append(f"{subject}: not JSON")
+            return
+        errors = sorted(self._validator(rule.schema).iter_errors(message), key=lambda e: e.path)
+        if errors:
+            self.violations.append(f"{subject}: {errors[0].message} in {orjson.dumps(message)[:300]!r}")
+        self.seen[rule.schema] += 1
+        self.messages.append((rule.schema, message))
+
+    def find(self, schema_id: str, **fields: Any) -> list[dict[str, Any]]:
+        return [m for s, m in self.messages if s == schema_id and all(m.get(k) == v for k, v in fields.items())]
