@@ -53,7 +53,7 @@ class SSEDecoder:
     def close(self) -> Iterator[Event]:
         """End of stream: a pending event without its blank line is still delivered."""
         if self._buffer:
-            event = self._line(self._buffer)
+            event = self._line(self._buffer.rstrip(b"\r"))
             self._buffer = b""
             if event is not None:
                 yield event

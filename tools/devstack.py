@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from libs.devproc import REPO_ROOT, Proc, free_port, spawn_python_service, start_nats_server
 
@@ -37,7 +36,8 @@ def main() -> int:
     try:
         nats_url = os.environ.get("NATS_URL", "")
         if not nats_url:
-            nats = start_nats_server(log_dir=logs, store_dir=STATE / "jetstream", port=int(os.environ.get("NATS_PORT", "4222")))
+            nats_port = int(os.environ.get("NATS_PORT", "4222"))
+            nats = start_nats_server(log_dir=logs, store_dir=STATE / "jetstream", port=nats_port)
             procs.append(nats)
             nats_url = nats.url
             say(f"nats-server (JetStream) at {nats_url}, pid {nats.pid}")
@@ -69,9 +69,9 @@ def main() -> int:
         )
         procs.append(edge)
         say(f"edge ready: http://127.0.0.1:{edge_env['PORT']}/v1 (logs in {logs.relative_to(REPO_ROOT)})")
-        say("try: curl http://127.0.0.1:%s/v1/chat/completions -H 'content-type: application/json' "
-            "-d '{\"model\":\"sandbox-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
-            % edge_env["PORT"])
+        example = '{"model":"sandbox-chat","messages":[{"role":"user","content":"hello"}]}'
+        say(f"try: curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
+            f"-H 'content-type: application/json' -d '{example}'")
         say("Ctrl-C stops everything")
         while not stopping:
             for proc in procs:

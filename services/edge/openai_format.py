@@ -29,6 +29,19 @@ def _merge_tool_calls(calls: dict[int, dict[str, Any]], fragments: list[dict[str
             call["function"]["arguments"] += function["arguments"]
 
 
+def _merge_completion_logprobs(parts: list[Any] | None) -> dict[str, Any] | None:
+    """A streamed completion's logprobs arrive per chunk; the final choice covers every token."""
+    if not parts:
+        return None
+    merged: dict[str, list[Any]] = {}
+    for part in parts:
+        if isinstance(part, dict):
+            for key, values in part.items():
+                if isinstance(values, list):
+                    merged.setdefault(key, []).extend(values)
+    return merged
+
+
 class ResponseBuilder:
     def __init__(self, kind: Kind, model: str, choices: int) -> None:
         self.kind = kind
@@ -150,9 +163,8 @@ class ResponseBuilder:
         text = "".join(self._text.get(index, []))
         finish = self.finished.get(index, "stop")
         if self.kind == "completion":
-            logprobs = self._logprobs.get(index)
-            first_logprobs = logprobs[0] if logprobs else None
-            return {"index": index, "text": text, "logprobs": first_logprobs, "finish_reason": finish}
+            return {"index": index, "text": text, "logprobs": _merge_completion_logprobs(self._logprobs.get(index)),
+                    "finish_reason": finish}
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         calls = self._tool_calls.get(index)
         if calls:

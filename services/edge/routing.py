@@ -39,22 +39,31 @@ class RoutingConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> RoutingConfig:
         table: dict[str, Any] = load_toml("SWITCHYARD_CONFIG", env).get("routing", {})
         aliases = {str(k): str(v) for k, v in (table.get("aliases") or {}).items()}
-        routes = [(str(r["match"]), str(r["pool"])) for r in table.get("routes") or []]
-        for name, value in (("SY_ALIASES", aliases), ("SY_ROUTES", None)):
+        routes: list[tuple[str, str]] = []
+        for i, entry in enumerate(table.get("routes") or []):
+            if not isinstance(entry, dict) or not entry.get("match") or not entry.get("pool"):
+                raise ConfigError(f"SWITCHYARD_CONFIG routing.routes[{i}] needs both 'match' and 'pool'")
+            routes.append((str(entry["match"]), _pool("SWITCHYARD_CONFIG routing.routes", str(entry["pool"]))))
+        for name in ("SY_ALIASES", "SY_ROUTES"):
             for item in env_list(name, env):
                 key, sep, target = item.partition("=")
                 if not sep or not key.strip() or not target.strip():
                     raise ConfigError(f"{name} entries must look like name=target, got {item!r}")
-                if value is not None:
-                    value[key.strip()] = target.strip()
+                if name == "SY_ALIASES":
+                    aliases[key.strip()] = target.strip()
                 else:
-                    routes.append((key.strip(), target.strip()))
+                    routes.append((key.strip(), _pool(name, target.strip())))
         default_pool = env_str("SY_DEFAULT_POOL", str(table.get("default_pool") or ""), env).strip()
-        for _, pool in routes:
-            proto.check_token(pool)
         if default_pool:
-            proto.check_token(default_pool)
+            _pool("SY_DEFAULT_POOL", default_pool)
         return cls(aliases=aliases, routes=tuple(routes), default_pool=default_pool)
+
+
+def _pool(variable: str, pool: str) -> str:
+    try:
+        return proto.check_token(pool)
+    except ValueError:
+        raise ConfigError(f"{variable}: pool names are letters, digits, '_' and '-', got {pool!r}") from None
 
 
 @dataclass(frozen=True)

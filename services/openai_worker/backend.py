@@ -8,14 +8,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
 from libs.worker_metrics import WorkerMetrics
 from libs.worker_runtime import StreamEnd
 from proto.messages import Feature, Job
 from services.openai_worker.config import Upstream
-from services.openai_worker.upstream import StreamedCall
+from services.openai_worker.upstream import StreamedCall, proxy_for
 
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 
@@ -62,12 +62,21 @@ class OpenAIBackend:
         self.features = features
         self._by_model = {m: [u for u in upstreams if m in u.models] for m in self.models}
         self._rotation = itertools.count()
-        # Read timeouts are the runtime's job (first token, idle); here only connecting is bounded.
-        timeout = httpx.Timeout(connect=connect_timeout, read=None, write=30.0, pool=connect_timeout)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self._clients: dict[str | None, httpx.AsyncClient] = {}
-        for proxy in {u.proxy for u in upstreams}:
-            self._clients[proxy] = httpx.AsyncClient(timeout=timeout, limits=limits, proxy=proxy, trust_env=True)
+        self._proxies = {u.name: proxy_for(u) for u in upstreams}
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily: aiohttp sessions belong to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                # Read limits are the runtime's job (first token, idle); only connecting is bounded here.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                trust_env=False,  # proxies are resolved once per upstream (proxy_for)
+                auto_decompress=True,
+            )
+        return self._session
 
     def _candidates(self, model: str) -> list[Upstream]:
         ups = self._by_model.get(model)
@@ -103,7 +112,7 @@ class OpenAIBackend:
             payload["stream_options"] = {"include_usage": True}
         else:
             payload.pop("stream_options", None)
-        call = StreamedCall(self._clients[upstream.proxy], upstream, _PATHS[job["kind"]], payload)
+        call = StreamedCall(self._client(), upstream, self._proxies[upstream.name], _PATHS[job["kind"]], payload)
         started = time.monotonic()
         first = True
         usage: dict[str, Any] | None = None
@@ -137,5 +146,5 @@ class OpenAIBackend:
         yield StreamEnd(usage=usage, system_fingerprint=fingerprint)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()

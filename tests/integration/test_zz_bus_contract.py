@@ -1,0 +1,31 @@
+"""Runs last in the integration tier: everything the session put on the bus matched proto/.
+
+(The wiretap fixture also fails the session at teardown on any violation; this test names the
+coverage: each message type of the contract was actually exercised.)
+"""
+
+from __future__ import annotations
+
+import proto
+from tests.conftest import Stack
+from tests.wiretap import Wiretap
+
+
+def test_every_message_matched_the_contract(stack: Stack, wiretap: Wiretap) -> None:
+    assert not wiretap.violations, "\n".join(wiretap.violations[:20])
+
+
+def test_every_application_subject_was_exercised(stack: Stack, wiretap: Wiretap) -> None:
+    schemas = {s["schema"] for s in proto.contract()["subjects"]}
+    assert schemas <= set(wiretap.seen), f"never seen on the bus: {schemas - set(wiretap.seen)}"
+    kinds = {m["type"] for s, m in wiretap.messages if s == "switchyard.v1.reply"}
+    assert kinds == {"start", "delta", "heartbeat", "end", "error"}
+    assert wiretap.seen["system"] > 0  # JetStream API and acks travelled too
+
+
+def test_wiretap_rejects_what_proto_does_not_name() -> None:
+    tap = Wiretap()
+    tap.check("sy.v1.unknown", b"{}")
+    tap.check("sy.v1.cancel", b'{"type": "cancel"}')
+    tap.check("sy.v1.announce", b"not json")
+    assert len(tap.violations) == 3
