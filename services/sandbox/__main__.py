@@ -1,0 +1,40 @@
+"""`python -m services.sandbox`: the fake OpenAI upstream on uvicorn (httptools + uvloop)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import uvicorn
+
+from .app import Sandbox
+from .config import Settings
+from .watch import QuietAbort
+
+
+def main() -> None:
+    settings = Settings.from_env(os.environ)
+    config = uvicorn.Config(
+        Sandbox(settings),
+        http="httptools",
+        loop="uvloop",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=1,  # a `hang` request must not hold up SIGTERM
+    )
+    logging.getLogger("uvicorn.error").addFilter(QuietAbort())  # after Config: it configures logging
+
+    # Bind and listen before announcing, so the printed URL is connectable (and PORT=0 works).
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    print(f"sandbox listening on http://{host}:{port}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

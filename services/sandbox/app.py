@@ -1,0 +1,101 @@
+"""The sandbox as a raw ASGI callable: path routing, /v1/models, and the /_sandbox control endpoints."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs
+
+import orjson
+
+from . import directives, payloads
+from .asgi import TEXT, ClientGone, Receive, Scope, Send, header, read_body, respond
+from .completions import State, handle
+from .config import Settings
+from .directives import DirectiveError
+
+
+class Sandbox:
+    def __init__(self, settings: Settings) -> None:
+        self.state = State(settings)
+        self.started = int(time.time())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":  # normally off; answered anyway so any ASGI server can host us
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/v1/chat/completions" or path == "/v1/completions":
+            if method == "POST":
+                await handle(self.state, scope, receive, send, chat=path == "/v1/chat/completions")
+            else:
+                await _not_allowed(send)
+        elif path.startswith("/v1/models"):
+            await self._models(scope, send, method, path)
+        elif path == "/" or path == "/healthz":
+            await respond(send, 200, b"OK", TEXT)
+        elif path == "/_sandbox/config":
+            await self._config(send, receive, method)
+        elif path == "/_sandbox/events":
+            await self._events(scope, send, method)
+        else:
+            body = payloads.error_body(f"Unknown path {path} (sandbox)", "invalid_request_error", "unknown_url")
+            await respond(send, 404, body)
+
+    async def _models(self, scope: Scope, send: Send, method: str, path: str) -> None:
+        if method != "GET":
+            await _not_allowed(send)
+        elif not self.state.authorized(header(scope, b"authorization")):
+            await respond(send, 401, payloads.status_error(401))
+        elif path in ("/v1/models", "/v1/models/"):
+            await respond(send, 200, payloads.models_list(self.state.settings.models, self.started))
+        else:
+            model = path.removeprefix("/v1/models/")
+            if model in self.state.settings.models:
+                await respond(send, 200, orjson.dumps(payloads.model_object(model, self.started)))
+            else:
+                message = f"The model `{model}` does not exist or you do not have access to it."
+                await respond(
+                    send, 404, payloads.error_body(message, "invalid_request_error", "model_not_found", "model")
+                )
+
+    async def _config(self, send: Send, receive: Receive, method: str) -> None:
+        """GET shows the defaults; POST replaces them ({} resets). Per-request directives still win."""
+        if method == "POST":
+            try:
+                self.state.defaults = directives.from_config(orjson.loads(await read_body(receive)))
+            except ClientGone:
+                return
+            except (orjson.JSONDecodeError, DirectiveError) as exc:
+                await respond(send, 400, payloads.error_body(str(exc), "invalid_request_error"))
+                return
+        elif method != "GET":
+            await _not_allowed(send)
+            return
+        await respond(send, 200, orjson.dumps(self.state.defaults))
+
+    async def _events(self, scope: Scope, send: Send, method: str) -> None:
+        if method == "GET":
+            marks = parse_qs(scope["query_string"].decode("latin-1")).get("mark")
+            events = self.state.events.query(marks[0] if marks else None)
+            await respond(send, 200, orjson.dumps({"events": events}))
+        elif method == "DELETE":
+            self.state.events.clear()
+            self.state.fails.clear()  # fail_times counts restart with the log
+            await respond(send, 200, b'{"events":[]}')
+        else:
+            await _not_allowed(send)
+
+
+async def _not_allowed(send: Send) -> None:
+    await respond(send, 405, payloads.error_body("Method not allowed (sandbox)", "invalid_request_error"))

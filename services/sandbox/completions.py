@@ -1,0 +1,248 @@
+"""POST /v1/chat/completions and /v1/completions: validate, apply directives, answer (stream or not)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from . import directives, payloads
+from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, header, read_body, respond
+from .config import Settings
+from .directives import DirectiveError, Directives
+from .events import Event, EventLog, FailCounter
+from .generate import DEFAULT_TOKENS, Choice, seed_of, text_choice, tool_choice
+from .parse import BadRequest, Job, chat_job, completion_job
+from .watch import ClientWatch, InjectedAbort
+
+# Any of these means the request sleeps somewhere, so it needs a disconnect watcher.
+_TIMED = frozenset(("latency_ms", "first_token_ms", "token_delay_ms", "hang", "hang_after"))
+
+
+@dataclass(slots=True)
+class State:
+    settings: Settings
+    events: EventLog = field(default_factory=EventLog)
+    fails: FailCounter = field(default_factory=FailCounter)
+    defaults: Directives = field(default_factory=dict)  # POST /_sandbox/config
+    boot: str = field(default_factory=lambda: os.urandom(4).hex())  # ids stay unique across restarts
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+    expected_auth: bytes | None = field(init=False, default=None)  # the whole Authorization header value
+
+    def __post_init__(self) -> None:
+        key = self.settings.api_key
+        self.expected_auth = b"Bearer " + key.encode() if key else None
+
+    def authorized(self, auth: bytes | None) -> bool:
+        expected = self.expected_auth
+        if expected is None or auth == expected:
+            return True
+        # the scheme is case-insensitive (RFC 9110); the exact match above is the fast path
+        return auth is not None and auth[:7].lower() == b"bearer " and auth[7:] == expected[7:]
+
+
+def bearer(auth: bytes | None) -> str | None:
+    if auth is None:
+        return None
+    text = auth.decode("latin-1")
+    return text[7:] if text[:7].lower() == "bearer " else text
+
+
+async def _error(send: Send, status: int, body: bytes, retry_after: int | None, event: Event | None) -> None:
+    extra = () if retry_after is None else ((b"retry-after", b"%d" % retry_after),)
+    if event is not None:
+        event["status"] = status
+        event["first_byte_at"] = time.time()
+    await respond(send, status, body, extra=extra)
+    if event is not None:
+        event["completed_at"] = time.time()
+        event["outcome"] = "completed"
+
+
+def _choices(job: Job, d: Directives) -> list[Choice]:
+    wanted = d.get("tokens", DEFAULT_TOKENS)
+    assert isinstance(wanted, int)
+    n = job.n
+    if not job.chat:  # choice index = prompt_index * n + i, as OpenAI numbers them
+        out = []
+        for p, prompt in enumerate(job.prompts):
+            seed = seed_of(directives.strip(prompt))
+            out.extend(text_choice(p * n + i, seed, i, wanted, job.max_tokens) for i in range(n))
+        return out
+    seed = seed_of(directives.strip(job.prompts[0]))
+    tool = (d.get("tool") or job.tool_name) if job.has_tools else None
+    if tool:
+        last = directives.strip(job.directive_text)
+        return [tool_choice(i, seed, str(tool), last) for i in range(n)]
+    return [text_choice(i, seed, i, wanted, job.max_tokens) for i in range(n)]
+
+
+async def handle(state: State, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
+    received_at = time.time()
+    try:
+        raw = await read_body(receive)
+    except ClientGone:
+        return
+    auth = header(scope, b"authorization")
+    job: Job | None = None
+    found: Directives = {}
+    problem: BadRequest | None = None
+    try:
+        job = (chat_job if chat else completion_job)(orjson.loads(raw))
+        found = directives.parse(job.directive_text)
+    except orjson.JSONDecodeError:
+        problem = BadRequest("We could not parse the JSON body of your request.")
+    except BadRequest as exc:
+        problem = exc
+    except DirectiveError as exc:
+        problem = BadRequest(str(exc))
+    d = state.defaults | found if state.defaults else found
+
+    mark = d.get("mark")
+    event = None
+    if mark is not None and job is not None:
+        event = state.events.open(
+            mark=str(mark),
+            path=scope["path"],
+            model=job.model,
+            stream=job.stream,
+            authorization_present=auth is not None,
+            received_at=received_at,
+        )
+    echoed = (bearer(auth) or "(none)") if d.get("echo_key") else None
+
+    if not state.authorized(auth):  # auth first, like the real API
+        await _error(send, 401, payloads.status_error(401, echoed), None, event)
+        return
+    if problem is not None or job is None:
+        problem = problem or BadRequest("invalid request")
+        await _error(
+            send, 400, payloads.error_body(problem.message, "invalid_request_error", None, problem.param), None, event
+        )
+        return
+
+    timed = bool(d) and not _TIMED.isdisjoint(d)
+    watch = ClientWatch(receive, event) if event is not None or timed else None
+    try:
+        await _answer(state, send, job, d, watch, event, echoed)
+    except asyncio.CancelledError:
+        if watch is None or not watch.interrupted():
+            raise  # not the client leaving: server shutdown
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+async def _answer(
+    state: State,
+    send: Send,
+    job: Job,
+    d: Directives,
+    watch: ClientWatch | None,
+    event: Event | None,
+    echoed: str | None,
+) -> None:
+    latency = d.get("latency_ms", 0)
+    if latency and watch is not None:
+        await watch.sleep(int(latency) / 1000)
+    if d.get("hang") and watch is not None:
+        await watch.until_gone()
+
+    status = d.get("status")
+    fail_times = d.get("fail_times")
+    if fail_times is not None:  # the first K requests with this mark fail, later ones pass
+        status = (status or 500) if state.fails.hit(str(d.get("mark", ""))) <= int(fail_times) else None
+    if status:
+        status = int(status)
+        retry_after = d.get("retry_after")
+        if retry_after is None and status == 429:
+            retry_after = 1
+        await _error(
+            send,
+            status,
+            payloads.status_error(status, echoed),
+            None if retry_after is None else int(retry_after),
+            event,
+        )
+        return
+
+    choices = _choices(job, d)
+    created = int(time.time())
+    rid = ("chatcmpl-" if job.chat else "cmpl-") + state.boot + f"{next(state.counter):x}"
+    if not job.stream:
+        build = payloads.chat_completion if job.chat else payloads.text_completion
+        body = build(rid, created, job.model, choices, job.prompt_tokens)
+        if event is not None:
+            event["status"] = 200
+            event["first_byte_at"] = time.time()
+        await respond(send, 200, body)
+        if watch is not None:
+            watch.finished = True  # before any await: completing the response also wakes the watcher
+        if event is not None and not event["disconnected_at"]:
+            event["completed_at"] = time.time()
+            event["outcome"] = "completed"
+        return
+
+    frame = payloads.chat_frames if job.chat else payloads.text_frames
+    frames = frame(rid, created, job.model, choices, job.prompt_tokens, job.include_usage)
+    await _stream(send, frames, d, watch, event)
+
+
+async def _stream(
+    send: Send, frames: payloads.Frames, d: Directives, watch: ClientWatch | None, event: Event | None
+) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    if event is not None:
+        event["status"] = 200
+        event["first_byte_at"] = time.time()
+    first_ms = int(d.get("first_token_ms", 0))
+    delay = int(d.get("token_delay_ms", 0)) / 1000
+    fail_after = d.get("fail_after")
+    hang_after = d.get("hang_after")
+    cuts = [int(c) for c in (fail_after, hang_after) if c is not None]
+    cut = min(cuts) if cuts else None
+    contents = frames.contents
+    limit = len(contents) if cut is None else min(cut, len(contents))
+
+    if first_ms and watch is not None:
+        await watch.sleep(first_ms / 1000)
+    # Without a token delay everything goes out in one write: SSE events stay one per token, only the
+    # TCP writes coalesce, which keeps the sandbox far from being a benchmark's bottleneck.
+    buf = list(frames.heads)
+    if not delay or watch is None:
+        buf.extend(contents if limit == len(contents) else contents[:limit])
+    else:
+        for i in range(limit):
+            if i:
+                await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
+                buf = []
+                if event is not None:
+                    event["content_chunks"] = i
+                await watch.sleep(delay)
+            buf.append(contents[i])
+
+    if cut is None:
+        buf.extend(frames.tails)
+        await send({"type": "http.response.body", "body": b"".join(buf), "more_body": False})
+        if watch is not None:
+            watch.finished = True  # before any await: completing the response also wakes the watcher
+        if event is not None and not event["disconnected_at"]:
+            event["content_chunks"] = limit
+            event["completed_at"] = time.time()
+            event["outcome"] = "completed"
+        return
+
+    await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
+    if event is not None:
+        event["content_chunks"] = limit
+    if fail_after is not None and int(fail_after) == cut:
+        if event is not None:
+            event["aborted_at"] = time.time()
+            event["outcome"] = "aborted"
+        raise InjectedAbort(f"fail_after={cut}")  # uvicorn closes the socket: no final chunk, no [DONE]
+    if watch is not None:
+        await watch.until_gone()
