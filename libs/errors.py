@@ -171,10 +171,14 @@ def from_wire(wire: dict[str, Any]) -> SwitchyardError:
     code = str(wire.get("code") or "upstream_error")
     message = str(wire.get("message") or "upstream failure")
     cls = _BY_CODE.get(code)
-    if cls is None or issubclass(cls, InvalidRequest):
-        err: SwitchyardError = InvalidRequest(message, param=wire.get("param"), code=code)
-        if cls is None and not code.startswith("invalid"):
-            err = UpstreamError(message)
-        return err
+    if cls is None:
+        if code.startswith("invalid"):
+            return InvalidRequest(message, param=wire.get("param"), code=code)
+        return UpstreamError(message)
+    if issubclass(cls, InvalidRequest):
+        # subclasses may have their own constructors (ModelNotFound): build through the base one
+        invalid = cls.__new__(cls)
+        InvalidRequest.__init__(invalid, message, param=wire.get("param"))
+        return invalid
     retry_after = wire.get("retry_after")
     return cls(message, retry_after=float(retry_after) if retry_after is not None else None)

@@ -17,7 +17,12 @@ import orjson
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}"),
     re.compile(r"\b(sk|sb|pk|rk)-[A-Za-z0-9_*.-]{6,}"),
-    re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|token|cookie|authorization|_U)\s*[=:]\s*)[^\s,;\"']{4,}"),
+    # a whole Cookie header value: every cookie in it is a credential
+    re.compile(r"(?i)((?:set-)?cookies?[\"']?\s*[=:]\s*[\"']?)[^\"'\n}]+"),
+    re.compile(
+        r"(?i)([\"']?(?:api[_-]?key|access[_-]?token|refresh[_-]?token|session[_-]?token|token|secret|password"
+        r"|authorization|_U)[\"']?\s*[=:]\s*[\"']?)[^\s,;\"'}]{4,}"
+    ),
     re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"),  # JWTs
 ]
 

@@ -27,7 +27,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def check_token(value: str) -> str:
     """A pool, edge id or reply token must be one plain subject token."""
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError(f"not a valid subject token: {value!r}")
     return value
 

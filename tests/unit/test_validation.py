@@ -1,0 +1,579 @@
+"""Edge request validation: every rule, with its exact OpenAI-style param path and code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from libs.errors import InvalidRequest
+from services.edge.validation import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    validate_chat_request,
+    validate_completion_request,
+)
+
+TYPE, VALUE, MISSING = "invalid_type", "invalid_value", "missing_required_parameter"
+USER = {"role": "user", "content": "hi"}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o", "messages": [USER], **fields}
+
+
+def with_message(message: Any) -> dict[str, Any]:
+    """A chat body whose third message (index 2) is `message`, so paths read `messages[2]...`."""
+    return chat(messages=[USER, {"role": "assistant", "content": "hello"}, message])
+
+
+def user_parts(*parts: Any) -> dict[str, Any]:
+    return {"role": "user", "content": list(parts)}
+
+
+def completion(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi", **fields}
+
+
+def expect_error(validate: Any, body: Any, param: str | None, code: str) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        validate(body)
+    err = caught.value
+    assert (err.param, err.code, err.status) == (param, code, 400), err.message
+    assert err.message and (param is None or param in err.message)
+    return err
+
+
+# ---- chat: top-level fields -----------------------------------------------------------------------
+
+CHAT_FIELD_CASES = [
+    # model / messages (required)
+    ({"messages": [USER]}, "model", MISSING),
+    (chat(model=None), "model", MISSING),
+    (chat(model=5), "model", TYPE),
+    (chat(model=""), "model", VALUE),
+    ({"model": "m"}, "messages", MISSING),
+    (chat(messages=None), "messages", MISSING),
+    (chat(messages="hi"), "messages", TYPE),
+    (chat(messages={"role": "user"}), "messages", TYPE),
+    (chat(messages=[]), "messages", VALUE),
+    # scalars
+    (chat(store="yes"), "store", TYPE),
+    (chat(store=1), "store", TYPE),
+    (chat(reasoning_effort="extreme"), "reasoning_effort", VALUE),
+    (chat(reasoning_effort=1), "reasoning_effort", TYPE),
+    (chat(metadata=["a"]), "metadata", TYPE),
+    (chat(metadata={"team": 7}), "metadata.team", TYPE),
+    (chat(frequency_penalty=-2.5), "frequency_penalty", VALUE),
+    (chat(frequency_penalty="1"), "frequency_penalty", TYPE),
+    (chat(frequency_penalty=True), "frequency_penalty", TYPE),
+    (chat(presence_penalty=2.01), "presence_penalty", VALUE),
+    (chat(presence_penalty=[1]), "presence_penalty", TYPE),
+    (chat(logit_bias=[1]), "logit_bias", TYPE),
+    (chat(logit_bias={"abc": 1}), "logit_bias.abc", VALUE),
+    (chat(logit_bias={"-1": 1}), "logit_bias.-1", VALUE),
+    (chat(logit_bias={"": 1}), "logit_bias.", VALUE),
+    (chat(logit_bias={"50256": 101}), "logit_bias.50256", VALUE),
+    (chat(logit_bias={"50256": -100.5}), "logit_bias.50256", VALUE),
+    (chat(logit_bias={"50256": "1"}), "logit_bias.50256", TYPE),
+    (chat(logit_bias={"50256": True}), "logit_bias.50256", TYPE),
+    (chat(logprobs=1), "logprobs", TYPE),
+    (chat(logprobs=True, top_logprobs=21), "top_logprobs", VALUE),
+    (chat(logprobs=True, top_logprobs=-1), "top_logprobs", VALUE),
+    (chat(logprobs=True, top_logprobs=1.0), "top_logprobs", TYPE),
+    (chat(top_logprobs=2), "top_logprobs", VALUE),
+    (chat(logprobs=False, top_logprobs=2), "top_logprobs", VALUE),
+    (chat(max_tokens=0), "max_tokens", VALUE),
+    (chat(max_tokens=True), "max_tokens", TYPE),
+    (chat(max_tokens=1.0), "max_tokens", TYPE),
+    (chat(max_tokens="5"), "max_tokens", TYPE),
+    (chat(max_completion_tokens=0), "max_completion_tokens", VALUE),
+    (chat(max_completion_tokens=2.5), "max_completion_tokens", TYPE),
+    (chat(n=0), "n", VALUE),
+    (chat(n=129), "n", VALUE),
+    (chat(n=True), "n", TYPE),
+    (chat(n=2.0), "n", TYPE),
+    (chat(modalities="text"), "modalities", TYPE),
+    (chat(modalities=["text", 1]), "modalities[1]", TYPE),
+    (chat(prediction="x"), "prediction", TYPE),
+    (chat(audio=[]), "audio", TYPE),
+    # response_format
+    (chat(response_format="json"), "response_format", TYPE),
+    (chat(response_format={}), "response_format.type", MISSING),
+    (chat(response_format={"type": "xml"}), "response_format.type", VALUE),
+    (chat(response_format={"type": 1}), "response_format.type", TYPE),
+    (chat(response_format={"type": "json_schema"}), "response_format.json_schema", MISSING),
+    (chat(response_format={"type": "json_schema", "json_schema": "x"}), "response_format.json_schema", TYPE),
+    (chat(response_format={"type": "json_schema", "json_schema": {}}), "response_format.json_schema.name", MISSING),
+    (
+        chat(response_format={"type": "json_schema", "json_schema": {"name": 5}}),
+        "response_format.json_schema.name",
+        TYPE,
+    ),
+    (chat(seed=1.5), "seed", TYPE),
+    (chat(seed=True), "seed", TYPE),
+    (chat(seed="1"), "seed", TYPE),
+    (chat(service_tier=1), "service_tier", TYPE),
+    # stop
+    (chat(stop=5), "stop", TYPE),
+    (chat(stop={"a": 1}), "stop", TYPE),
+    (chat(stop=["a", 1]), "stop[1]", TYPE),
+    (chat(stop=[None]), "stop[0]", TYPE),
+    (chat(stop=["a", "b", "c", "d", "e"]), "stop", VALUE),
+    # stream / stream_options
+    (chat(stream="true"), "stream", TYPE),
+    (chat(stream=1), "stream", TYPE),
+    (chat(stream_options={"include_usage": True}), "stream_options", VALUE),
+    (chat(stream=False, stream_options={"include_usage": True}), "stream_options", VALUE),
+    (chat(stream=True, stream_options="x"), "stream_options", TYPE),
+    (chat(stream=True, stream_options={"include_usage": "yes"}), "stream_options.include_usage", TYPE),
+    # sampling
+    (chat(temperature=3), "temperature", VALUE),
+    (chat(temperature=-0.1), "temperature", VALUE),
+    (chat(temperature="hot"), "temperature", TYPE),
+    (chat(temperature=True), "temperature", TYPE),
+    (chat(temperature=float("inf")), "temperature", VALUE),
+    (chat(temperature=float("-inf")), "temperature", VALUE),
+    (chat(temperature=float("nan")), "temperature", VALUE),
+    (chat(frequency_penalty=float("nan")), "frequency_penalty", VALUE),
+    (chat(top_p=1.5), "top_p", VALUE),
+    (chat(top_p=-0.01), "top_p", VALUE),
+    (chat(top_p=False), "top_p", TYPE),
+    # tools
+    (chat(tools="x"), "tools", TYPE),
+    (chat(tools=[1]), "tools[0]", TYPE),
+    (chat(tools=[{"function": {"name": "f"}}]), "tools[0].type", MISSING),
+    (chat(tools=[TOOL, {"type": "retrieval"}]), "tools[1].type", VALUE),
+    (chat(tools=[{"type": "function"}]), "tools[0].function", MISSING),
+    (chat(tools=[{"type": "function", "function": "f"}]), "tools[0].function", TYPE),
+    (chat(tools=[{"type": "function", "function": {}}]), "tools[0].function.name", MISSING),
+    (chat(tools=[{"type": "function", "function": {"name": 5}}]), "tools[0].function.name", TYPE),
+    (chat(tools=[{"type": "function", "function": {"name": "get weather"}}]), "tools[0].function.name", VALUE),
+    (chat(tools=[{"type": "function", "function": {"name": "f" * 65}}]), "tools[0].function.name", VALUE),
+    (chat(tools=[{"type": "function", "function": {"name": ""}}]), "tools[0].function.name", VALUE),
+    (chat(tools=[{"type": "function", "function": {"name": "f\n"}}]), "tools[0].function.name", VALUE),
+    (
+        chat(tools=[{"type": "function", "function": {"name": "f", "description": 1}}]),
+        "tools[0].function.description",
+        TYPE,
+    ),
+    (
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": "{}"}}]),
+        "tools[0].function.parameters",
+        TYPE,
+    ),
+    (chat(tools=[{"type": "function", "function": {"name": "f", "strict": "yes"}}]), "tools[0].function.strict", TYPE),
+    (chat(tool_choice="sometimes"), "tool_choice", VALUE),
+    (chat(tool_choice=5), "tool_choice", TYPE),
+    (chat(tool_choice=["auto"]), "tool_choice", TYPE),
+    (chat(tool_choice={"function": {"name": "f"}}), "tool_choice.type", MISSING),
+    (chat(tool_choice={"type": "tool", "function": {"name": "f"}}), "tool_choice.type", VALUE),
+    (chat(tool_choice={"type": "function"}), "tool_choice.function", MISSING),
+    (chat(tool_choice={"type": "function", "function": {}}), "tool_choice.function.name", MISSING),
+    (chat(tool_choice={"type": "function", "function": {"name": 5}}), "tool_choice.function.name", TYPE),
+    (chat(parallel_tool_calls="no"), "parallel_tool_calls", TYPE),
+    (chat(user=5), "user", TYPE),
+    # legacy functions
+    (chat(function_call="required"), "function_call", VALUE),
+    (chat(function_call=5), "function_call", TYPE),
+    (chat(function_call={}), "function_call.name", MISSING),
+    (chat(function_call={"name": 5}), "function_call.name", TYPE),
+    (chat(functions="x"), "functions", TYPE),
+    (chat(functions=[{}]), "functions[0].name", MISSING),
+    (chat(functions=[{"name": "f"}, {"name": "a b"}]), "functions[1].name", VALUE),
+    (chat(functions=[{"name": "f", "parameters": []}]), "functions[0].parameters", TYPE),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "code"), CHAT_FIELD_CASES, ids=[f"{p}-{c}" for _, p, c in CHAT_FIELD_CASES])
+def test_chat_fields(body: dict[str, Any], param: str, code: str) -> None:
+    expect_error(validate_chat_request, body, param, code)
+
+
+# ---- chat: messages -------------------------------------------------------------------------------
+
+ASSISTANT_CALLS = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+
+MESSAGE_CASES = [
+    # shape and role
+    ("hi", "messages[2]", TYPE),
+    (None, "messages[2]", TYPE),
+    ({"content": "x"}, "messages[2].role", MISSING),
+    ({"role": "wizard", "content": "x"}, "messages[2].role", VALUE),
+    ({"role": 5, "content": "x"}, "messages[2].role", TYPE),
+    # content presence
+    ({"role": "user"}, "messages[2].content", MISSING),
+    ({"role": "user", "content": None}, "messages[2].content", MISSING),
+    ({"role": "system", "content": None}, "messages[2].content", MISSING),
+    ({"role": "developer"}, "messages[2].content", MISSING),
+    ({"role": "tool", "tool_call_id": "call_1", "content": None}, "messages[2].content", MISSING),
+    ({"role": "assistant", "content": None}, "messages[2].content", MISSING),
+    ({"role": "assistant"}, "messages[2].content", MISSING),
+    ({"role": "assistant", "content": None, "tool_calls": []}, "messages[2].content", MISSING),
+    # content type and parts
+    ({"role": "user", "content": 5}, "messages[2].content", TYPE),
+    ({"role": "user", "content": {"type": "text", "text": "x"}}, "messages[2].content", TYPE),
+    ({"role": "user", "content": []}, "messages[2].content", VALUE),
+    ({"role": "user", "content": ["hi"]}, "messages[2].content[0]", TYPE),
+    ({"role": "user", "content": [{"text": "x"}]}, "messages[2].content[0].type", MISSING),
+    ({"role": "user", "content": [{"type": "video"}]}, "messages[2].content[0].type", VALUE),
+    ({"role": "user", "content": [{"type": "text"}]}, "messages[2].content[0].text", MISSING),
+    ({"role": "user", "content": [{"type": "text", "text": 5}]}, "messages[2].content[0].text", TYPE),
+    # image_url
+    (user_parts({"type": "text", "text": "see"}, {"type": "image_url"}), "messages[2].content[1].image_url", MISSING),
+    (user_parts({"type": "image_url", "image_url": "https://x"}), "messages[2].content[0].image_url", TYPE),
+    (user_parts({"type": "image_url", "image_url": {}}), "messages[2].content[0].image_url.url", MISSING),
+    (user_parts({"type": "image_url", "image_url": {"url": 5}}), "messages[2].content[0].image_url.url", TYPE),
+    (
+        user_parts({"type": "image_url", "image_url": {"url": "https://x", "detail": "ultra"}}),
+        "messages[2].content[0].image_url.detail",
+        VALUE,
+    ),
+    # input_audio / file / refusal parts
+    (user_parts({"type": "input_audio"}), "messages[2].content[0].input_audio", MISSING),
+    (
+        user_parts({"type": "input_audio", "input_audio": {"format": "wav"}}),
+        "messages[2].content[0].input_audio.data",
+        MISSING,
+    ),
+    (
+        user_parts({"type": "input_audio", "input_audio": {"data": "AAA"}}),
+        "messages[2].content[0].input_audio.format",
+        MISSING,
+    ),
+    (
+        user_parts({"type": "input_audio", "input_audio": {"data": "AAA", "format": "ogg"}}),
+        "messages[2].content[0].input_audio.format",
+        VALUE,
+    ),
+    (user_parts({"type": "file", "file": "file-1"}), "messages[2].content[0].file", TYPE),
+    (user_parts({"type": "file"}), "messages[2].content[0].file", MISSING),
+    (user_parts({"type": "refusal", "refusal": "no"}), "messages[2].content[0].type", VALUE),
+    # parts are role-gated
+    (
+        {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]},
+        "messages[2].content[0].type",
+        VALUE,
+    ),
+    (
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "u"}}],
+        },
+        "messages[2].content[1].type",
+        VALUE,
+    ),
+    (
+        {"role": "assistant", "content": [{"type": "input_audio", "input_audio": {"data": "A", "format": "wav"}}]},
+        "messages[2].content[0].type",
+        VALUE,
+    ),
+    ({"role": "developer", "content": [{"type": "file", "file": {}}]}, "messages[2].content[0].type", VALUE),
+    (
+        {"role": "tool", "tool_call_id": "c", "content": [{"type": "refusal", "refusal": "no"}]},
+        "messages[2].content[0].type",
+        VALUE,
+    ),
+    ({"role": "assistant", "content": [{"type": "refusal"}]}, "messages[2].content[0].refusal", MISSING),
+    ({"role": "assistant", "content": [{"type": "refusal", "refusal": 5}]}, "messages[2].content[0].refusal", TYPE),
+    # name
+    ({"role": "user", "content": "x", "name": 5}, "messages[2].name", TYPE),
+    # assistant tool_calls / refusal / function_call
+    ({"role": "assistant", "content": None, "tool_calls": "x"}, "messages[2].tool_calls", TYPE),
+    ({"role": "assistant", "content": None, "tool_calls": [5]}, "messages[2].tool_calls[0]", TYPE),
+    ({**ASSISTANT_CALLS, "tool_calls": [{**CALL, "id": None}]}, "messages[2].tool_calls[0].id", MISSING),
+    ({**ASSISTANT_CALLS, "tool_calls": [{**CALL, "id": 7}]}, "messages[2].tool_calls[0].id", TYPE),
+    ({**ASSISTANT_CALLS, "tool_calls": [CALL, {**CALL, "type": "custom"}]}, "messages[2].tool_calls[1].type", VALUE),
+    (
+        {**ASSISTANT_CALLS, "tool_calls": [{"id": "c", "function": CALL["function"]}]},
+        "messages[2].tool_calls[0].type",
+        MISSING,
+    ),
+    (
+        {**ASSISTANT_CALLS, "tool_calls": [{"id": "c", "type": "function"}]},
+        "messages[2].tool_calls[0].function",
+        MISSING,
+    ),
+    (
+        {**ASSISTANT_CALLS, "tool_calls": [{**CALL, "function": {"arguments": "{}"}}]},
+        "messages[2].tool_calls[0].function.name",
+        MISSING,
+    ),
+    (
+        {**ASSISTANT_CALLS, "tool_calls": [{**CALL, "function": {"name": "f"}}]},
+        "messages[2].tool_calls[0].function.arguments",
+        MISSING,
+    ),
+    (
+        {**ASSISTANT_CALLS, "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"city": "Oslo"}}}]},
+        "messages[2].tool_calls[0].function.arguments",
+        TYPE,
+    ),
+    ({"role": "assistant", "content": "x", "refusal": 5}, "messages[2].refusal", TYPE),
+    (
+        {"role": "assistant", "content": None, "function_call": {"name": "f"}},
+        "messages[2].function_call.arguments",
+        MISSING,
+    ),
+    ({"role": "assistant", "content": None, "function_call": "f"}, "messages[2].function_call", TYPE),
+    # tool and function messages
+    ({"role": "tool", "content": "42"}, "messages[2].tool_call_id", MISSING),
+    ({"role": "tool", "content": "42", "tool_call_id": None}, "messages[2].tool_call_id", MISSING),
+    ({"role": "tool", "content": "42", "tool_call_id": 5}, "messages[2].tool_call_id", TYPE),
+    ({"role": "function", "content": "42"}, "messages[2].name", MISSING),
+    ({"role": "function", "content": "42", "name": 5}, "messages[2].name", TYPE),
+]
+
+
+@pytest.mark.parametrize(("message", "param", "code"), MESSAGE_CASES, ids=[f"{p}-{c}" for _, p, c in MESSAGE_CASES])
+def test_chat_messages(message: Any, param: str, code: str) -> None:
+    expect_error(validate_chat_request, with_message(message), param, code)
+
+
+# ---- completions ----------------------------------------------------------------------------------
+
+COMPLETION_CASES = [
+    ({"prompt": "x"}, "model", MISSING),
+    (completion(model=[]), "model", TYPE),
+    ({"model": "m"}, "prompt", MISSING),
+    (completion(prompt=None), "prompt", MISSING),
+    (completion(prompt=5), "prompt", TYPE),
+    (completion(prompt={"text": "x"}), "prompt", TYPE),
+    (completion(prompt=[]), "prompt", VALUE),
+    (completion(prompt=["a", 1]), "prompt[1]", TYPE),
+    (completion(prompt=[1, "a"]), "prompt[1]", TYPE),
+    (completion(prompt=[1, -1]), "prompt[1]", VALUE),
+    (completion(prompt=[True]), "prompt[0]", TYPE),
+    (completion(prompt=[1.0]), "prompt[0]", TYPE),
+    (completion(prompt=[{}]), "prompt[0]", TYPE),
+    (completion(prompt=[[1, 2], []]), "prompt[1]", VALUE),
+    (completion(prompt=[[1, 2], [3, 1.0]]), "prompt[1][1]", TYPE),
+    (completion(prompt=[[1], [-5]]), "prompt[1][0]", VALUE),
+    (completion(prompt=[[1], "a"]), "prompt[1]", TYPE),
+    (completion(best_of=0), "best_of", VALUE),
+    (completion(best_of=21), "best_of", VALUE),
+    (completion(best_of=True), "best_of", TYPE),
+    (completion(best_of=2, n=3), "best_of", VALUE),
+    (completion(echo="yes"), "echo", TYPE),
+    (completion(frequency_penalty=3), "frequency_penalty", VALUE),
+    (completion(presence_penalty="0"), "presence_penalty", TYPE),
+    (completion(logit_bias={"x": 1}), "logit_bias.x", VALUE),
+    (completion(logit_bias={"50256": -101}), "logit_bias.50256", VALUE),
+    (completion(logprobs=True), "logprobs", TYPE),
+    (completion(logprobs=6), "logprobs", VALUE),
+    (completion(logprobs=-1), "logprobs", VALUE),
+    (completion(logprobs=2.0), "logprobs", TYPE),
+    (completion(max_tokens=-1), "max_tokens", VALUE),
+    (completion(max_tokens=True), "max_tokens", TYPE),
+    (completion(n=0), "n", VALUE),
+    (completion(n=129), "n", VALUE),
+    (completion(seed=1.0), "seed", TYPE),
+    (completion(stop=["a"] * 5), "stop", VALUE),
+    (completion(stop=["a", 2]), "stop[1]", TYPE),
+    (completion(stream="yes"), "stream", TYPE),
+    (completion(stream_options={"include_usage": True}), "stream_options", VALUE),
+    (completion(stream=True, stream_options={"include_usage": 1}), "stream_options.include_usage", TYPE),
+    (completion(suffix=5), "suffix", TYPE),
+    (completion(temperature=2.5), "temperature", VALUE),
+    (completion(temperature=float("inf")), "temperature", VALUE),
+    (completion(top_p=True), "top_p", TYPE),
+    (completion(user=["u"]), "user", TYPE),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "code"), COMPLETION_CASES, ids=[f"{p}-{c}" for _, p, c in COMPLETION_CASES])
+def test_completion_fields(body: dict[str, Any], param: str, code: str) -> None:
+    expect_error(validate_completion_request, body, param, code)
+
+
+# ---- body shape and messages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [[], [1, 2], "x", 1, 1.5, True, None])
+@pytest.mark.parametrize("validate", [validate_chat_request, validate_completion_request])
+def test_body_must_be_an_object(validate: Any, body: Any) -> None:
+    err = expect_error(validate, body, None, TYPE)
+    assert err.message == "The request body must be a JSON object."
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (chat(temperature="hot"), "Invalid type for 'temperature': expected a number, but got a string."),
+        (chat(temperature=3), "'temperature' must be between 0 and 2, got 3."),
+        (chat(n=True), "Invalid type for 'n': expected an integer, but got a boolean."),
+        (chat(max_tokens=1.0), "Invalid type for 'max_tokens': expected an integer, but got a number."),
+        (chat(max_tokens=0), "'max_tokens' must be at least 1, got 0."),
+        (chat(temperature=float("nan")), "'temperature' must be a finite number, got NaN."),
+        (chat(messages=[]), "'messages' must not be empty."),
+        ({"model": "m"}, "Missing required parameter: 'messages'."),
+        (
+            chat(reasoning_effort="max"),
+            "Invalid value for 'reasoning_effort': expected one of 'low', 'medium', 'high', 'minimal', but got 'max'.",
+        ),
+        (chat(top_logprobs=3), "'top_logprobs' is only allowed when 'logprobs' is true."),
+    ],
+)
+def test_messages_are_plain_english(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_chat_request(body)
+    assert caught.value.message == message
+
+
+def test_first_violation_in_table_order_wins() -> None:
+    # model comes before messages in the table, temperature before tools.
+    expect_error(validate_chat_request, {"messages": []}, "model", MISSING)
+    expect_error(validate_chat_request, chat(temperature=5, tools="x"), "temperature", VALUE)
+
+
+def test_shared_rules_are_shared_objects() -> None:
+    shared = set(CHAT_FIELDS) & set(COMPLETION_FIELDS) - {"logprobs", "max_tokens"}
+    assert shared >= {"model", "frequency_penalty", "logit_bias", "n", "seed", "stop", "stream_options", "temperature"}
+    for name in shared:
+        assert CHAT_FIELDS[name] is COMPLETION_FIELDS[name], name
+
+
+# ---- valid bodies ---------------------------------------------------------------------------------
+
+KITCHEN_SINK_CHAT: dict[str, Any] = {
+    "model": "gpt-4o",
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+        {
+            "role": "user",
+            "name": "ada",
+            "content": [
+                {"type": "text", "text": "What is in this image, and the weather?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "high"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                {"type": "file", "file": {"file_id": "file-abc"}},
+            ],
+        },
+        {"role": "assistant", "content": None, "tool_calls": [CALL], "refusal": None},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "again"}]},
+        {"role": "assistant", "function_call": {"name": "get_weather", "arguments": "{}"}},
+        {"role": "function", "name": "get_weather", "content": "cold"},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}, {"type": "refusal", "refusal": "no"}]},
+        {"role": "user", "content": "thanks"},
+    ],
+    "store": False,
+    "reasoning_effort": "minimal",
+    "metadata": {"team": "core"},
+    "frequency_penalty": -2,
+    "presence_penalty": 2.0,
+    "logit_bias": {"50256": -100, "15": 100, "7": 0.5},
+    "logprobs": True,
+    "top_logprobs": 20,
+    "max_tokens": 1,
+    "max_completion_tokens": 4096,
+    "n": 128,
+    "modalities": ["text"],
+    "prediction": {"type": "content", "content": "x"},
+    "audio": {"voice": "alloy", "format": "wav"},
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+    },
+    "seed": -42,
+    "service_tier": "auto",
+    "stop": ["\n", "END", "x", "y"],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "temperature": 0,
+    "top_p": 1,
+    "tools": [
+        TOOL,
+        {"type": "function", "function": {"name": "Lookup-2_x", "description": "d", "strict": False}},
+    ],
+    "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    "parallel_tool_calls": True,
+    "user": "user-1",
+    "function_call": {"name": "get_weather"},
+    "functions": [{"name": "get_weather", "parameters": {}}],
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        KITCHEN_SINK_CHAT,
+        chat(),
+        chat(temperature=2, top_p=0.0, frequency_penalty=2, presence_penalty=-2.0),
+        chat(stop="END", tool_choice="required", function_call="none", reasoning_effort="low"),
+        chat(stop=[], tools=[], response_format={"type": "json_object"}),
+        chat(response_format={"type": "text"}, tool_choice="none", n=1),
+        chat(logprobs=False, stream=False),
+        chat(logprobs=True, top_logprobs=0),
+        chat(tools=[{"type": "function", "function": {"name": "f" * 64}}]),
+        with_message({"role": "assistant", "content": "", "tool_calls": [CALL]}),
+        with_message({"role": "assistant", "tool_calls": [CALL, {**CALL, "id": "call_2"}]}),
+        # explicit nulls are absent for every optional field
+        chat(**{name: None for name in CHAT_FIELDS if name not in ("model", "messages")}),
+        with_message({"role": "user", "content": "x", "name": None}),
+        with_message({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": None}}]}),
+    ],
+)
+def test_valid_chat_bodies_pass(body: dict[str, Any]) -> None:
+    assert validate_chat_request(body) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        completion(),
+        completion(prompt=""),
+        completion(prompt=["Say hi", "Say bye"]),
+        completion(prompt=[1212, 318, 257, 0]),
+        completion(prompt=[[1212, 318], [257]]),
+        completion(
+            best_of=3,
+            n=3,
+            echo=True,
+            frequency_penalty=0.5,
+            presence_penalty=-1,
+            logit_bias={"50256": -100},
+            logprobs=5,
+            max_tokens=0,
+            seed=7,
+            stop="\n",
+            stream=True,
+            stream_options={"include_usage": False},
+            suffix="!",
+            temperature=1.5,
+            top_p=0.9,
+            user="u",
+        ),
+        completion(logprobs=0, best_of=20),
+        completion(**{name: None for name in COMPLETION_FIELDS if name not in ("model", "prompt")}),
+    ],
+)
+def test_valid_completion_bodies_pass(body: dict[str, Any]) -> None:
+    assert validate_completion_request(body) == []
+
+
+# ---- unknown fields -------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_fields_are_returned_in_order() -> None:
+    body = {"zeta": 1, **chat(temperature=1), "web_search_options": {}, "extra_body": None}
+    assert validate_chat_request(body) == ["zeta", "web_search_options", "extra_body"]
+
+
+def test_unknown_completion_fields_are_returned() -> None:
+    # chat-only fields are unknown on /v1/completions
+    assert validate_completion_request(completion(messages=[USER], tools=[])) == ["messages", "tools"]
+
+
+def test_unknown_nested_fields_are_tolerated_and_not_reported() -> None:
+    body = chat(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {}}], "extra": 1}],
+        tools=[{"type": "function", "function": {"name": "f", "x": 1}, "y": 2}],
+        stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False},
+    )
+    assert validate_chat_request(body) == []
