@@ -18,13 +18,15 @@
         ├── UpstreamBadRequest    400  upstream_bad_request (the upstream rejected the input)
         └── UpstreamProtocolError 502  upstream_protocol_error
 
-Workers put errors on the bus as `{code, message, status, retryable, retry_after}`;
-`from_wire` turns them back into the same classes on the edge, so one table decides
-what a client sees, whichever side raised it.
+Workers put errors on the bus as `{code, message, retryable, retry_after?, param?}`;
+`from_wire` turns them back into the same classes on the edge (an unknown code becomes an
+InvalidRequest when it starts with "invalid", else an UpstreamError), so one table decides what a
+client sees, whichever side raised it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -46,7 +48,7 @@ class SwitchyardError(Exception):
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"retry-after": str(max(1, round(self.retry_after)))}
+        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}  # never tell a client to come early
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}

@@ -112,7 +112,7 @@ def test_model_not_found_message_and_param() -> None:
 
 @pytest.mark.parametrize(
     ("retry_after", "header"),
-    [(None, None), (0, "1"), (0.2, "1"), (0.5, "1"), (1, "1"), (1.4, "1"), (1.6, "2"), (3.0, "3"), (30, "30"),
+    [(None, None), (0, "1"), (0.2, "1"), (0.5, "1"), (1, "1"), (1.4, "2"), (1.6, "2"), (3.0, "3"), (30, "30"),
      (59.7, "60")],
 )  # fmt: skip
 def test_retry_after_header(retry_after: float | None, header: str | None) -> None:
