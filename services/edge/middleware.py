@@ -47,7 +47,8 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded_id)]
+                # a new message, never the caller's: senders may reuse theirs
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", encoded_id)]}
             await send(message)
 
         try:

@@ -204,3 +204,17 @@ async def test_large_body_goes_through_the_object_store(client: openai.AsyncOpen
     assert reply.usage is not None and reply.usage.prompt_tokens >= words
     jobs = [m for m in wiretap.find("switchyard.v1.job") if "body_ref" in m]
     assert jobs and jobs[-1]["body_ref"]["size"] > 1_000_000
+
+
+async def test_streams_on_one_keep_alive_connection_keep_their_own_headers(stack: Stack) -> None:
+    """Each response carries exactly one request id, however many came before it on the connection."""
+    body = {"model": "sandbox-chat", "messages": user("again [sandbox tokens=2]"), "stream": True}
+    limits = httpx.Limits(max_connections=1)
+    async with httpx.AsyncClient(limits=limits, headers={"authorization": f"Bearer {AUTH_KEY}",
+                                                         "origin": "https://app.example"}) as http:
+        for _ in range(5):
+            async with http.stream("POST", stack.base_url + "/chat/completions", json=body) as response:
+                assert response.status_code == 200
+                assert len(response.headers.get_list("x-request-id")) == 1
+                assert len(response.headers.get_list("content-type")) == 1
+                await response.aread()

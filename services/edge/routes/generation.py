@@ -29,7 +29,11 @@ from services.edge.validation import validate_chat_request, validate_completion_
 log = logging.getLogger("switchyard.edge.generation")
 
 _VALIDATORS = {"chat": validate_chat_request, "completion": validate_completion_request}
-_STREAM_START = {"type": "http.response.start", "status": 200, "headers": sse.HEADERS}
+
+
+def _stream_start() -> dict[str, Any]:
+    # a fresh message per response: middleware add headers to it
+    return {"type": "http.response.start", "status": 200, "headers": list(sse.HEADERS)}
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
@@ -115,14 +119,14 @@ class GenerationRoute:
                         chunk["usage"] = None  # OpenAI marks every chunk but the last this way
                     if not started:
                         # Headers wait for the first token, so errors before it keep their status code.
-                        await send(_STREAM_START)
+                        await send(_stream_start())
                         started = True
                     await send({"type": "http.response.body", "body": sse.data_event(chunk), "more_body": True})
                 elif isinstance(event, Finished):
                     builder.add_usage(event.usage)
                 elif isinstance(event, KeepAlive):
                     if not started:
-                        await send(_STREAM_START)
+                        await send(_stream_start())
                         started = True
                     await send({"type": "http.response.body", "body": sse.KEEPALIVE, "more_body": True})
         except SwitchyardError as err:
@@ -138,7 +142,7 @@ class GenerationRoute:
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             return err.status
         if not started:
-            await send(_STREAM_START)
+            await send(_stream_start())
         tail = sse.data_event(builder.usage_chunk()) if include_usage else b""
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
         return 200

@@ -1,0 +1,567 @@
+"""`make bench`: sandbox direct vs plain core NATS vs the full gateway path, in one run.
+
+Starts nats-server (JetStream), the sandbox upstream, one openai-worker, one edge and a tiny core
+NATS responder on 127.0.0.1; drives them from a separate load-generator process
+(tools/bench_client.py, an asyncio aiohttp client under uvloop) so that every process's CPU can be
+read from /proc per scenario. Prints a table with the issue's targets next to the figures and
+writes every number to bench-results.json. Every process it started is stopped by PID at the end.
+
+    python -m tools.bench                 # full run (~3-4 minutes on 2 cores)
+    BENCH_SCALE=0.2 python -m tools.bench  # quick run: request counts x0.2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from libs.devproc import REPO_ROOT, Proc, free_port, spawn, spawn_python_service, start_nats_server
+
+SCALE = float(os.environ.get("BENCH_SCALE", "1.0") or 1.0)
+RESULTS_PATH = REPO_ROOT / "bench-results.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MODEL = "sandbox-chat"
+NONSTREAM_TOKENS = 8
+STREAM_TOKENS = 50
+TIME_CAP = float(os.environ.get("BENCH_TIME_CAP", "25"))  # seconds per scenario, at most
+
+TARGETS = {
+    "gateway_cpu_ms_per_request": 0.8,
+    "gateway_cpu_ms_per_stream": 3.5,
+    "added_latency_p50_ms_c1": 1.5,
+    "throughput_ratio_c64": 0.15,
+    "chunks_ratio_c32": 0.15,
+    "added_ttft_p50_ms": 2.0,
+    "edge_rss_mb": 120.0,
+}
+
+
+def scaled(n: int) -> int:
+    return max(10, round(n * SCALE))
+
+
+def chat_body(tokens: int, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": "You are a benchmark."},
+            {"role": "user", "content": f"Say something short. [sandbox tokens={tokens}]"},
+        ],
+    }
+    if stream:
+        body["stream"] = True
+    return body
+
+
+# Shapes: (key, stream, concurrency, count)
+SHAPES = [
+    ("nonstream_c1", False, 1, 1500),
+    ("nonstream_c64", False, 64, 4000),
+    ("stream_c1", True, 1, 300),
+    ("stream_c32", True, 32, 1000),
+]
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime (fields 14 and 15 of /proc/<pid>/stat) in seconds."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    rest = raw[raw.rindex(")") + 2 :].split()  # fields from 3 on; comm may contain spaces
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- the stack
+
+
+class LoadGen:
+    """The load-generator subprocess: JSON commands in on stdin, JSON results out on stdout."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_path = log_dir / "bench-client.log"
+        with open(self.log_path, "wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "tools.bench_client"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=REPO_ROOT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                start_new_session=True,
+            )
+        self.proc = Proc(name="loadgen", popen=popen, log_path=self.log_path)
+        hello = self._read()
+        self.description = hello.get("client", "asyncio aiohttp client")
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.popen.stdout is not None
+        line = self.proc.popen.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator exited:\n{self.proc.log()[-3000:]}")
+        return json.loads(line)
+
+    def run(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.popen.stdin is not None
+        self.proc.popen.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.popen.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.proc.alive() and self.proc.popen.stdin:
+                self.proc.popen.stdin.write(b"\n")
+                self.proc.popen.stdin.flush()
+                self.proc.popen.wait(timeout=5)
+        self.proc.stop(grace=5)
+
+
+def start_responder(nats_url: str, log_dir: Path) -> Proc:
+    proc = spawn(
+        "responder", [sys.executable, "-m", "tools.bench_responder"], env={"NATS_URL": nats_url}, log_dir=log_dir
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"responder exited:\n{proc.log()}")
+        if "ready" in proc.log():
+            return proc
+        time.sleep(0.02)
+    raise RuntimeError(f"responder not ready:\n{proc.log()}")
+
+
+def wait_for_model(edge_url: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    last = ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            resp = httpx.get(edge_url + "/v1/models", timeout=2.0, trust_env=False)
+            last = resp.text[:300]
+            if MODEL in {m["id"] for m in resp.json()["data"]}:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"model {MODEL} never became live at the edge: {last}")
+
+
+# ---------------------------------------------------------------- running scenarios
+
+
+def measured(loadgen: LoadGen, procs: dict[str, int], cmd: dict[str, Any]) -> dict[str, Any]:
+    before = {name: cpu_seconds(pid) for name, pid in procs.items()}
+    result = loadgen.run(cmd)
+    after = {name: cpu_seconds(pid) for name, pid in procs.items()}
+    done = result.get("ok", 0)  # CPU per successful request/stream; none when nothing succeeded
+    result["cpu_ms_total"] = {name: round((after[name] - before[name]) * 1000, 1) for name in procs}
+    result["cpu_ms_per_op"] = {name: (after[name] - before[name]) * 1000 / done if done else None for name in procs}
+    per = result["cpu_ms_per_op"]
+    result["gateway_cpu_ms_per_op"] = (
+        sum(per.get(k) or 0.0 for k in ("edge", "worker", "nats-server")) if done else None
+    )
+    result["cmd"] = {k: v for k, v in cmd.items() if k not in ("body", "payload")}
+    return result
+
+
+def http_cmd(url: str, stream: bool, conc: int, count: int) -> dict[str, Any]:
+    tokens = STREAM_TOKENS if stream else NONSTREAM_TOKENS
+    return {
+        "kind": "http",
+        "url": url,
+        "body": chat_body(tokens, stream),
+        "stream": stream,
+        "concurrency": conc,
+        "count": scaled(count),
+        "time_cap": TIME_CAP,
+    }
+
+
+def nats_cmd(nats_url: str, conc: int, count: int) -> dict[str, Any]:
+    payload = json.dumps(chat_body(NONSTREAM_TOKENS, False))
+    payload += " " * max(0, 300 - len(payload))
+    return {
+        "kind": "nats",
+        "url": nats_url,
+        "subject": "bench.echo",
+        "payload": payload,
+        "concurrency": conc,
+        "count": scaled(count),
+        "time_cap": TIME_CAP,
+    }
+
+
+def progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def run_wrk(url: str, conc: int, seconds: int, log_dir: Path) -> dict[str, Any] | None:
+    """Optional cross-check for non-stream scenarios with wrk, when installed."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return None
+    script = log_dir / "bench_post.lua"
+    body = json.dumps(chat_body(NONSTREAM_TOKENS, False))
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    try:
+        out = subprocess.run(
+            [wrk, "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 15,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    result: dict[str, Any] = {"raw": out}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
+            result[f"p{parts[0][:-1]}_ms"] = _wrk_ms(parts[1])
+    return result
+
+
+def _wrk_ms(text: str) -> float:
+    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def render(res: dict[str, Any]) -> str:
+    lines: list[str] = []
+    sc = res["scenarios"]
+    lines.append(f"Switchyard bench  (scale {SCALE}, {res['machine']}, load generator: {res['client']})")
+    lines.append("")
+    header = (
+        f"{'scenario':<16}{'path':<9}{'ok':>6}{'err':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'TTFT p50':>10}{'TTFT p99':>10}{'chunks/s':>11}{'gw CPU ms/op':>14}"
+    )
+    lines.append(header)
+    lines.append("-" * len(header))
+    for key, stream, _conc, _n in SHAPES:
+        for path in ("direct", "nats", "gateway"):
+            r = sc.get(key, {}).get(path)
+            if not r:
+                continue
+            gw = fmt(r["gateway_cpu_ms_per_op"], 3) if path == "gateway" else ""
+            lines.append(
+                f"{key:<16}{path:<9}{r.get('ok', 0):>6}{r.get('errors', 0):>5}{fmt(r.get('rps'), 0):>10}"
+                f"{fmt(r.get('p50_ms')):>9}{fmt(r.get('p99_ms')):>9}"
+                f"{fmt(r.get('ttft_p50_ms')) if stream else '':>10}{fmt(r.get('ttft_p99_ms')) if stream else '':>10}"
+                f"{fmt(r.get('chunks_per_s'), 0) if stream else '':>11}{gw:>14}"
+            )
+            if r.get("first_error") or r.get("fatal"):
+                lines.append(f"    ! {r.get('first_error') or r.get('fatal')}")
+    wrk = res.get("wrk") or {}
+    if wrk:
+        lines.append("")
+        lines.append("wrk cross-check (non-stream, fixed duration):")
+        for name, r in wrk.items():
+            lines.append(
+                f"  {name:<24} {fmt(r.get('rps'), 0):>8} req/s  p50 {fmt(r.get('p50_ms'))} ms"
+                f"  p99 {fmt(r.get('p99_ms'))} ms"
+            )
+
+    lines.append("")
+    lines.append("CPU ms per request/stream, by process (edge+worker+nats-server = gateway):")
+    names = ["loadgen", "sandbox", "responder", "nats-server", "edge", "worker"]
+    header = f"{'scenario':<16}{'path':<9}" + "".join(f"{n:>12}" for n in names) + f"{'gateway':>10}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for key, _stream, _conc, _n in SHAPES:
+        for path in ("direct", "nats", "gateway"):
+            r = sc.get(key, {}).get(path)
+            if not r or "cpu_ms_per_op" not in r:
+                continue
+            per = r["cpu_ms_per_op"]
+            lines.append(
+                f"{key:<16}{path:<9}"
+                + "".join(f"{fmt(per.get(n), 3):>12}" for n in names)
+                + f"{fmt(r['gateway_cpu_ms_per_op'], 3):>10}"
+            )
+
+    lines.append("")
+    lines.append("Targets:")
+    for item in res["targets"]:
+        lines.append(
+            f"  {verdict(item['pass']) if item['value'] is not None else 'n/a ':<5} "
+            f"{item['name']:<52} {item['shown']:>12}   target {item['target']}"
+        )
+    rss = res["rss_mb"]
+    lines.append("")
+    lines.append(f"Peak RSS (VmHWM): edge {fmt(rss.get('edge'), 1)} MB, worker {fmt(rss.get('worker'), 1)} MB")
+    lines.append(f"Results written to {RESULTS_PATH.name}; total {res['total_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def evaluate(sc: dict[str, Any], rss: dict[str, float]) -> list[dict[str, Any]]:
+    def get(key: str, path: str, field: str) -> float | None:
+        r = sc.get(key, {}).get(path)
+        return None if not r or not r.get("ok") else r.get(field)
+
+    items: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, target: str, ok: bool, shown: str) -> None:
+        items.append({"name": name, "value": value, "target": target, "pass": ok, "shown": shown})
+
+    for key in ("nonstream_c1", "nonstream_c64"):
+        v = get(key, "gateway", "gateway_cpu_ms_per_op")
+        lim = TARGETS["gateway_cpu_ms_per_request"]
+        add(
+            f"gateway CPU per non-stream request ({key})",
+            v,
+            f"<= {lim} ms",
+            v is not None and v <= lim,
+            f"{fmt(v, 3)} ms",
+        )
+    for key in ("stream_c1", "stream_c32"):
+        v = get(key, "gateway", "gateway_cpu_ms_per_op")
+        lim = TARGETS["gateway_cpu_ms_per_stream"]
+        add(
+            f"gateway CPU per 50-chunk stream ({key})", v, f"<= {lim} ms", v is not None and v <= lim, f"{fmt(v, 3)} ms"
+        )
+    d, g = get("nonstream_c1", "direct", "p50_ms"), get("nonstream_c1", "gateway", "p50_ms")
+    v = None if d is None or g is None else g - d
+    lim = TARGETS["added_latency_p50_ms_c1"]
+    add(
+        "added latency p50, non-stream c1 (gateway - direct)",
+        v,
+        f"<= {lim} ms",
+        v is not None and v <= lim,
+        f"{fmt(v)} ms",
+    )
+    d, g = get("nonstream_c64", "direct", "rps"), get("nonstream_c64", "gateway", "rps")
+    v = None if not d or g is None else g / d
+    lim = TARGETS["throughput_ratio_c64"]
+    add(
+        "throughput gateway/direct, non-stream c64",
+        v,
+        f">= {lim:.0%}",
+        v is not None and v >= lim,
+        f"{v:.1%}" if v is not None else "-",
+    )
+    d, g = get("stream_c32", "direct", "chunks_per_s"), get("stream_c32", "gateway", "chunks_per_s")
+    v = None if not d or g is None else g / d
+    lim = TARGETS["chunks_ratio_c32"]
+    add(
+        "streamed chunks/s gateway/direct, c32",
+        v,
+        f">= {lim:.0%}",
+        v is not None and v >= lim,
+        f"{v:.1%}" if v is not None else "-",
+    )
+    for key in ("stream_c1", "stream_c32"):
+        d, g = get(key, "direct", "ttft_p50_ms"), get(key, "gateway", "ttft_p50_ms")
+        v = None if d is None or g is None else g - d
+        lim = TARGETS["added_ttft_p50_ms"]
+        add(f"added TTFT p50 ({key})", v, f"<= {lim} ms", v is not None and v <= lim, f"{fmt(v)} ms")
+    failed = {f"{k}/{p}": r.get("errors", 0) for k, paths in sc.items() for p, r in paths.items() if r.get("errors")}
+    add(
+        "every request/stream succeeded",
+        float(sum(failed.values())),
+        "0 errors",
+        not failed,
+        f"{sum(failed.values())} errors",
+    )
+    if failed:
+        items[-1]["failed"] = failed
+    v = rss.get("edge")
+    lim = TARGETS["edge_rss_mb"]
+    add("edge peak RSS", v, f"<= {lim:.0f} MB", v is not None and v <= lim, f"{fmt(v, 1)} MB")
+    return items
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    started = time.monotonic()
+    for var in ("AUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(var, None)  # open mode, and never a proxy on loopback
+    procs: list[Proc] = []
+    loadgen: LoadGen | None = None
+    tmp = tempfile.TemporaryDirectory(prefix="switchyard-bench-")
+    log_dir = Path(tmp.name)
+    ok = False
+    try:
+        progress(f"starting the stack (logs in {log_dir}), BENCH_SCALE={SCALE}")
+        nats_proc = start_nats_server(log_dir=log_dir, store_dir=log_dir / "jetstream")
+        procs.append(nats_proc)
+        quiet = {"NO_LOG": "1", "LOG_LEVEL": "WARNING"}
+        sb_port = free_port()
+        sandbox = spawn_python_service(
+            "sandbox",
+            "services.sandbox",
+            env={"PORT": str(sb_port), **quiet},
+            log_dir=log_dir,
+            health_url=f"http://127.0.0.1:{sb_port}/healthz",
+        )
+        procs.append(sandbox)
+        sandbox_url = f"http://127.0.0.1:{sb_port}"
+        w_port = free_port()
+        worker = spawn_python_service(
+            "worker",
+            "services.openai_worker",
+            env={
+                "PORT": str(w_port),
+                "NATS_URL": nats_proc.url,
+                "WORKER_POOL": "openai",
+                "WORKER_CAPACITY": "128",
+                "WORKER_ID": "bench-worker",
+                "OPENAI_BASE_URL": sandbox_url + "/v1",
+                "OPENAI_API_KEY": "x",
+                "OPENAI_MODELS": MODEL,
+                **quiet,
+            },
+            log_dir=log_dir,
+            health_url=f"http://127.0.0.1:{w_port}/readyz",
+        )
+        procs.append(worker)
+        e_port = free_port()
+        edge = spawn_python_service(
+            "edge",
+            "services.edge",
+            env={
+                "PORT": str(e_port),
+                "NATS_URL": nats_proc.url,
+                "SY_ROUTES": "sandbox-*=openai",
+                "EDGE_ID": "bench-edge",
+                **quiet,
+            },
+            log_dir=log_dir,
+            health_url=f"http://127.0.0.1:{e_port}/readyz",
+        )
+        procs.append(edge)
+        edge_url = f"http://127.0.0.1:{e_port}"
+        responder = start_responder(nats_proc.url, log_dir)
+        procs.append(responder)
+        wait_for_model(edge_url)
+        loadgen = LoadGen(log_dir)
+        progress(f"load generator: {loadgen.description}, pid {loadgen.proc.pid}")
+
+        pids = {
+            "loadgen": loadgen.proc.pid,
+            "sandbox": sandbox.pid,
+            "responder": responder.pid,
+            "nats-server": nats_proc.pid,
+            "edge": edge.pid,
+            "worker": worker.pid,
+        }
+        direct_url = sandbox_url + "/v1/chat/completions"
+        gateway_url = edge_url + "/v1/chat/completions"
+
+        progress("warm-up")
+        warm = {"count": max(50, round(200 * min(1.0, SCALE * 2))), "time_cap": 30.0}
+        for url in (direct_url, gateway_url):
+            loadgen.run({**http_cmd(url, False, 8, 0), **warm})
+            loadgen.run({**http_cmd(url, True, 8, 0), "count": 40, "time_cap": 30.0})
+        loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm})
+
+        scenarios: dict[str, dict[str, Any]] = {}
+        for key, stream, conc, count in SHAPES:
+            scenarios[key] = {}
+            runs = [("direct", http_cmd(direct_url, stream, conc, count))]
+            if not stream:
+                runs.append(("nats", nats_cmd(nats_proc.url, conc, count)))
+            runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
+            for path, cmd in runs:
+                progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")
+                scenarios[key][path] = measured(loadgen, pids, cmd)
+                r = scenarios[key][path]
+                progress(
+                    f"  -> {r.get('ok')} ok, {r.get('errors')} errors, {fmt(r.get('rps'), 0)}/s, "
+                    f"p50 {fmt(r.get('p50_ms'))} ms"
+                )
+
+        wrk_results: dict[str, Any] = {}
+        if shutil.which("wrk") and os.environ.get("BENCH_WRK", "1") != "0":
+            seconds = max(2, round(5 * min(1.0, SCALE * 2)))
+            for name, url in (("direct", direct_url), ("gateway", gateway_url)):
+                for conc in (1, 64):
+                    progress(f"wrk {name} c{conc} for {seconds}s")
+                    r = run_wrk(url, conc, seconds, log_dir)
+                    if r:
+                        wrk_results[f"{name}_c{conc}"] = {k: v for k, v in r.items() if k != "raw"}
+
+        rss = {
+            name: status_kb(pid, "VmHWM") / 1024
+            for name, pid in (
+                ("edge", edge.pid),
+                ("worker", worker.pid),
+                ("sandbox", sandbox.pid),
+                ("loadgen", loadgen.proc.pid),
+            )
+        }
+        results: dict[str, Any] = {
+            "scale": SCALE,
+            "time_cap_s": TIME_CAP,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "client": loadgen.description,
+            "payload": {"nonstream_tokens": NONSTREAM_TOKENS, "stream_tokens": STREAM_TOKENS, "model": MODEL},
+            "scenarios": scenarios,
+            "wrk": wrk_results,
+            "rss_mb": rss,
+        }
+        results["targets"] = evaluate(scenarios, rss)
+        results["total_s"] = time.monotonic() - started
+        RESULTS_PATH.write_text(json.dumps(results, indent=2) + "\n")
+        print(render(results), flush=True)
+        ok = True
+    except Exception:
+        for proc in procs:
+            tail = proc.log()[-1500:]
+            if tail.strip():
+                progress(f"--- {proc.name} log tail ---\n{tail}")
+        raise
+    finally:
+        if loadgen is not None:
+            loadgen.close()
+        for proc in reversed(procs):
+            with contextlib.suppress(Exception):
+                proc.stop(grace=10)
+        with contextlib.suppress(Exception):
+            tmp.cleanup()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
