@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -112,7 +113,8 @@ def spawn_python_service(
     proc = spawn(name, [sys.executable, "-m", module], env=env, log_dir=log_dir)
     if health_url:
         wait_http_ok(proc, health_url, timeout=timeout)
-        proc.url = health_url.rsplit("/", 1)[0] if health_url.count("/") > 2 else health_url
+        parts = urlsplit(health_url)
+        proc.url = f"{parts.scheme}://{parts.netloc}"
     return proc
 
 

@@ -80,6 +80,7 @@ class _Running:
     started: float = field(default_factory=time.monotonic)
     last_sent: float = field(default_factory=time.monotonic)
     last_delta: float | None = None
+    last_progress: float = field(default_factory=time.monotonic)  # last in-progress ack
     stop_reason: SwitchyardError | None = None  # set before we cancel the task ourselves
     silent_stop: bool = False  # the edge asked: no reply is wanted
 
@@ -351,7 +352,8 @@ class WorkerRuntime:
             running.task.cancel()
             return
         with contextlib.suppress(Exception):
-            if not running.acked and now - running.started > t.ack_wait / 3:
+            if not running.acked and now - running.last_progress > t.ack_wait / 3:
+                running.last_progress = now
                 await running.msg.in_progress()  # still ours: do not redeliver
             if now - running.last_sent >= running.job["timeouts"]["heartbeat"]:
                 await self._publish(running, {"type": "heartbeat"})

@@ -340,73 +340,43 @@ def evaluate(sc: dict[str, Any], rss: dict[str, float]) -> list[dict[str, Any]]:
 
     items: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, target: str, ok: bool, shown: str) -> None:
-        items.append({"name": name, "value": value, "target": target, "pass": ok, "shown": shown})
+    def at_most(name: str, value: float | None, limit: float, unit: str, digits: int = 2) -> None:
+        items.append({
+            "name": name, "value": value, "target": f"<= {limit} {unit}",
+            "pass": value is not None and value <= limit, "shown": f"{fmt(value, digits)} {unit}",
+        })
+
+    def added(key: str, field: str) -> float | None:
+        d, g = get(key, "direct", field), get(key, "gateway", field)
+        return None if d is None or g is None else g - d
+
+    def ratio_at_least(name: str, key: str, field: str, limit: float) -> None:
+        d, g = get(key, "direct", field), get(key, "gateway", field)
+        value = None if not d or g is None else g / d
+        items.append({
+            "name": name, "value": value, "target": f">= {limit:.0%}",
+            "pass": value is not None and value >= limit, "shown": f"{value:.1%}" if value is not None else "-",
+        })
 
     for key in ("nonstream_c1", "nonstream_c64"):
-        v = get(key, "gateway", "gateway_cpu_ms_per_op")
-        lim = TARGETS["gateway_cpu_ms_per_request"]
-        add(
-            f"gateway CPU per non-stream request ({key})",
-            v,
-            f"<= {lim} ms",
-            v is not None and v <= lim,
-            f"{fmt(v, 3)} ms",
-        )
+        at_most(f"gateway CPU per non-stream request ({key})", get(key, "gateway", "gateway_cpu_ms_per_op"),
+                TARGETS["gateway_cpu_ms_per_request"], "ms", 3)
     for key in ("stream_c1", "stream_c32"):
-        v = get(key, "gateway", "gateway_cpu_ms_per_op")
-        lim = TARGETS["gateway_cpu_ms_per_stream"]
-        add(
-            f"gateway CPU per 50-chunk stream ({key})", v, f"<= {lim} ms", v is not None and v <= lim, f"{fmt(v, 3)} ms"
-        )
-    d, g = get("nonstream_c1", "direct", "p50_ms"), get("nonstream_c1", "gateway", "p50_ms")
-    v = None if d is None or g is None else g - d
-    lim = TARGETS["added_latency_p50_ms_c1"]
-    add(
-        "added latency p50, non-stream c1 (gateway - direct)",
-        v,
-        f"<= {lim} ms",
-        v is not None and v <= lim,
-        f"{fmt(v)} ms",
-    )
-    d, g = get("nonstream_c64", "direct", "rps"), get("nonstream_c64", "gateway", "rps")
-    v = None if not d or g is None else g / d
-    lim = TARGETS["throughput_ratio_c64"]
-    add(
-        "throughput gateway/direct, non-stream c64",
-        v,
-        f">= {lim:.0%}",
-        v is not None and v >= lim,
-        f"{v:.1%}" if v is not None else "-",
-    )
-    d, g = get("stream_c32", "direct", "chunks_per_s"), get("stream_c32", "gateway", "chunks_per_s")
-    v = None if not d or g is None else g / d
-    lim = TARGETS["chunks_ratio_c32"]
-    add(
-        "streamed chunks/s gateway/direct, c32",
-        v,
-        f">= {lim:.0%}",
-        v is not None and v >= lim,
-        f"{v:.1%}" if v is not None else "-",
-    )
+        at_most(f"gateway CPU per 50-chunk stream ({key})", get(key, "gateway", "gateway_cpu_ms_per_op"),
+                TARGETS["gateway_cpu_ms_per_stream"], "ms", 3)
+    at_most("added latency p50, non-stream c1 (gateway - direct)", added("nonstream_c1", "p50_ms"),
+            TARGETS["added_latency_p50_ms_c1"], "ms")
+    ratio_at_least("throughput gateway/direct, non-stream c64", "nonstream_c64", "rps",
+                   TARGETS["throughput_ratio_c64"])
+    ratio_at_least("streamed chunks/s gateway/direct, c32", "stream_c32", "chunks_per_s", TARGETS["chunks_ratio_c32"])
+    ratio_at_least("streams/s gateway/direct, c32", "stream_c32", "rps", TARGETS["chunks_ratio_c32"])
     for key in ("stream_c1", "stream_c32"):
-        d, g = get(key, "direct", "ttft_p50_ms"), get(key, "gateway", "ttft_p50_ms")
-        v = None if d is None or g is None else g - d
-        lim = TARGETS["added_ttft_p50_ms"]
-        add(f"added TTFT p50 ({key})", v, f"<= {lim} ms", v is not None and v <= lim, f"{fmt(v)} ms")
+        at_most(f"added TTFT p50 ({key})", added(key, "ttft_p50_ms"), TARGETS["added_ttft_p50_ms"], "ms")
     failed = {f"{k}/{p}": r.get("errors", 0) for k, paths in sc.items() for p, r in paths.items() if r.get("errors")}
-    add(
-        "every request/stream succeeded",
-        float(sum(failed.values())),
-        "0 errors",
-        not failed,
-        f"{sum(failed.values())} errors",
-    )
+    at_most("errors (every request/stream must succeed)", float(sum(failed.values())), 0, "errors", 0)
     if failed:
         items[-1]["failed"] = failed
-    v = rss.get("edge")
-    lim = TARGETS["edge_rss_mb"]
-    add("edge peak RSS", v, f"<= {lim:.0f} MB", v is not None and v <= lim, f"{fmt(v, 1)} MB")
+    at_most("edge peak RSS", rss.get("edge"), TARGETS["edge_rss_mb"], "MB", 1)
     return items
 
 

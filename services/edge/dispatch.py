@@ -55,8 +55,7 @@ class KeepAlive:
 
 @dataclass
 class _JobState:
-    job_id: str
-    token: str
+    job_id: str  # also the reply subject's last token
     replies: JobReplies
     created: float  # monotonic
     stream_seq: int | None = None
@@ -135,7 +134,7 @@ class Exchange:
             if isinstance(outcome, Deltas):
                 if not job.streaming:
                     job.streaming = True
-                    self.dispatcher.metrics.observe_ttft(now - job.created)
+                    self.dispatcher.metrics.ttft.observe(now - job.created)
                 last_yield = now
                 yield outcome
             elif isinstance(outcome, Started):
@@ -187,7 +186,7 @@ class Exchange:
     async def close(self) -> None:
         """Forget the jobs; cancel the ones still running (disconnects, errors, timeouts)."""
         for job in self.jobs.values():
-            self.dispatcher.forget(job.token)
+            self.dispatcher.forget(job.job_id)
             if not job.done:
                 reason = "client_disconnected" if self.disconnected else "edge_error"
                 await self.dispatcher.cancel(job.job_id, reason)
@@ -239,9 +238,10 @@ class Dispatcher:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _on_reply(self, msg: Msg) -> None:
-        exchange = self._exchanges.get(msg.subject[self._prefix_len:])
+        token = msg.subject[self._prefix_len:]
+        exchange = self._exchanges.get(token)
         if exchange is not None:
-            exchange.feed(msg.subject[self._prefix_len:], msg.data)
+            exchange.feed(token, msg.data)
 
     async def _on_announce(self, msg: Msg) -> None:
         try:
@@ -251,10 +251,6 @@ class Dispatcher:
 
     def forget(self, token: str) -> None:
         self._exchanges.pop(token, None)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._exchanges)
 
     def exchange(self, request_id: str) -> Exchange:
         return Exchange(self, request_id, self.reply_buffer, time.monotonic() + self.timeouts.total)
@@ -273,7 +269,7 @@ class Dispatcher:
             "deadline": now + t.total,
             "timeouts": {"first_token": t.first_token, "idle": t.idle, "heartbeat": t.heartbeat},
         }
-        state = _JobState(job_id=token, token=token, replies=JobReplies(token), created=time.monotonic())
+        state = _JobState(job_id=token, replies=JobReplies(token), created=time.monotonic())
         encoded_body = orjson.dumps(body)
         if len(encoded_body) > self.inline_limit:
             await self._store_body(token, encoded_body)

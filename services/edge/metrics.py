@@ -49,6 +49,3 @@ class EdgeMetrics:
             "switchyard_edge_pool_in_flight", "Announced in-flight jobs of live replicas", ["pool"],
             registry=registry,
         )
-
-    def observe_ttft(self, seconds: float) -> None:
-        self.ttft.observe(seconds)

@@ -35,38 +35,27 @@ def _message(choice: Choice) -> dict[str, Any]:
     }
 
 
+def _completion(obj: str, rid: str, created: int, model: str, choices: list[dict[str, Any]], usage: Any) -> bytes:
+    return orjson.dumps({
+        "id": rid, "object": obj, "created": created, "model": model, "system_fingerprint": FINGERPRINT,
+        "choices": choices, "usage": usage,
+    })
+
+
 def chat_completion(rid: str, created: int, model: str, choices: list[Choice], prompt_tokens: int) -> bytes:
-    return orjson.dumps(
-        {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [
-                {"index": c.index, "message": _message(c), "logprobs": None, "finish_reason": c.finish_reason}
-                for c in choices
-            ],
-            "usage": _usage(prompt_tokens, choices),
-        }
-    )
+    payload = [
+        {"index": c.index, "message": _message(c), "logprobs": None, "finish_reason": c.finish_reason}
+        for c in choices
+    ]
+    return _completion("chat.completion", rid, created, model, payload, _usage(prompt_tokens, choices))
 
 
 def text_completion(rid: str, created: int, model: str, choices: list[Choice], prompt_tokens: int) -> bytes:
-    return orjson.dumps(
-        {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [
-                {"index": c.index, "text": "".join(c.tokens), "logprobs": None, "finish_reason": c.finish_reason}
-                for c in choices
-            ],
-            "usage": _usage(prompt_tokens, choices),
-        }
-    )
+    payload = [
+        {"index": c.index, "text": "".join(c.tokens), "logprobs": None, "finish_reason": c.finish_reason}
+        for c in choices
+    ]
+    return _completion("text_completion", rid, created, model, payload, _usage(prompt_tokens, choices))
 
 
 # -- stream -------------------------------------------------------------------------------------------------
