@@ -22,6 +22,7 @@ class Timeouts:
     keepalive: float = 15.0  # SSE comment to keep proxies from closing an idle stream
     ack_wait: float = 5.0  # JetStream redelivers an unacked job after this (a dead worker)
     drain: float = 30.0  # graceful shutdown: finish in-flight streams within this
+    readiness_grace: float = 5.0  # edge: /readyz is 503 this long before it stops accepting
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Timeouts:
