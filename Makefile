@@ -22,13 +22,15 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(PY) -m tools.devstack
 
-## test: lint, then unit, contract and integration tests against real processes
+## test: ruff and mypy, then unit, contract and integration tests against real processes
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m ruff format --check .
 
 fmt: $(STAMP)

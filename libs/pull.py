@@ -23,6 +23,7 @@ from collections.abc import Callable
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 log = logging.getLogger("switchyard.pull")
 
@@ -51,7 +52,7 @@ class JobPuller:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inbox = ""
-        self._sub = None
+        self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_pull = 0.0
 

@@ -6,12 +6,13 @@ Each worker's `__main__` builds its backend and calls `run_worker`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -72,17 +73,24 @@ def probe_app(runtime: Callable[[], WorkerRuntime | None], registry: CollectorRe
     ])
 
 
+class _ProbeServer(uvicorn.Server):
+    """uvicorn for probes and metrics only: the worker, not uvicorn, owns SIGTERM (drain first)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def run_worker(settings: WorkerProcessSettings, make_backend: Callable[[WorkerMetrics], Backend]) -> None:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, settings.pool)
     backend = make_backend(metrics)
     holder: list[WorkerRuntime] = []
-    server = uvicorn.Server(uvicorn.Config(
+    server = _ProbeServer(uvicorn.Config(
         probe_app(lambda: holder[0] if holder else None, registry),
         host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False,
         lifespan="off",
     ))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own SIGTERM
     http_task = asyncio.create_task(server.serve(), name="probe-http")
 
     stop = asyncio.Event()

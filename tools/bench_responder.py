@@ -10,6 +10,7 @@ import os
 import signal
 
 import nats
+from nats.aio.msg import Msg
 import orjson
 
 SUBJECT = "bench.echo"
@@ -27,7 +28,7 @@ REPLY = orjson.dumps(
 async def main() -> None:
     nc = await nats.connect(os.environ["NATS_URL"])
 
-    async def handle(msg: nats.aio.msg.Msg) -> None:
+    async def handle(msg: Msg) -> None:
         await nc.publish(msg.reply, REPLY)
 
     await nc.subscribe(SUBJECT, cb=handle)

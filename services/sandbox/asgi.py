@@ -43,7 +43,7 @@ async def read_body(receive: Receive) -> bytes:
 def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value  # type: ignore[no-any-return]
+            return value
     return None
 
 

@@ -68,7 +68,7 @@ def _choices(job: Job, d: Directives) -> list[Choice]:
     assert isinstance(wanted, int)
     n = job.n
     if not job.chat:  # choice index = prompt_index * n + i, as OpenAI numbers them
-        out = []
+        out: list[Choice] = []
         for p, prompt in enumerate(job.prompts):
             seed = seed_of(directives.strip(prompt))
             out.extend(text_choice(p * n + i, seed, i, wanted, job.max_tokens) for i in range(n))

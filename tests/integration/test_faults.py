@@ -379,6 +379,9 @@ async def test_worker_drains_in_flight_stream_on_sigterm(start_worker: Callable[
             if first:
                 worker.signal(signal.SIGTERM)
                 first = False
+                await asyncio.sleep(0.1)
+                ready = await session.get(worker.url + "/readyz")
+                assert ready.status_code == 503  # draining: not ready, still serving its stream
     assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
     assert worker.popen.wait(timeout=10) == 0
 
