@@ -10,8 +10,8 @@ import os
 import signal
 
 import nats
-from nats.aio.msg import Msg
 import orjson
+from nats.aio.msg import Msg
 
 SUBJECT = "bench.echo"
 REPLY = orjson.dumps(
