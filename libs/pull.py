@@ -49,6 +49,7 @@ class JobPuller:
         self._expires = expires
         self.in_flight = 0
         self.outstanding = 0
+        self._refill = max(1, capacity // 8)
         self._wake = asyncio.Event()
         self._stopping = False
         self._inbox = ""
@@ -91,7 +92,10 @@ class JobPuller:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             want = self.capacity - self.in_flight - self.outstanding
-            if want > 0 and self._nc.is_connected:
+            # Ask again only once a few slots have freed up (or nothing is asked for at all): one
+            # outstanding credit already means "this worker has room", and fewer pull requests
+            # mean less work for the worker and the server under load.
+            if want > 0 and (self.outstanding == 0 or want >= self._refill) and self._nc.is_connected:
                 request = {"batch": want, "expires": int(self._expires * 1e9)}
                 try:
                     await self._nc.publish(self._next_subject, orjson.dumps(request), reply=self._inbox)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -14,11 +14,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from libs.bus import connect, ensure_body_store, ensure_chat_stream
+from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
 from services.edge.metrics import EdgeMetrics
-from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
+from services.edge.middleware import BearerAuth, KeyStore, RequestContext, StaticKeyStore
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
 from services.edge.routes.models import GetModel, ListModels
@@ -39,7 +41,30 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: EdgeSettings) -> tuple[Starlette, EdgeState]:
+class HotPath:
+    """The generation routes without the framework's per-response wrappers.
+
+    Profiling showed Starlette's error, exception and CORS middleware wrapping every `send` of
+    every chunk. Requests without an `Origin` header (SDKs, servers) need no CORS, so a POST to a
+    generation route goes through only the edge's own request-id and auth middleware; everything
+    else (browsers, preflight, other routes, lifespan) takes the full Starlette stack.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Mapping[str, ASGIApp], *, keys: KeyStore, log_requests: bool) -> None:
+        self.app = app
+        self.routes = {path: RequestContext(BearerAuth(route, keys), log_requests=log_requests)
+                       for path, route in routes.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = self.routes.get(scope["path"])
+            if route is not None and header(scope, b"origin") is None:
+                await route(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     state = EdgeState(settings, RoutingTable(settings.routing), EdgeMetrics(CollectorRegistry()))
     keys = StaticKeyStore(settings.auth_tokens)
 
@@ -65,13 +90,14 @@ def create_app(settings: EdgeSettings) -> tuple[Starlette, EdgeState]:
             with contextlib.suppress(Exception):
                 await nc.drain()
 
+    generation = {"/v1/chat/completions": GenerationRoute(state, "chat"),
+                  "/v1/completions": GenerationRoute(state, "completion")}
     routes = [
         Route("/", Health(), methods=["GET", "HEAD"]),
         Route("/healthz", Health(), methods=["GET", "HEAD"]),
         Route("/readyz", Ready(state), methods=["GET", "HEAD"]),
         Route("/metrics", Metrics(state), methods=["GET"]),
-        Route("/v1/chat/completions", GenerationRoute(state, "chat"), methods=["POST"]),
-        Route("/v1/completions", GenerationRoute(state, "completion"), methods=["POST"]),
+        *(Route(path, route, methods=["POST"]) for path, route in generation.items()),
         Route("/v1/models", ListModels(state), methods=["GET"]),
         Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
     ]
@@ -85,4 +111,4 @@ def create_app(settings: EdgeSettings) -> tuple[Starlette, EdgeState]:
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
-    return app, state
+    return HotPath(app, generation, keys=keys, log_requests=not settings.no_log), state

@@ -10,12 +10,12 @@ import hmac
 import logging
 import re
 import time
-import uuid
 from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.errors import AuthenticationFailed
+from libs.ids import new_id
 from services.edge.asgi_io import header, send_error
 
 access_log = logging.getLogger("switchyard.edge.access")
@@ -37,7 +37,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = header(scope, b"x-request-id")
-        request_id = given.decode() if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given.decode() if given and _REQUEST_ID.match(given) else new_id()
         scope[REQUEST_ID_KEY] = request_id
         encoded_id = request_id.encode()
         status = 0

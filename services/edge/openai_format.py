@@ -8,8 +8,9 @@ choice, `finish_reason` in each choice's last chunk, usage only where asked.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Literal
+
+from libs.ids import new_id
 
 Kind = Literal["chat", "completion"]
 
@@ -47,7 +48,7 @@ class ResponseBuilder:
         self.kind = kind
         self.model = model
         self.choices = choices
-        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + new_id()
         self.created = int(time.time())
         self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
         self.system_fingerprint: str | None = None

@@ -218,3 +218,18 @@ async def test_streams_on_one_keep_alive_connection_keep_their_own_headers(stack
                 assert len(response.headers.get_list("x-request-id")) == 1
                 assert len(response.headers.get_list("content-type")) == 1
                 await response.aread()
+
+
+async def test_browser_requests_get_cors_headers_sdk_requests_take_the_hot_path(stack: Stack) -> None:
+    body = {"model": "sandbox-chat", "messages": user("cors")}
+    headers = {"authorization": f"Bearer {AUTH_KEY}"}
+    async with httpx.AsyncClient() as http:
+        browser = await http.post(stack.base_url + "/chat/completions", json=body,
+                                  headers={**headers, "origin": "https://app.example"})
+        sdk = await http.post(stack.base_url + "/chat/completions", json=body, headers=headers)
+        unauthorised = await http.post(stack.base_url + "/chat/completions", json=body)
+    assert browser.status_code == sdk.status_code == 200
+    assert browser.headers["access-control-allow-origin"] in ("*", "https://app.example")
+    assert "access-control-allow-origin" not in sdk.headers
+    assert browser.json()["choices"][0]["message"] == sdk.json()["choices"][0]["message"]
+    assert unauthorised.status_code == 401 and "x-request-id" in unauthorised.headers

@@ -167,7 +167,9 @@ def test_load_toml_invalid_names_the_variable(tmp_path: Path, text: str) -> None
 
 # the defaults are tuned elsewhere; these tests are about how the environment changes them
 DEFAULTS = dataclasses.asdict(Timeouts())
-FIELDS = ("queue_wait", "first_token", "idle", "total", "heartbeat", "keepalive", "ack_wait", "drain")
+FIELDS = (
+    "queue_wait", "first_token", "idle", "total", "heartbeat", "keepalive", "ack_wait", "drain", "readiness_grace"
+)
 
 
 def test_timeouts_defaults() -> None:
