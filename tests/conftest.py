@@ -89,8 +89,9 @@ def sandbox(log_dir: Path) -> Iterator[Proc]:
 
 def start_edge(nats_url: str, log_dir: Path, name: str = "edge", **extra: str) -> Proc:
     port = free_port()
-    env = service_env(nats_url, PORT=str(port), AUTH_TOKEN=AUTH_KEY, SY_ROUTES=ROUTES,
-                      SY_ALIASES="fast=sandbox-fast,ghostly=nothing-live", EDGE_ID=name, **extra)
+    defaults = {"PORT": str(port), "AUTH_TOKEN": AUTH_KEY, "SY_ROUTES": ROUTES,
+                "SY_ALIASES": "fast=sandbox-fast,ghostly=nothing-live", "EDGE_ID": name}
+    env = service_env(nats_url, **{**defaults, **extra})  # a test's own settings win
     proc = spawn_python_service("edge" if name == "edge" else name, "services.edge", env=env, log_dir=log_dir,
                                 health_url=f"http://127.0.0.1:{port}/readyz")
     proc.url = f"http://127.0.0.1:{port}"

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +29,11 @@ from libs.errors import (
     ClientTooSlow,
     DeadlineExceeded,
     NoCapacity,
+    ReplyGap,
     UpstreamTimeout,
     WorkerLost,
 )
+from libs.ids import new_id
 from libs.timeouts import Timeouts
 from proto.messages import Job
 from services.edge.metrics import EdgeMetrics
@@ -78,6 +79,7 @@ class Exchange:
     jobs: dict[str, _JobState] = field(default_factory=dict)
     overflowed: bool = False
     disconnected: bool = False
+    owner: asyncio.Task[Any] | None = None  # the request's task, stopped when its buffer overflows
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.buffer)
@@ -88,7 +90,18 @@ class Exchange:
         try:
             self.queue.put_nowait((token, payload))
         except asyncio.QueueFull:
+            # The request's task may be blocked in `send` on a client that stopped reading, where
+            # it would never look at the queue again: interrupt it (see `take_overflow`).
             self.overflowed = True
+            if self.owner is not None:
+                self.owner.cancel()
+
+    def take_overflow(self) -> bool:
+        """After a CancelledError: True if it was our overflow interrupt (now absorbed)."""
+        if not self.overflowed or self.owner is None or self.owner is not asyncio.current_task():
+            return False
+        self.owner.uncancel()
+        return True
 
     def client_gone(self) -> None:
         self.disconnected = True
@@ -147,7 +160,8 @@ class Exchange:
                 job.done = True
                 yield outcome
             elif isinstance(outcome, Failed):
-                job.done = True
+                # a lost reply means the worker is still streaming: leave the job for close() to cancel
+                job.done = not isinstance(outcome.error, ReplyGap)
                 raise outcome.error
             elif isinstance(outcome, Stale):
                 await self.dispatcher.cancel(job.job_id, "stale_attempt", attempt=outcome.attempt)
@@ -185,8 +199,9 @@ class Exchange:
 
     async def close(self) -> None:
         """Forget the jobs; cancel the ones still running (disconnects, errors, timeouts)."""
-        for job in self.jobs.values():
+        for job in self.jobs.values():  # first stop routing replies here (and overflow interrupts)
             self.dispatcher.forget(job.job_id)
+        for job in self.jobs.values():
             if not job.done:
                 reason = "client_disconnected" if self.disconnected else "edge_error"
                 await self.dispatcher.cancel(job.job_id, reason)
@@ -253,14 +268,16 @@ class Dispatcher:
         self._exchanges.pop(token, None)
 
     def exchange(self, request_id: str) -> Exchange:
-        return Exchange(self, request_id, self.reply_buffer, time.monotonic() + self.timeouts.total)
+        exchange = Exchange(self, request_id, self.reply_buffer, time.monotonic() + self.timeouts.total)
+        exchange.owner = asyncio.current_task()
+        return exchange
 
     async def submit(
         self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0
     ) -> None:
         """Publish one job of this exchange to its pool's work queue."""
         t = self.timeouts
-        token = uuid.uuid4().hex
+        token = new_id()
         now = time.time()
         job: Job = {
             "type": "job", "job_id": token, "request_id": exchange.request_id, "kind": kind,  # type: ignore[typeddict-item]

@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from libs import sse
-from libs.errors import SwitchyardError
+from libs.errors import ClientTooSlow, SwitchyardError
 from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
 from services.edge.dispatch import ClientGone, Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY
@@ -78,6 +78,13 @@ class GenerationRoute:
         exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY])
         watcher = asyncio.create_task(_watch_disconnect(receive, exchange))
         builder = ResponseBuilder(self.kind, body["model"], plan.choices)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             for job in plan.jobs:
                 await self.state.dispatcher.submit(
@@ -85,10 +92,19 @@ class GenerationRoute:
                     index_offset=job.index_offset,
                 )
             if body.get("stream"):
-                return await self._stream(send, exchange, builder, plan, body)
-            return await self._respond(send, exchange, builder, plan)
+                return await self._stream(tracked_send, exchange, builder, plan, body)
+            return await self._respond(tracked_send, exchange, builder, plan)
         except ClientGone:
             return 499  # nginx's "client closed request"; nothing can be sent
+        except asyncio.CancelledError:
+            if not exchange.take_overflow():
+                raise
+            # The client stopped reading: its buffer overflowed while `send` was blocked on it.
+            err = ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
+            self.state.metrics.errors.labels(code=err.code).inc()
+            if not started:
+                await send_error(send, err)
+            return err.status  # mid-stream: the socket is blocked, so nothing more is sent
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
