@@ -27,6 +27,16 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[k]
 
 
+def _content_tokens(line: bytes) -> int:
+    """Sandbox tokens are words each followed by one space."""
+    chunk = orjson.loads(line[6:])
+    count = 0
+    for choice in chunk.get("choices") or ():
+        text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+        count += text.count(" ")
+    return count
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"{type(exc).__name__}: status={exc.status} {exc.message}"[:300]
@@ -64,6 +74,7 @@ async def run_http(cmd: dict[str, Any]) -> dict[str, Any]:
     lat: list[float] = []
     ttft: list[float] = []
     chunks = 0
+    tokens = 0
     errors = 0
     issued = 0
     first_error = ""
@@ -73,7 +84,7 @@ async def run_http(cmd: dict[str, Any]) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=connector, trust_env=False, timeout=timeout) as session:
 
         async def one() -> None:
-            nonlocal chunks, errors, first_error
+            nonlocal chunks, tokens, errors, first_error
             t0 = time.perf_counter()
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
@@ -89,15 +100,18 @@ async def run_http(cmd: dict[str, Any]) -> dict[str, Any]:
                         return
                     first: float | None = None
                     n = 0
+                    words = 0
                     async for line in resp.content:
                         if line.startswith(b"data: {"):
                             if first is None:
                                 first = time.perf_counter() - t0
                             n += 1
+                            words += _content_tokens(line)
                     lat.append(time.perf_counter() - t0)
                     if first is not None:
                         ttft.append(first)
                     chunks += n
+                    tokens += words
             except Exception as exc:
                 errors += 1
                 if not first_error:
@@ -113,6 +127,11 @@ async def run_http(cmd: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(worker() for _ in range(conc)))
         elapsed = time.perf_counter() - t_start
     out = summarize(lat, ttft, chunks, errors, elapsed)
+    if stream:
+        # Content tokens delivered, however they were framed: the sandbox writes a whole answer at
+        # once and the gateway coalesces what is already queued, so SSE events are not comparable.
+        out.update(tokens=tokens, tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
+                   tokens_per_stream=tokens / len(lat) if lat else 0.0)
     if stream and not ttft:
         out.update(chunks=0, chunks_per_s=0.0, ttft_p50_ms=0.0, ttft_p99_ms=0.0)
     if first_error:
