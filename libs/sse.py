@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -20,8 +20,7 @@ def data_event(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     data: str
     event: str = "message"
     id: str | None = None
@@ -30,7 +29,9 @@ class Event:
 class SSEDecoder:
     """Feed bytes as they arrive; get complete events back (WHATWG event-stream rules).
 
-    Handles CRLF/CR/LF line endings, multi-line data, comments, and lines split across chunks.
+    Handles CRLF/CR/LF line endings, multi-line data, comments, and lines (or UTF-8 characters)
+    split across chunks. It is on every worker's per-token path, so a chunk is split into lines
+    in one pass rather than line by line.
     """
 
     def __init__(self) -> None:
@@ -40,12 +41,15 @@ class SSEDecoder:
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
-        self._buffer += chunk
-        while True:
-            line, sep, rest = self._split_line(self._buffer)
-            if not sep:
-                return
-            self._buffer = rest
+        buffer = self._buffer + chunk
+        held = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF: decide when more comes
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop() + held
+        for line in lines:
             event = self._line(line)
             if event is not None:
                 yield event
@@ -61,30 +65,19 @@ class SSEDecoder:
         if event is not None:
             yield event
 
-    @staticmethod
-    def _split_line(buffer: bytes) -> tuple[bytes, bool, bytes]:
-        lf = buffer.find(b"\n")
-        cr = buffer.find(b"\r")
-        if cr != -1 and (lf == -1 or cr < lf):
-            if cr == len(buffer) - 1:  # a CR at the end may be the first half of CRLF
-                return b"", False, buffer
-            end = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
-            return buffer[:cr], True, buffer[end:]
-        if lf == -1:
-            return b"", False, buffer
-        return buffer[:lf], True, buffer[lf + 1 :]
-
     def _line(self, raw: bytes) -> Event | None:
         if not raw:
             if not self._data and not self._event:
                 return None
-            event = Event(data="\n".join(self._data), event=self._event or "message", id=self._id)
+            event = Event("\n".join(self._data), self._event or "message", self._id)
             self._data, self._event = [], ""
             return event
-        line = raw.decode("utf-8", errors="replace")
-        if line.startswith(":"):
+        if raw.startswith(b"data: "):  # by far the most common line
+            self._data.append(raw[6:].decode("utf-8", errors="replace"))
             return None
-        field, _, value = line.partition(":")
+        if raw.startswith(b":"):
+            return None
+        field, _, value = raw.decode("utf-8", errors="replace").partition(":")
         if value.startswith(" "):
             value = value[1:]
         if field == "data":
