@@ -54,6 +54,7 @@ class ResponseBuilder:
         self.system_fingerprint: str | None = None
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self.usage_estimated = False
+        self.usage_reports = 0  # jobs whose usage arrived (an interrupted job sends none)
         self.delivered_chars = 0
         self._role_sent: set[int] = set()
         self.finished: dict[int, str] = {}
@@ -117,6 +118,7 @@ class ResponseBuilder:
         }
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
+        self.usage_reports += 1
         if not usage:
             self.usage_estimated = True
             return
@@ -136,10 +138,13 @@ class ResponseBuilder:
                 items = logprobs.get("content") if self.kind == "chat" and isinstance(logprobs, dict) else [logprobs]
                 self._logprobs.setdefault(index, []).extend(items or [])
             if self.kind == "completion":
-                self._text.setdefault(index, []).append(str(choice.get("text") or ""))
+                text = str(choice.get("text") or "")
+                self.delivered_chars += len(text)
+                self._text.setdefault(index, []).append(text)
                 continue
             delta = choice.get("delta") or {}
             if isinstance(delta.get("content"), str):
+                self.delivered_chars += len(delta["content"])
                 self._text.setdefault(index, []).append(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 self._refusal.setdefault(index, []).append(delta["refusal"])

@@ -110,7 +110,7 @@ class GenerationRoute:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await exchange.close()
-            self._count_tokens(builder)
+            self._count_tokens(builder, len(plan.jobs))
 
     async def _respond(self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan) -> int:
         async for event in exchange.events():
@@ -163,9 +163,15 @@ class GenerationRoute:
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
         return 200
 
-    def _count_tokens(self, builder: ResponseBuilder) -> None:
-        source = "estimated" if builder.usage_estimated else "upstream"
+    def _count_tokens(self, builder: ResponseBuilder, jobs: int) -> None:
+        """Record the usage actually delivered: the upstream's where every job reported it; else
+        (estimated upstream usage, or an answer cut short by a disconnect or failure) an estimate
+        from what reached the client, marked as such."""
         tokens = self.state.metrics.tokens
-        tokens.labels(kind="prompt", source=source).inc(builder.usage["prompt_tokens"])
-        completion = builder.usage["completion_tokens"] or (builder.delivered_chars + 3) // 4
-        tokens.labels(kind="completion", source=source).inc(completion)
+        if builder.usage_reports == jobs and not builder.usage_estimated:
+            tokens.labels(kind="prompt", source="upstream").inc(builder.usage["prompt_tokens"])
+            tokens.labels(kind="completion", source="upstream").inc(builder.usage["completion_tokens"])
+            return
+        tokens.labels(kind="prompt", source="estimated").inc(builder.usage["prompt_tokens"])
+        completion = max(builder.usage["completion_tokens"], (builder.delivered_chars + 3) // 4)
+        tokens.labels(kind="completion", source="estimated").inc(completion)

@@ -1,0 +1,134 @@
+"""Edge behaviour that depends on its configuration or on time: open mode, NO_LOG, keep-alives,
+usage accounting, expired jobs, upstream failover."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+
+from libs.devproc import Proc
+from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack, start_edge, wait_for_models
+from tests.wiretap import Wiretap
+
+AUTH = {"authorization": f"Bearer {AUTH_KEY}"}
+
+
+def chat(model: str, text: str, **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def test_open_mode_warns_and_no_log_silences_request_logs(
+    stack: Stack, nats_server: Proc, log_dir: Path
+) -> None:
+    open_edge = start_edge(nats_server.url, log_dir, name="edge-open", AUTH_TOKEN="")
+    quiet_edge = start_edge(nats_server.url, log_dir, name="edge-quiet", NO_LOG="1")
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            await wait_for_models(Stack(stack.nats_url, open_edge.url, stack.sandbox_url, log_dir), {"sandbox-chat"})
+            keyless = await http.post(open_edge.url + "/v1/chat/completions", json=chat("sandbox-chat", "hi"),
+                                      headers={"x-request-id": "open-mode-1"})
+            quiet = await http.post(quiet_edge.url + "/v1/chat/completions", json=chat("sandbox-chat", "hi"),
+                                    headers={**AUTH, "x-request-id": "quiet-mode-1"})
+        assert keyless.status_code == 200
+        assert quiet.status_code == 200
+        open_log, quiet_log = open_edge.log(), quiet_edge.log()
+        assert "AUTH_TOKEN is not set" in open_log
+        access = [orjson.loads(line) for line in open_log.splitlines() if '"switchyard.edge.access"' in line]
+        assert any(e.get("request_id") == "open-mode-1" and e.get("status") == 200 for e in access)
+        assert "quiet-mode-1" not in quiet_log
+    finally:
+        open_edge.stop()
+        quiet_edge.stop()
+
+
+async def test_keep_alive_comments_while_the_first_token_is_slow(stack: Stack) -> None:
+    # keep-alive is 15 s x 0.1 = 1.5 s; the first token comes after 2.5 s (first-token limit: 6 s)
+    body = chat("sandbox-chat", "x [sandbox tokens=2 first_token_ms=2500]", stream=True)
+    async with httpx.AsyncClient(headers=AUTH, timeout=30) as http, http.stream(
+        "POST", stack.base_url + "/chat/completions", json=body
+    ) as response:
+        assert response.status_code == 200
+        raw = b"".join([part async for part in response.aiter_raw()])
+    assert raw.startswith(b": keep-alive\n\n")
+    assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+async def test_usage_is_recorded_from_the_upstream_or_estimated_and_marked(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.edge_url, headers=AUTH, timeout=30) as http:
+        before = (await http.get("/metrics")).text
+        reply = await http.post("/v1/chat/completions", json=chat("sandbox-chat", "count [sandbox tokens=7]"))
+        assert reply.status_code == 200
+        middle = (await http.get("/metrics")).text
+        # a stream the client abandons: no upstream usage ever arrives, so it is estimated
+        body = chat("sandbox-chat", "x [sandbox tokens=400 token_delay_ms=10]", stream=True)
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            async for _ in response.aiter_raw():
+                break
+        await asyncio.sleep(0.3)
+        after = (await http.get("/metrics")).text
+    name = "switchyard_edge_tokens_total"
+    assert metric(middle, name, kind="completion", source="upstream") - metric(
+        before, name, kind="completion", source="upstream") == 7
+    assert metric(after, name, kind="completion", source="estimated") > metric(
+        middle, name, kind="completion", source="estimated")
+
+
+async def test_a_job_past_its_start_by_is_dropped_unstarted(stack: Stack, wiretap: Wiretap) -> None:
+    import nats
+
+    nc = await nats.connect(stack.nats_url)
+    try:
+        now = time.time()
+        job = {
+            "type": "job", "job_id": "expired0job0", "request_id": "expired-job", "kind": "chat",
+            "model": "sandbox-chat", "pool": "openai", "reply": "sy.v1.reply.nobody.expired0job0",
+            "index_offset": 0, "created": now - 30, "start_by": now - 20, "deadline": now + 60,
+            "timeouts": {"first_token": 6.0, "idle": 3.0, "heartbeat": 0.5},
+            "body": {"model": "sandbox-chat", "messages": [{"role": "user", "content": "too late [sandbox mark=late]"}]},
+        }
+        await nc.jetstream().publish("sy.v1.chat.jobs.openai", orjson.dumps(job))
+        await asyncio.sleep(1.0)
+    finally:
+        await nc.drain()
+    assert wiretap.find("switchyard.v1.job", job_id="expired0job0")
+    assert not wiretap.find("switchyard.v1.reply", job_id="expired0job0")
+    async with httpx.AsyncClient() as plain:
+        events = (await plain.get(f"{stack.sandbox_url}/_sandbox/events", params={"mark": "late"})).json()["events"]
+    assert events == []  # no upstream quota spent on it
+
+
+async def test_upstream_failover_before_the_first_token(
+    start_worker: Callable[..., Proc], stack: Stack, tmp_path: Path
+) -> None:
+    config = tmp_path / "upstreams.toml"
+    config.write_text(
+        "[[upstreams]]\nname = 'down'\nbase_url = 'http://127.0.0.1:9/v1'\napi_key = 'sk-down-000000'\n"
+        "models = ['tight-failover']\n\n"
+        "[[upstreams]]\nname = 'refusing'\n"
+        f"base_url = '{stack.sandbox_url}/v1'\napi_key = 'sk-wrong-key-111111'\nmodels = ['tight-failover']\n\n"
+        "[[upstreams]]\nname = 'up'\n"
+        f"base_url = '{stack.sandbox_url}/v1'\napi_key = '{SANDBOX_KEY}'\nmodels = ['tight-failover']\n"
+    )
+    start_worker(name="tight-failover", pool="tight", models="unused", OPENAI_BASE_URL="",
+                 OPENAI_WORKER_CONFIG=str(config))
+    await wait_for_models(stack, {"tight-failover"})
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as http:
+        # every request succeeds whichever upstream the rotation tries first
+        replies = [await http.post("/chat/completions", json=chat("tight-failover", f"try {i}")) for i in range(3)]
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert all(r.json()["choices"][0]["message"]["content"] for r in replies)
