@@ -99,7 +99,7 @@ async def test_a_job_past_its_start_by_is_dropped_unstarted(stack: Stack, wireta
             "model": "sandbox-chat", "pool": "openai", "reply": "sy.v1.reply.nobody.expired0job0",
             "index_offset": 0, "created": now - 30, "start_by": now - 20, "deadline": now + 60,
             "timeouts": {"first_token": 6.0, "idle": 3.0, "heartbeat": 0.5},
-            "body": {"model": "sandbox-chat", "messages": [{"role": "user", "content": "too late [sandbox mark=late]"}]},
+            "body": chat("sandbox-chat", "too late [sandbox mark=late]"),
         }
         await nc.jetstream().publish("sy.v1.chat.jobs.openai", orjson.dumps(job))
         await asyncio.sleep(1.0)
