@@ -264,7 +264,8 @@ class WorkerRuntime:
             log.exception("job %s failed unexpectedly", job["job_id"])
             outcome = await self._on_failed(running, UpstreamError(f"worker failure: {type(exc).__name__}"))
         finally:
-            self._jobs.pop(job["job_id"], None)
+            if self._jobs.get(job["job_id"]) is running:  # a redelivery to us may have replaced it
+                del self._jobs[job["job_id"]]
             self.metrics.in_flight.set(len(self._jobs))
             self.metrics.jobs.labels(outcome=outcome).inc()
             if not running.acked:

@@ -86,8 +86,8 @@ class OpenAIBackend:
         return ups[start:] + ups[:start]
 
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]:
-        last_error: SwitchyardError | None = None
-        for upstream in self._candidates(job["model"]):
+        candidates = self._candidates(job["model"])
+        for number, upstream in enumerate(candidates, start=1):
             sent_any = False
             try:
                 async for item in self._stream_one(upstream, job, body):
@@ -95,12 +95,10 @@ class OpenAIBackend:
                     yield item
                 return
             except SwitchyardError as err:
-                if sent_any or isinstance(err, UpstreamBadRequest):
-                    raise  # tokens already went out, or the input itself is the problem
+                if sent_any or isinstance(err, UpstreamBadRequest) or number == len(candidates):
+                    raise  # tokens already went out, the input itself is the problem, or none is left
+                # failed over: counted here; the error that ends the job is counted by the runtime
                 self.metrics.upstream_errors.labels(code=err.code).inc()
-                last_error = err
-        assert last_error is not None
-        raise last_error
 
     async def _stream_one(
         self, upstream: Upstream, job: Job, body: dict[str, Any]

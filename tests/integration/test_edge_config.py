@@ -132,3 +132,18 @@ async def test_upstream_failover_before_the_first_token(
         replies = [await http.post("/chat/completions", json=chat("tight-failover", f"try {i}")) for i in range(3)]
     assert [r.status_code for r in replies] == [200, 200, 200]
     assert all(r.json()["choices"][0]["message"]["content"] for r in replies)
+
+
+async def test_max_n_bounds_choices_and_fan_out(stack: Stack, nats_server: Proc, log_dir: Path) -> None:
+    edge = start_edge(nats_server.url, log_dir, name="edge-maxn", MAX_N="4")
+    try:
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers=AUTH, timeout=30) as http:
+            await wait_for_models(Stack(stack.nats_url, edge.url, stack.sandbox_url, log_dir), {"sandbox-chat"})
+            many = await http.post("/chat/completions", json=chat("sandbox-chat", "hi", n=5))
+            prompts = await http.post("/completions", json={"model": "sandbox-chat", "prompt": ["a", "b", "c"], "n": 2})
+            fine = await http.post("/chat/completions", json=chat("sandbox-chat", "hi", n=4))
+        assert many.status_code == 400 and many.json()["error"]["param"] == "n"
+        assert prompts.status_code == 400 and prompts.json()["error"]["param"] == "prompt"
+        assert fine.status_code == 200 and len(fine.json()["choices"]) == 4
+    finally:
+        edge.stop()

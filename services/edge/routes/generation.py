@@ -16,7 +16,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from libs import sse
-from libs.errors import ClientTooSlow, SwitchyardError
+from libs.errors import ClientTooSlow, InvalidRequest, SwitchyardError
 from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
 from services.edge.dispatch import ClientGone, Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY
@@ -64,6 +64,12 @@ class GenerationRoute:
             route = state.routing.resolve(body["model"])
             model_label = state.model_label(body["model"])
             plan = plan_jobs(self.kind, body, route)
+            if plan.choices > state.settings.max_n:
+                param = "n" if self.kind == "chat" else "prompt"
+                raise InvalidRequest(
+                    f"This request asks for {plan.choices} choices; this gateway allows at most "
+                    f"{state.settings.max_n} per request (MAX_N).", param=param,
+                )
             status = await self._answer(scope, receive, send, body, plan)
         except SwitchyardError as err:
             status = err.status
