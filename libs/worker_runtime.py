@@ -81,6 +81,9 @@ class _Running:
     last_sent: float = field(default_factory=time.monotonic)
     last_delta: float | None = None
     last_progress: float = field(default_factory=time.monotonic)  # last in-progress ack
+    taken_at: float = field(default_factory=time.time)
+    start_due: float = 0.0  # monotonic: `start` goes out with the first reply, or by then
+    start_sent: bool = False
     stop_reason: SwitchyardError | None = None  # set before we cancel the task ourselves
     silent_stop: bool = False  # the edge asked: no reply is wanted
 
@@ -210,6 +213,11 @@ class WorkerRuntime:
             self._release()
             return
         running = _Running(job=job, msg=msg, attempt=attempt)
+        # `start` tells the edge a worker has the job. Sent with the first delta it costs no
+        # packet or wake-up of its own; a slow upstream gets it sent by the watchdog at the latest
+        # after a heartbeat, or half the time left before the edge's queue wait runs out.
+        time_left = job["start_by"] - running.taken_at
+        running.start_due = running.started + min(self.config.timeouts.heartbeat, max(0.0, time_left / 2 - 0.1))
         self._jobs[job["job_id"]] = running
         self.metrics.in_flight.set(len(self._jobs))
         if attempt > 1:
@@ -227,7 +235,19 @@ class WorkerRuntime:
         if self._puller is not None:
             self._puller.release()
 
+    async def _ensure_started(self, running: _Running) -> None:
+        if not running.start_sent:
+            running.start_sent = True
+            await self._send(running, {
+                "type": "start", "worker_id": self.config.worker_id, "taken_at": running.taken_at,
+            })
+
     async def _publish(self, running: _Running, message: dict[str, Any]) -> None:
+        """Every reply after `start`, which goes first (in the same flush when it was deferred)."""
+        await self._ensure_started(running)
+        await self._send(running, message)
+
+    async def _send(self, running: _Running, message: dict[str, Any]) -> None:
         message["job_id"] = running.job["job_id"]
         message["attempt"] = running.attempt
         message["seq"] = running.seq
@@ -239,7 +259,8 @@ class WorkerRuntime:
         job = running.job
         outcome = "ok"
         try:
-            await self._publish(running, {"type": "start", "worker_id": self.config.worker_id})
+            if time.monotonic() >= running.start_due:
+                await self._ensure_started(running)
             body = await self._load_body(job)
             offset = job["index_offset"]
             end = StreamEnd()
@@ -356,5 +377,8 @@ class WorkerRuntime:
             if not running.acked and now - running.last_progress > t.ack_wait / 3:
                 running.last_progress = now
                 await running.msg.in_progress()  # still ours: do not redeliver
-            if now - running.last_sent >= running.job["timeouts"]["heartbeat"]:
+            if not running.start_sent:
+                if now >= running.start_due:
+                    await self._ensure_started(running)
+            elif now - running.last_sent >= running.job["timeouts"]["heartbeat"]:
                 await self._publish(running, {"type": "heartbeat"})

@@ -40,6 +40,7 @@ class Start(TypedDict):
     attempt: int
     seq: int
     worker_id: str
+    taken_at: float
 
 
 class Delta(TypedDict):

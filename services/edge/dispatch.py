@@ -59,6 +59,7 @@ class _JobState:
     job_id: str  # also the reply subject's last token
     replies: JobReplies
     created: float  # monotonic
+    created_at: float  # unix seconds, comparable with a worker's taken_at
     stream_seq: int | None = None
     started: float | None = None
     last_message: float = 0.0
@@ -152,7 +153,7 @@ class Exchange:
                 yield outcome
             elif isinstance(outcome, Started):
                 if job.started is None:
-                    self.dispatcher.metrics.queue_wait.observe(now - job.created)
+                    self.dispatcher.metrics.queue_wait.observe(max(0.0, outcome.taken_at - job.created_at))
                 job.started = now
                 if outcome.attempt > 1:
                     self.dispatcher.metrics.retries.inc()
@@ -286,7 +287,7 @@ class Dispatcher:
             "deadline": now + t.total,
             "timeouts": {"first_token": t.first_token, "idle": t.idle, "heartbeat": t.heartbeat},
         }
-        state = _JobState(job_id=token, replies=JobReplies(token), created=time.monotonic())
+        state = _JobState(job_id=token, replies=JobReplies(token), created=time.monotonic(), created_at=now)
         encoded_body = orjson.dumps(body)
         if len(encoded_body) > self.inline_limit:
             await self._store_body(token, encoded_body)

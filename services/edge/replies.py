@@ -15,6 +15,7 @@ from libs.errors import ReplyGap, SwitchyardError, from_wire
 class Started:
     attempt: int
     worker_id: str
+    taken_at: float = 0.0  # unix seconds; the start message itself may arrive later
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class JobReplies:
             # a newer delivery took over before any token reached the client: follow it
             self.attempt = attempt
             self.next_seq = 1
-            return Started(attempt, str(message.get("worker_id", "")))
+            return Started(attempt, str(message.get("worker_id", "")), float(message.get("taken_at") or 0.0))
         if attempt != self.attempt:
             return Stale(attempt) if attempt else None
         if seq != self.next_seq:

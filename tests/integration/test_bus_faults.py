@@ -79,7 +79,7 @@ class FakeWorker:
         await self.nc.publish(job["reply"], orjson.dumps(message))
 
     async def start(self, job: dict[str, Any], attempt: int, worker_id: str = "rogue-1") -> None:
-        await self.reply(job, "start", attempt=attempt, seq=0, worker_id=worker_id)
+        await self.reply(job, "start", attempt=attempt, seq=0, worker_id=worker_id, taken_at=time.time())
 
     async def delta(self, job: dict[str, Any], text: str, *, attempt: int, seq: int) -> None:
         choices = [{"index": 0, "delta": {"content": text}, "finish_reason": None}]

@@ -232,7 +232,7 @@ JOB: dict[str, Any] = {
     "timeouts": {"first_token": 60, "idle": 30, "heartbeat": 5},
     "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
 }
-START = {"type": "start", "job_id": "j", "attempt": 1, "seq": 0, "worker_id": "w1"}
+START = {"type": "start", "job_id": "j", "attempt": 1, "seq": 0, "worker_id": "w1", "taken_at": 1.0}
 DELTA = {
     "type": "delta",
     "job_id": "j",
