@@ -27,17 +27,31 @@ REPLY_PENDING_MSGS = 1_000_000
 REPLY_PENDING_BYTES = 512 * 1024 * 1024
 
 
-async def connect(url: str, name: str, *, on_error: Callable[[Exception], Awaitable[None]] | None = None) -> NATS:
+async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[None]] | None = None) -> NATS:
+    """A connection that outlives NATS restarts. `on_reconnect` restores what a restarted server
+    lost (memory streams and consumers); it runs in the background, so a slow restore (a worker
+    waiting for the edge to recreate the stream) never holds up nats-py's own reconnect work."""
+    restoring: set[asyncio.Task[None]] = set()
+
+    async def restore() -> None:
+        assert on_reconnect is not None
+        try:
+            await on_reconnect()
+        except Exception:
+            log.exception("restoring JetStream objects after a reconnect failed")
+
     async def error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", type(exc).__name__)
-        if on_error is not None:
-            await on_error(exc)
 
     async def disconnected_cb() -> None:
         log.warning("nats disconnected")
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected")
+        if on_reconnect is not None:
+            task = asyncio.create_task(restore())
+            restoring.add(task)
+            task.add_done_callback(restoring.discard)
 
     try:
         return await nats.connect(
@@ -47,7 +61,7 @@ async def connect(url: str, name: str, *, on_error: Callable[[Exception], Awaita
             disconnected_cb=disconnected_cb,
             reconnected_cb=reconnected_cb,
             max_reconnect_attempts=-1,  # a service outlives NATS restarts
-            reconnect_time_wait=1,
+            reconnect_time_wait=0.5,
             connect_timeout=5,
             allow_reconnect=True,
         )

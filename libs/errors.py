@@ -7,6 +7,7 @@
     ├── AuthenticationFailed      401  invalid_api_key
     ├── BusError
     │   ├── NoCapacity            503  no_capacity (Retry-After)
+    │   ├── BusUnavailable        503  bus_unavailable (Retry-After; NATS is down or restarting)
     │   ├── WorkerLost            502  worker_lost
     │   ├── ReplyGap              502  reply_gap (a reply was dropped on the bus)
     │   ├── ClientTooSlow         503  client_too_slow (the per-request buffer overflowed)
@@ -98,6 +99,11 @@ class BusError(SwitchyardError):
 class NoCapacity(BusError):
     status = 503
     code = "no_capacity"
+
+
+class BusUnavailable(BusError):
+    status = 503
+    code = "bus_unavailable"
 
 
 class WorkerLost(BusError):

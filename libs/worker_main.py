@@ -98,7 +98,11 @@ async def run_worker(settings: WorkerProcessSettings, make_backend: Callable[[Wo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    nc = await connect(settings.nats_url, name=settings.worker_id)
+    async def restore() -> None:
+        if holder:
+            await holder[0].restore()
+
+    nc = await connect(settings.nats_url, name=settings.worker_id, on_reconnect=restore)
     runtime = WorkerRuntime(nc, backend, WorkerConfig(
         worker_id=settings.worker_id, pool=settings.pool, capacity=settings.capacity, timeouts=settings.timeouts,
     ), metrics)

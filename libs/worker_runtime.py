@@ -135,6 +135,20 @@ class WorkerRuntime:
         await self.announce()
         log.info("worker %s serving pool %s: %s", self.config.worker_id, self.config.pool, self.backend.models)
 
+    async def restore(self) -> None:
+        """After a reconnect: the server may have restarted and lost our consumer (memory storage)
+        and our pull requests; bring the consumer back (once the edge has recreated the stream)
+        and ask for jobs afresh."""
+        t = self.config.timeouts
+        await ensure_pool_consumer(
+            self.js, self.config.pool, ack_wait=t.ack_wait, max_deliver=self.config.max_deliver,
+            wait_for_stream=max(30.0, t.queue_wait),
+        )
+        if self._puller is not None:
+            self._puller.reset()
+        with contextlib.suppress(Exception):
+            await self.announce()
+
     async def drain(self) -> None:
         """Stop taking work, let in-flight jobs finish within the drain deadline, cut the rest."""
         self.draining = True

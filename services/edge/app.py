@@ -72,10 +72,14 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if keys.is_open():
             log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it")
-        nc = await connect(settings.nats_url, name=settings.edge_id)
-        js = nc.jetstream()
-        await ensure_chat_stream(js, max_age=max(60.0, settings.timeouts.queue_wait * 4))
-        await ensure_body_store(js, ttl=settings.timeouts.total + 60)
+        async def ensure_jetstream() -> None:
+            # at start-up, and again after a reconnect: a restarted server has lost memory streams
+            js = nc.jetstream()
+            await ensure_chat_stream(js, max_age=max(60.0, settings.timeouts.queue_wait * 4))
+            await ensure_body_store(js, ttl=settings.timeouts.total + 60)
+
+        nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=ensure_jetstream)
+        await ensure_jetstream()
         state.dispatcher = Dispatcher(
             nc, state.routing, settings.timeouts, state.metrics, edge_id=settings.edge_id,
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,

@@ -26,6 +26,7 @@ from libs import wire
 from libs.bus import REPLY_PENDING_BYTES, REPLY_PENDING_MSGS
 from libs.errors import (
     BusError,
+    BusUnavailable,
     ClientTooSlow,
     DeadlineExceeded,
     NoCapacity,
@@ -305,7 +306,9 @@ class Dispatcher:
             )
         except Exception as exc:
             state.done = True
-            raise BusError(f"could not queue the request: {type(exc).__name__}") from exc
+            raise BusUnavailable(
+                f"could not queue the request ({type(exc).__name__}); the bus may be restarting", retry_after=1
+            ) from exc
         state.stream_seq = ack.seq
 
     async def _store_body(self, name: str, data: bytes) -> None:
