@@ -147,3 +147,16 @@ async def test_max_n_bounds_choices_and_fan_out(stack: Stack, nats_server: Proc,
         assert fine.status_code == 200 and len(fine.json()["choices"]) == 4
     finally:
         edge.stop()
+
+
+async def test_allowed_origins(stack: Stack, nats_server: Proc, log_dir: Path) -> None:
+    edge = start_edge(nats_server.url, log_dir, name="edge-cors", ALLOWED_ORIGINS="https://good.example")
+    try:
+        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+        async with httpx.AsyncClient(base_url=edge.url) as http:
+            good = await http.options("/v1/chat/completions", headers={**preflight, "origin": "https://good.example"})
+            bad = await http.options("/v1/chat/completions", headers={**preflight, "origin": "https://evil.example"})
+        assert good.status_code == 200 and good.headers["access-control-allow-origin"] == "https://good.example"
+        assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+    finally:
+        edge.stop()

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from libs.devproc import Proc
-from tests.conftest import AUTH_KEY, SANDBOX_KEY, TIME_SCALE, Stack, wait_for_models
+from tests.conftest import AUTH_KEY, SANDBOX_KEY, SLASHED_MODEL, TIME_SCALE, Stack, wait_for_models
 from tests.wiretap import Wiretap
 
 AUTH = {"authorization": f"Bearer {AUTH_KEY}"}
@@ -337,6 +337,16 @@ async def test_fan_out_n_and_completions_mapped_onto_chat(
         assert completion.object == "text_completion"
         assert sorted(c.index for c in completion.choices) == [0, 1, 2, 3]
         assert all(c.text for c in completion.choices)
+        chat_stream = await sdk.chat.completions.create(
+            model="fanout-model", n=2, stream=True, messages=[{"role": "user", "content": "fan [sandbox tokens=3]"}])
+        parts: dict[int, str] = {}
+        roles: dict[int, int] = {}
+        async for chunk in chat_stream:
+            for choice in chunk.choices:
+                parts[choice.index] = parts.get(choice.index, "") + (choice.delta.content or "")
+                roles[choice.index] = roles.get(choice.index, 0) + (choice.delta.role is not None)
+        assert sorted(parts) == [0, 1] and roles == {0: 1, 1: 1}  # fanned out, indexed, role once each
+        assert all(len(text.split()) == 3 for text in parts.values())
         stream = await sdk.completions.create(model="fanout-model", prompt="streamed [sandbox tokens=4]", stream=True)
         texts = [c.choices[0].text async for c in stream if c.choices]
         assert len("".join(texts).split()) == 4
@@ -362,7 +372,11 @@ async def test_models_list_and_get(http: httpx.AsyncClient) -> None:
     assert "ghostly" not in ids  # alias of a model nobody serves
     model = (await http.get("/models/sandbox-chat")).json()
     assert model["object"] == "model" and model["id"] == "sandbox-chat"
-    missing = await http.get("/models/meta-llama/Meta-Llama-3-70B-Instruct")
+    slashed = await http.get(f"/models/{SLASHED_MODEL}")
+    assert slashed.status_code == 200 and slashed.json()["id"] == SLASHED_MODEL
+    answer = await http.post("/chat/completions", json=chat(SLASHED_MODEL, "hi"))
+    assert answer.status_code == 200 and answer.json()["model"] == SLASHED_MODEL
+    missing = await http.get("/models/mistralai/Not-A-Served-Model")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
