@@ -44,7 +44,9 @@ def main() -> int:
         else:
             say(f"using NATS at {nats_url}")
         worker_env = {"NATS_URL": nats_url, "PORT": str(free_port())}
-        edge_env = {"NATS_URL": nats_url, "PORT": os.environ.get("PORT", "8080")}
+        # no load balancer in front of a local stack: Ctrl-C need not wait out a readiness grace
+        edge_env = {"NATS_URL": nats_url, "PORT": os.environ.get("PORT", "8080"),
+                    "SY_TIMEOUT_READINESS_GRACE": os.environ.get("SY_TIMEOUT_READINESS_GRACE", "0.1")}
         if not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_WORKER_CONFIG")):
             port = free_port()
             sandbox = spawn_python_service(
