@@ -75,6 +75,15 @@ class GenerationRoute:
             status = err.status
             state.metrics.errors.labels(code=err.code).inc()
             await send_error(send, err)
+        except Exception:
+            # a bug of ours: still an OpenAI-shaped 500 (if nothing was sent yet), and a log line to find it by
+            log.exception("request failed unexpectedly", extra={"request_id": scope[REQUEST_ID_KEY]})
+            status = 500
+            state.metrics.errors.labels(code="internal_error").inc()
+            with contextlib.suppress(Exception):
+                await send_error(send, SwitchyardError(
+                    f"The gateway failed unexpectedly; request id {scope[REQUEST_ID_KEY]} is in its logs."
+                ))
         finally:
             state.metrics.in_flight.dec()
             state.metrics.requests.labels(route=self.route_name, model=model_label, status=str(status)).inc()
