@@ -50,6 +50,7 @@ class JobPuller:
         self.in_flight = 0
         self.outstanding = 0
         self._refill = max(1, capacity // 8)
+        self._pause_until = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
         self._inbox = ""
@@ -91,6 +92,8 @@ class JobPuller:
     async def _pull_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
+            if self._pause_until > loop.time():  # the server refused pulls (409): don't hammer it
+                await asyncio.sleep(self._pause_until - loop.time())
             want = self.capacity - self.in_flight - self.outstanding
             # Ask again only once a few slots have freed up (or nothing is asked for at all): one
             # outstanding credit already means "this worker has room", and fewer pull requests
@@ -137,4 +140,6 @@ class JobPuller:
         elif status in ("408", "409", "404"):
             log.info("pull status %s %s", status, headers.get("Description", ""))
             self.outstanding = 0
+            if status == "409":  # e.g. too many waiting pulls, or the consumer is being recreated
+                self._pause_until = asyncio.get_running_loop().time() + 0.5
         self._wake.set()
