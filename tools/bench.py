@@ -272,13 +272,13 @@ def render(res: dict[str, Any]) -> str:
     lines.append(f"Switchyard bench  (scale {SCALE}, {res['machine']}, load generator: {res['client']})")
     lines.append("")
     header = (
-        f"{'scenario':<16}{'path':<9}{'ok':>6}{'err':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'scenario':<16}{'path':<11}{'ok':>6}{'err':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'TTFT p50':>10}{'TTFT p99':>10}{'events/s':>10}{'tokens/s':>10}{'tok/strm':>9}{'gw CPU ms/op':>14}"
     )
     lines.append(header)
     lines.append("-" * len(header))
     for key, stream, _conc, _n in SHAPES:
-        for path in ("direct", "nats", "gateway"):
+        for path in ("direct", "nats", "jetstream", "gateway"):
             r = sc.get(key, {}).get(path)
             if not r:
                 continue
@@ -288,7 +288,7 @@ def render(res: dict[str, Any]) -> str:
                 return f"{fmt(r.get(field), digits) if shown else '':>{width}}"
 
             lines.append(
-                f"{key:<16}{path:<9}{r.get('ok', 0):>6}{r.get('errors', 0):>5}{fmt(r.get('rps'), 0):>10}"
+                f"{key:<16}{path:<11}{r.get('ok', 0):>6}{r.get('errors', 0):>5}{fmt(r.get('rps'), 0):>10}"
                 f"{fmt(r.get('p50_ms')):>9}{fmt(r.get('p99_ms')):>9}"
                 f"{col('ttft_p50_ms', 10)}{col('ttft_p99_ms', 10)}{col('chunks_per_s', 10, 0)}"
                 f"{col('tokens_per_s', 10, 0)}{col('tokens_per_stream', 9, 0)}{gw:>14}"
@@ -308,17 +308,17 @@ def render(res: dict[str, Any]) -> str:
     lines.append("")
     lines.append("CPU ms per request/stream, by process (edge+worker+nats-server = gateway):")
     names = ["loadgen", "sandbox", "responder", "nats-server", "edge", "worker"]
-    header = f"{'scenario':<16}{'path':<9}" + "".join(f"{n:>12}" for n in names) + f"{'gateway':>10}"
+    header = f"{'scenario':<16}{'path':<11}" + "".join(f"{n:>12}" for n in names) + f"{'gateway':>10}"
     lines.append(header)
     lines.append("-" * len(header))
     for key, _stream, _conc, _n in SHAPES:
-        for path in ("direct", "nats", "gateway"):
+        for path in ("direct", "nats", "jetstream", "gateway"):
             r = sc.get(key, {}).get(path)
             if not r or "cpu_ms_per_op" not in r:
                 continue
             per = r["cpu_ms_per_op"]
             lines.append(
-                f"{key:<16}{path:<9}"
+                f"{key:<16}{path:<11}"
                 + "".join(f"{fmt(per.get(n), 3):>12}" for n in names)
                 + f"{fmt(r['gateway_cpu_ms_per_op'], 3):>10}"
             )
@@ -468,6 +468,7 @@ def main() -> int:
             loadgen.run({**http_cmd(url, False, 8, 0), **warm})
             loadgen.run({**http_cmd(url, True, 8, 0), "count": 40, "time_cap": 30.0})
         loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm})
+        loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm, "kind": "jetstream"})
 
         scenarios: dict[str, dict[str, Any]] = {}
         for key, stream, conc, count in SHAPES:
@@ -475,6 +476,7 @@ def main() -> int:
             runs = [("direct", http_cmd(direct_url, stream, conc, count))]
             if not stream:
                 runs.append(("nats", nats_cmd(nats_proc.url, conc, count)))
+                runs.append(("jetstream", {**nats_cmd(nats_proc.url, conc, count), "kind": "jetstream"}))
             runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
             for path, cmd in runs:
                 progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")

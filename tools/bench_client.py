@@ -6,11 +6,13 @@ or EOF ends it. Commands:
 
   {"kind": "http", "url": ..., "body": {...}, "stream": bool, "concurrency": c, "count": n, "time_cap": s}
   {"kind": "nats", "url": nats://..., "subject": ..., "payload": "...", "concurrency": c, "count": n, "time_cap": s}
+  {"kind": "jetstream", "url": nats://..., "payload": "...", "concurrency": c, "count": n, "time_cap": s}
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -178,6 +180,62 @@ async def run_nats(cmd: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def run_jetstream(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Publish jobs to the bench work queue and wait for each answer on one wildcard inbox, the
+    way the edge does (tools/bench_responder.py answers them)."""
+    import nats
+
+    nc = await nats.connect(cmd["url"])
+    js = nc.jetstream()
+    prefix = f"bench.reply.{os.getpid()}."
+    waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def on_reply(msg: Any) -> None:
+        future = waiting.pop(msg.subject[len(prefix):], None)
+        if future is not None and not future.done():
+            future.set_result(msg.data)
+
+    await nc.subscribe(prefix + "*", cb=on_reply)
+    payload: dict[str, Any] = orjson.loads(cmd["payload"])
+    conc: int = cmd["concurrency"]
+    count: int = cmd["count"]
+    deadline = time.perf_counter() + cmd["time_cap"]
+    lat: list[float] = []
+    errors = 0
+    issued = 0
+    first_error = ""
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        nonlocal issued, errors, first_error
+        while issued < count and time.perf_counter() < deadline:
+            issued += 1
+            token = str(issued)
+            t0 = time.perf_counter()
+            future: asyncio.Future[bytes] = loop.create_future()
+            waiting[token] = future
+            try:
+                await js.publish("bench.jobs", orjson.dumps({**payload, "reply": prefix + token}))
+                await asyncio.wait_for(future, 10)
+                lat.append(time.perf_counter() - t0)
+            except Exception as exc:
+                errors += 1
+                waiting.pop(token, None)
+                if not first_error:
+                    first_error = repr(exc)[:300]
+
+    try:
+        t_start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        elapsed = time.perf_counter() - t_start
+    finally:
+        await nc.drain()
+    out = summarize(lat, [], 0, errors, elapsed)
+    if first_error:
+        out["first_error"] = first_error
+    return out
+
+
 async def main() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -189,7 +247,8 @@ async def main() -> None:
             return
         cmd = orjson.loads(line)
         try:
-            result = await (run_nats(cmd) if cmd["kind"] == "nats" else run_http(cmd))
+            runner = {"nats": run_nats, "jetstream": run_jetstream, "http": run_http}[cmd["kind"]]
+            result = await runner(cmd)
         except Exception as exc:
             result = {"ok": 0, "errors": 1, "fatal": repr(exc)[:500]}
         print(orjson.dumps(result).decode(), flush=True)

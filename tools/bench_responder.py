@@ -1,6 +1,9 @@
-"""A tiny core-NATS responder for `make bench`: replies to `bench.echo` with a ~300-byte JSON.
+"""Bus-only baselines for `make bench`, answering with a ~300-byte JSON:
 
-The baseline for what plain NATS request/reply costs on this machine, without JetStream or HTTP.
+- core NATS request/reply on `bench.echo`: what plain NATS costs on this machine;
+- the gateway's dispatch design without HTTP or an upstream: jobs published to a JetStream
+  work-queue stream (`BENCH_JOBS`), pulled by `libs.pull.JobPuller` (the workers' own puller),
+  answered on the reply subject the job names, then acked.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import signal
 import nats
 import orjson
 from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+from libs.pull import JobPuller
 
 SUBJECT = "bench.echo"
+JOB_STREAM = "BENCH_JOBS"
+JOB_SUBJECT = "bench.jobs"
 REPLY = orjson.dumps(
     {
         "id": "chatcmpl-bench-0000000000000000",
@@ -32,6 +40,28 @@ async def main() -> None:
         await nc.publish(msg.reply, REPLY)
 
     await nc.subscribe(SUBJECT, cb=handle)
+    js = nc.jetstream()
+    await js.add_stream(js_api.StreamConfig(
+        name=JOB_STREAM, subjects=[JOB_SUBJECT], retention=js_api.RetentionPolicy.WORK_QUEUE,
+        storage=js_api.StorageType.MEMORY, max_age=60,
+    ))
+    await js.add_consumer(JOB_STREAM, js_api.ConsumerConfig(
+        durable_name="bench", ack_policy=js_api.AckPolicy.EXPLICIT, ack_wait=5, max_ack_pending=-1,
+    ))
+    acks: set[asyncio.Task[None]] = set()
+
+    async def answer(job: Msg) -> None:
+        await nc.publish(orjson.loads(job.data)["reply"], REPLY)
+        await job.ack()
+        puller.release()
+
+    def on_job(job: Msg) -> None:
+        task = asyncio.create_task(answer(job))
+        acks.add(task)
+        task.add_done_callback(acks.discard)
+
+    puller = JobPuller(nc, JOB_STREAM, "bench", 128, on_job, expires=2.5)
+    await puller.start()
     await nc.flush()
     print("ready", flush=True)
     stop = asyncio.Event()
