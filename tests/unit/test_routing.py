@@ -10,6 +10,7 @@ import pytest
 
 from libs.errors import ModelNotFound
 from libs.settings import ConfigError
+from proto.messages import Announce, Feature
 from services.edge.routing import Route, RoutingConfig, RoutingTable
 
 
@@ -18,12 +19,12 @@ def announce(
     pool: str = "openai",
     models: list[str] | None = None,
     *,
-    features: list[str] | None = None,
+    features: list[Feature] | None = None,
     ttl: float = 30.0,
     draining: bool = False,
     capacity: int = 4,
     in_flight: int = 0,
-) -> dict[str, Any]:
+) -> Announce:
     return {
         "type": "announce",
         "worker_id": worker_id,
