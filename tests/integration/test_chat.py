@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httpx
 import openai
 import orjson
 import pytest_asyncio
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from tests.conftest import AUTH_KEY, Stack
 from tests.wiretap import Wiretap
@@ -19,7 +25,7 @@ async def client(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
 
 
-def user(text: str) -> list[dict[str, object]]:
+def user(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -119,8 +125,9 @@ async def test_stream_n_indexes(client: openai.AsyncOpenAI) -> None:
     assert all(len("".join(parts).split()) == 4 for parts in by_index.values())
 
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "find things",
-                                            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+TOOLS: list[ChatCompletionToolParam] = [
+    {"type": "function", "function": {"name": "lookup", "description": "find things",
+                                      "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
 
 
 async def test_tool_calls_non_stream_and_tool_message_round_trip(client: openai.AsyncOpenAI) -> None:
@@ -131,14 +138,17 @@ async def test_tool_calls_non_stream_and_tool_message_round_trip(client: openai.
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
+    assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
+    assert call.type == "function"
     assert call.function.name == "lookup"
     assert orjson.loads(call.function.arguments)["q"]
     follow_up = await client.chat.completions.create(
         model="sandbox-chat", tools=TOOLS,
         messages=[
             *user("weather in Oslo"),
-            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "assistant", "content": None,
+             "tool_calls": [cast(ChatCompletionMessageFunctionToolCallParam, call.model_dump())]},
             {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
             {"role": "user", "content": [{"type": "text", "text": "thanks"}]},
         ],
@@ -157,6 +167,7 @@ async def test_tool_calls_stream(client: openai.AsyncOpenAI) -> None:
     async for chunk in stream:
         for choice in chunk.choices:
             for fragment in choice.delta.tool_calls or []:
+                assert fragment.function is not None
                 name = fragment.function.name or name
                 arguments += fragment.function.arguments or ""
             finish = choice.finish_reason or finish

@@ -12,6 +12,7 @@ import openai
 import orjson
 import pytest
 import pytest_asyncio
+from openai.types.chat import ChatCompletionMessageParam
 
 from libs.devproc import Proc
 from tests.conftest import AUTH_KEY, SANDBOX_KEY, SLASHED_MODEL, TIME_SCALE, Stack, wait_for_models
@@ -34,6 +35,11 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 def chat(model: str, text: str, **extra: object) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def sdk_user(text: str) -> list[ChatCompletionMessageParam]:
+    """The `messages` of `chat(...)`, typed for the SDK's keyword arguments."""
+    return [{"role": "user", "content": text}]
 
 
 async def sandbox_events(stack: Stack, mark: str) -> list[dict[str, object]]:
@@ -169,7 +175,7 @@ async def test_upstream_500_is_retried_then_502(http: httpx.AsyncClient, stack: 
 
 async def test_transient_500_recovers_on_redelivery(client: openai.AsyncOpenAI) -> None:
     reply = await client.chat.completions.create(
-        **chat("sandbox-chat", "x [sandbox status=500 fail_times=1 mark=flaky-once]")  # type: ignore[arg-type]
+        model="sandbox-chat", messages=sdk_user("x [sandbox status=500 fail_times=1 mark=flaky-once]")
     )
     assert reply.choices[0].finish_reason == "stop"
 
@@ -194,7 +200,7 @@ async def test_failure_after_first_token_raw_sse(http: httpx.AsyncClient) -> Non
 
 async def test_failure_after_first_token_sdk(client: openai.AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
-        **chat("sandbox-chat", "x [sandbox tokens=10 fail_after=3]", stream=True)  # type: ignore[arg-type]
+        model="sandbox-chat", messages=sdk_user("x [sandbox tokens=10 fail_after=3]"), stream=True
     )
     seen = []
     with pytest.raises(openai.APIError):

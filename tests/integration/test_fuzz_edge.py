@@ -10,7 +10,8 @@ import httpx
 
 from tests.conftest import AUTH_KEY, Stack
 
-VALID = {"model": "sandbox-chat", "messages": [{"role": "user", "content": "fuzz [sandbox tokens=2]"}]}
+VALID: dict[str, object] = {"model": "sandbox-chat",
+                             "messages": [{"role": "user", "content": "fuzz [sandbox tokens=2]"}]}
 FIELDS = ["model", "messages", "n", "stream", "stream_options", "temperature", "top_p", "stop", "max_tokens",
           "tools", "tool_choice", "logit_bias", "logprobs", "top_logprobs", "response_format", "seed", "user"]
 

@@ -83,7 +83,7 @@ def sse_payloads(raw: str) -> list[Any]:
 async def events(http: httpx.AsyncClient, tag: str) -> list[dict[str, Any]]:
     response = await http.get("/_sandbox/events", params={"mark": tag})
     assert response.status_code == 200
-    return response.json()["events"]  # type: ignore[no-any-return]
+    return response.json()["events"]
 
 
 async def wait_event(http: httpx.AsyncClient, tag: str, key: str, within: float = 2.0) -> dict[str, Any]:

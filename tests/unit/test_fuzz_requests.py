@@ -3,7 +3,7 @@ pure request pipeline (validation, then planning of jobs) — never an unexpecte
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -83,7 +83,7 @@ def test_a_valid_chat_body_with_one_field_replaced(field: str, value: Any) -> No
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 3), st.sampled_from(["role", "content", "tool_calls", "tool_call_id", "name"]), json_values)
 def test_a_valid_chat_body_with_one_message_field_replaced(index: int, field: str, value: Any) -> None:
-    messages = [dict(m) for m in CHAT["messages"]]  # type: ignore[union-attr]
+    messages = [dict(m) for m in cast(list[dict[str, Any]], CHAT["messages"])]
     messages[index][field] = value
     pipeline("chat", {**CHAT, "messages": messages})
 

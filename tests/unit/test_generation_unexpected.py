@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from prometheus_client import CollectorRegistry
+from starlette.types import Message
 
 from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import REQUEST_ID_KEY
@@ -24,12 +23,12 @@ async def test_unexpected_exception_is_an_openai_500() -> None:
     settings = EdgeSettings.from_env({})
     state = EdgeState(settings, BrokenRouting(settings.routing), EdgeMetrics(CollectorRegistry()))
     body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [],

@@ -184,7 +184,7 @@ def test_token_prompts_on_chat_only_pool_are_rejected(prompt: Any) -> None:
 
 def test_convert_turns_chat_choices_into_text_completion_choices() -> None:
     plan = plan_jobs("completion", completion_body(["a", "b"], n=2), CHAT_ONLY)
-    chat_choices = [
+    chat_choices: list[dict[str, Any]] = [
         {"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None},
         {"index": 3, "delta": {"content": "Hi"}, "logprobs": {"content": []}, "finish_reason": None},
         {"index": 2, "delta": {}, "finish_reason": "stop"},

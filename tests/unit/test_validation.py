@@ -196,7 +196,7 @@ def test_chat_fields(body: dict[str, Any], param: str, code: str) -> None:
 
 ASSISTANT_CALLS = {"role": "assistant", "content": None, "tool_calls": [CALL]}
 
-MESSAGE_CASES = [
+MESSAGE_CASES: list[tuple[object, str, str]] = [
     # shape and role
     ("hi", "messages[2]", TYPE),
     (None, "messages[2]", TYPE),
