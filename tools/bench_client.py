@@ -15,6 +15,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -141,14 +142,8 @@ async def run_http(cmd: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def run_nats(cmd: dict[str, Any]) -> dict[str, Any]:
-    import nats
-
-    nc = await nats.connect(cmd["url"])
-    subject: str = cmd["subject"]
-    payload: bytes = cmd["payload"].encode()
-    conc: int = cmd["concurrency"]
-    count: int = cmd["count"]
+async def timed_calls(cmd: dict[str, Any], call: Callable[[int], Awaitable[object]]) -> dict[str, Any]:
+    """`count` calls from `concurrency` loops (bounded by `time_cap`); latencies and errors."""
     deadline = time.perf_counter() + cmd["time_cap"]
     lat: list[float] = []
     errors = 0
@@ -157,27 +152,35 @@ async def run_nats(cmd: dict[str, Any]) -> dict[str, Any]:
 
     async def worker() -> None:
         nonlocal issued, errors, first_error
-        while issued < count and time.perf_counter() < deadline:
+        while issued < cmd["count"] and time.perf_counter() < deadline:
             issued += 1
             t0 = time.perf_counter()
             try:
-                await nc.request(subject, payload, timeout=10)
+                await call(issued)
                 lat.append(time.perf_counter() - t0)
             except Exception as exc:
                 errors += 1
                 if not first_error:
                     first_error = repr(exc)[:300]
 
-    try:
-        t_start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(conc)))
-        elapsed = time.perf_counter() - t_start
-    finally:
-        await nc.drain()
-    out = summarize(lat, [], 0, errors, elapsed)
+    t_start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(cmd["concurrency"])))
+    out = summarize(lat, [], 0, errors, time.perf_counter() - t_start)
     if first_error:
         out["first_error"] = first_error
     return out
+
+
+async def run_nats(cmd: dict[str, Any]) -> dict[str, Any]:
+    import nats
+
+    nc = await nats.connect(cmd["url"])
+    subject: str = cmd["subject"]
+    payload: bytes = cmd["payload"].encode()
+    try:
+        return await timed_calls(cmd, lambda _: nc.request(subject, payload, timeout=10))
+    finally:
+        await nc.drain()
 
 
 async def run_jetstream(cmd: dict[str, Any]) -> dict[str, Any]:
@@ -197,43 +200,22 @@ async def run_jetstream(cmd: dict[str, Any]) -> dict[str, Any]:
 
     await nc.subscribe(prefix + "*", cb=on_reply)
     payload: dict[str, Any] = orjson.loads(cmd["payload"])
-    conc: int = cmd["concurrency"]
-    count: int = cmd["count"]
-    deadline = time.perf_counter() + cmd["time_cap"]
-    lat: list[float] = []
-    errors = 0
-    issued = 0
-    first_error = ""
     loop = asyncio.get_running_loop()
 
-    async def worker() -> None:
-        nonlocal issued, errors, first_error
-        while issued < count and time.perf_counter() < deadline:
-            issued += 1
-            token = str(issued)
-            t0 = time.perf_counter()
-            future: asyncio.Future[bytes] = loop.create_future()
-            waiting[token] = future
-            try:
-                await js.publish("bench.jobs", orjson.dumps({**payload, "reply": prefix + token}))
-                await asyncio.wait_for(future, 10)
-                lat.append(time.perf_counter() - t0)
-            except Exception as exc:
-                errors += 1
-                waiting.pop(token, None)
-                if not first_error:
-                    first_error = repr(exc)[:300]
+    async def one_job(number: int) -> None:
+        token = str(number)
+        future: asyncio.Future[bytes] = loop.create_future()
+        waiting[token] = future
+        try:
+            await js.publish("bench.jobs", orjson.dumps({**payload, "reply": prefix + token}))
+            await asyncio.wait_for(future, 10)
+        finally:
+            waiting.pop(token, None)
 
     try:
-        t_start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(conc)))
-        elapsed = time.perf_counter() - t_start
+        return await timed_calls(cmd, one_job)
     finally:
         await nc.drain()
-    out = summarize(lat, [], 0, errors, elapsed)
-    if first_error:
-        out["first_error"] = first_error
-    return out
 
 
 async def main() -> None:
