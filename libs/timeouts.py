@@ -23,6 +23,7 @@ class Timeouts:
     ack_wait: float = 5.0  # JetStream redelivers an unacked job after this (a dead worker)
     drain: float = 30.0  # graceful shutdown: finish in-flight streams within this
     readiness_grace: float = 5.0  # edge: /readyz is 503 this long before it stops accepting
+    publish_ack: float = 5.0  # edge: JetStream confirms it stored a job within this, else 503
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Timeouts:

@@ -48,6 +48,15 @@ def reply_wildcard(edge_id: str) -> str:
     return f"sy.v1.reply.{check_token(edge_id)}.*"
 
 
+def puback_subject(edge_id: str, token: str) -> str:
+    """Where JetStream acknowledges (or refuses) the job `token`: the job's reply-to."""
+    return f"sy.v1.puback.{edge_id}.{token}"
+
+
+def puback_wildcard(edge_id: str) -> str:
+    return f"sy.v1.puback.{check_token(edge_id)}.*"
+
+
 @functools.cache
 def contract() -> dict[str, Any]:
     with open(_HERE / "subjects.toml", "rb") as f:
@@ -70,6 +79,7 @@ class SubjectRule:
     pattern: str
     schema: str | None  # None for NATS/JetStream's own subjects
     regex: re.Pattern[str]
+    status_messages: bool = False  # NATS may also send its own status messages (empty body) here
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -87,7 +97,10 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 @functools.cache
 def subject_rules() -> tuple[SubjectRule, ...]:
     table = contract()
-    rules = [SubjectRule(s["pattern"], s["schema"], _pattern_regex(s["pattern"])) for s in table["subjects"]]
+    rules = [
+        SubjectRule(s["pattern"], s["schema"], _pattern_regex(s["pattern"]), s.get("status_messages", False))
+        for s in table["subjects"]
+    ]
     rules += [SubjectRule(s["pattern"], None, _pattern_regex(s["pattern"])) for s in table["system"]]
     return tuple(rules)
 

@@ -30,15 +30,18 @@ class Wiretap:
         return self._validators[schema_id]
 
     async def _on_msg(self, msg: Msg) -> None:
-        self.check(msg.subject, msg.data)
+        self.check(msg.subject, msg.data, msg.headers)
 
-    def check(self, subject: str, data: bytes) -> None:
+    def check(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         rule = proto.rule_for(subject)
         if rule is None:
             self.violations.append(f"subject not in proto/: {subject}")
             return
         if rule.schema is None:
             self.seen["system"] += 1
+            return
+        if rule.status_messages and not data and headers and headers.get("Status"):
+            self.seen["status"] += 1  # NATS's own status message (e.g. 503 no responders)
             return
         try:
             message = orjson.loads(data)

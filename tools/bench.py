@@ -19,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,9 @@ MODEL = "sandbox-chat"
 NONSTREAM_TOKENS = 8
 STREAM_TOKENS = 50
 TIME_CAP = float(os.environ.get("BENCH_TIME_CAP", "25"))  # seconds per scenario, at most
+ONLY = {k for k in os.environ.get("BENCH_ONLY", "").split(",") if k}  # scenario keys, e.g. nonstream_c1
+PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")  # py-spy profiles of edge and worker per gateway run
+PROFILE_FORMAT = os.environ.get("BENCH_PROFILE_FORMAT", "flamegraph")  # or raw (collapsed stacks), speedscope
 
 TARGETS = {
     "gateway_cpu_ms_per_request": 0.8,
@@ -170,10 +174,35 @@ def wait_for_model(edge_url: str, within: float = 20.0) -> None:
 # ---------------------------------------------------------------- running scenarios
 
 
-def measured(loadgen: LoadGen, procs: dict[str, int], cmd: dict[str, Any]) -> dict[str, Any]:
+def profilers(label: str, procs: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy recorders for edge and worker (BENCH_PROFILE=<dir>); they stop with the run."""
+    spy = shutil.which("py-spy", path=sysconfig.get_path("scripts")) or shutil.which("py-spy")
+    if not PROFILE_DIR or not spy:
+        return []
+    out = Path(PROFILE_DIR)
+    suffix = {"flamegraph": "svg", "raw": "txt"}.get(PROFILE_FORMAT, "json")
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [spy, "record", "--pid", str(procs[name]), "--rate", "250", "--nonblocking",
+             "--format", PROFILE_FORMAT, "--output", str(out / f"{label}-{name}.{suffix}")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for name in ("edge", "worker")
+    ]
+
+
+def measured(
+    loadgen: LoadGen, procs: dict[str, int], cmd: dict[str, Any], profile_label: str = ""
+) -> dict[str, Any]:
+    spies = profilers(profile_label, procs) if profile_label else []
     before = {name: cpu_seconds(pid) for name, pid in procs.items()}
     result = loadgen.run(cmd)
     after = {name: cpu_seconds(pid) for name, pid in procs.items()}
+    for spy in spies:  # py-spy writes its output on SIGINT
+        spy.send_signal(2)
+    for spy in spies:
+        spy.wait(timeout=30)
     done = result.get("ok", 0)  # CPU per successful request/stream; none when nothing succeeded
     result["cpu_ms_total"] = {name: round((after[name] - before[name]) * 1000, 1) for name in procs}
     result["cpu_ms_per_op"] = {name: (after[name] - before[name]) * 1000 / done if done else None for name in procs}
@@ -472,6 +501,8 @@ def main() -> int:
 
         scenarios: dict[str, dict[str, Any]] = {}
         for key, stream, conc, count in SHAPES:
+            if ONLY and key not in ONLY:
+                continue
             scenarios[key] = {}
             runs = [("direct", http_cmd(direct_url, stream, conc, count))]
             if not stream:
@@ -480,7 +511,7 @@ def main() -> int:
             runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
             for path, cmd in runs:
                 progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")
-                scenarios[key][path] = measured(loadgen, pids, cmd)
+                scenarios[key][path] = measured(loadgen, pids, cmd, f"{key}-{path}" if path == "gateway" else "")
                 r = scenarios[key][path]
                 progress(
                     f"  -> {r.get('ok')} ok, {r.get('errors')} errors, {fmt(r.get('rps'), 0)}/s, "

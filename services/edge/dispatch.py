@@ -1,7 +1,10 @@
 """The edge's bus side: publish jobs, route every reply to its request, enforce the time limits.
 
 One wildcard subscription (`sy.v1.reply.<edge>.*`) per edge process carries the replies of all
-requests; the last subject token picks the request's `Exchange`. An exchange holds one or more
+requests; the last subject token picks the request's `Exchange`. JetStream's acknowledgement of
+each published job arrives the same way (`sy.v1.puback.<edge>.*`) instead of being awaited: the
+request goes straight on to wait for its replies, and a refusal or a missing acknowledgement
+still ends it with 503 `bus_unavailable`. An exchange holds one or more
 jobs (n > 1 fanned out) and a bounded buffer: a client that reads slower than the worker writes
 overflows it and gets a typed error instead of an unbounded queue or a silent truncation.
 """
@@ -31,6 +34,7 @@ from libs.errors import (
     DeadlineExceeded,
     NoCapacity,
     ReplyGap,
+    SwitchyardError,
     UpstreamTimeout,
     WorkerLost,
 )
@@ -67,6 +71,7 @@ class _JobState:
     streaming: bool = False
     done: bool = False
     body_ref: str | None = None
+    refused: SwitchyardError | None = None  # JetStream did not store the job
 
 
 @dataclass
@@ -104,6 +109,15 @@ class Exchange:
             return False
         self.owner.uncancel()
         return True
+
+    def refuse(self, token: str, error: SwitchyardError) -> None:
+        """JetStream did not store this job: the request fails with `error` (see `events`)."""
+        job = self.jobs.get(token)
+        if job is None or job.done:
+            return
+        job.refused = error
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait((token, b""))
 
     def client_gone(self) -> None:
         self.disconnected = True
@@ -143,6 +157,9 @@ class Exchange:
             job = self.jobs.get(token)
             if job is None:
                 continue
+            if job.refused is not None:
+                job.done = True
+                raise job.refused
             outcome = job.replies.accept(wire.decode(payload))
             now = loop.time()
             job.last_message = now
@@ -172,6 +189,8 @@ class Exchange:
 
     def _job_deadline(self, job: _JobState, t: Timeouts) -> float:
         if job.started is None:
+            if job.stream_seq is None:  # not yet confirmed stored
+                return job.created + min(t.queue_wait, t.publish_ack)
             return job.created + t.queue_wait
         if not job.streaming:
             # A dead worker's job comes back after ack_wait, then waits for a free worker again.
@@ -189,6 +208,10 @@ class Exchange:
         for job in self.jobs.values():
             if job.done or now < self._job_deadline(job, t):
                 continue
+            if job.started is None and job.stream_seq is None and now >= job.created + t.publish_ack:
+                # Lost with a broken connection, most likely. Should the job still have been
+                # stored, the worker that takes it is cancelled by close() once it starts.
+                raise BusUnavailable("the bus did not confirm it had queued the request", retry_after=1)
             if job.started is None:
                 self.dispatcher.metrics.no_capacity.inc()
                 raise NoCapacity(
@@ -235,6 +258,7 @@ class Dispatcher:
         self.reply_buffer = reply_buffer
         self._exchanges: dict[str, Exchange] = {}
         self._prefix_len = len(proto.reply_subject(edge_id, ""))
+        self._puback_prefix_len = len(proto.puback_subject(edge_id, ""))
         self._subs: list[Any] = []
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -244,6 +268,7 @@ class Dispatcher:
             proto.reply_wildcard(self.edge_id), cb=self._on_reply,
             pending_msgs_limit=REPLY_PENDING_MSGS, pending_bytes_limit=REPLY_PENDING_BYTES,
         ))
+        self._subs.append(await self.nc.subscribe(proto.puback_wildcard(self.edge_id), cb=self._on_puback))
         self._subs.append(await self.nc.subscribe(proto.ANNOUNCE_SUBJECT, cb=self._on_announce))
         await self.nc.publish(proto.DISCOVER_SUBJECT, wire.encode({"type": "discover", "edge_id": self.edge_id}))
 
@@ -259,6 +284,30 @@ class Dispatcher:
         exchange = self._exchanges.get(token)
         if exchange is not None:
             exchange.feed(token, msg.data)
+
+    async def _on_puback(self, msg: Msg) -> None:
+        token = msg.subject[self._puback_prefix_len:]
+        exchange = self._exchanges.get(token)
+        job = exchange.jobs.get(token) if exchange is not None else None
+        if exchange is None or job is None:
+            return
+        if not msg.data:  # a NATS status: 503 means no stream listens on the pool's subject
+            status = (msg.headers or {}).get("Status", "?")
+            exchange.refuse(token, BusUnavailable(
+                f"no work queue took the request (NATS status {status}); the bus may be restarting", retry_after=1
+            ))
+            return
+        try:
+            ack = orjson.loads(msg.data)
+            error = ack.get("error")
+            seq = None if error else int(ack["seq"])
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            error, seq = {"description": "an unreadable acknowledgement"}, None
+        if seq is None:
+            description = str(error.get("description", "refused") if isinstance(error, dict) else error)[:200]
+            exchange.refuse(token, BusUnavailable(f"the bus refused the request: {description}", retry_after=1))
+            return
+        job.stream_seq = seq
 
     async def _on_announce(self, msg: Msg) -> None:
         try:
@@ -301,15 +350,16 @@ class Dispatcher:
         exchange.jobs[token] = state
         self._exchanges[token] = exchange
         try:
-            ack = await self.js.publish(
-                proto.job_subject(pool), payload, headers={wire.REQUEST_ID_HEADER: exchange.request_id}
+            # JetStream's acknowledgement comes back to `_on_puback`; nothing waits for it here.
+            await self.nc.publish(
+                proto.job_subject(pool), payload, reply=proto.puback_subject(self.edge_id, token),
+                headers={wire.REQUEST_ID_HEADER: exchange.request_id},
             )
         except Exception as exc:
             state.done = True
             raise BusUnavailable(
                 f"could not queue the request ({type(exc).__name__}); the bus may be restarting", retry_after=1
             ) from exc
-        state.stream_seq = ack.seq
 
     async def _store_body(self, name: str, data: bytes) -> None:
         if self._store is None:

@@ -28,4 +28,10 @@ def test_wiretap_rejects_what_proto_does_not_name() -> None:
     tap.check("sy.v1.unknown", b"{}")
     tap.check("sy.v1.cancel", b'{"type": "cancel"}')
     tap.check("sy.v1.announce", b"not json")
-    assert len(tap.violations) == 3
+    tap.check("sy.v1.reply.e.t", b"", {"Status": "503"})  # only the puback subject may carry status
+    tap.check("sy.v1.puback.e.t", b"")  # an empty body without a status is no NATS status message
+    tap.check("sy.v1.puback.e.t", b'{"stream": "ELSEWHERE", "seq": 1}')
+    assert len(tap.violations) == 6
+    tap.check("sy.v1.puback.e.t", b"", {"Status": "503"})
+    tap.check("sy.v1.puback.e.t", b'{"stream": "SY_V1_CHAT", "seq": 1}')
+    assert len(tap.violations) == 6

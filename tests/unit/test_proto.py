@@ -11,7 +11,9 @@ import pytest
 import proto
 from proto import messages
 
-SCHEMA_IDS = [f"switchyard.v1.{name}" for name in ("job", "reply", "cancel", "announce", "discover")]
+SCHEMA_IDS = [f"switchyard.v1.{name}" for name in ("job", "reply", "cancel", "announce", "discover", "puback")]
+# written by nats-server (JetStream's publish acknowledgement), so no TypedDict of ours mirrors it
+FOREIGN_SCHEMA_IDS = {"switchyard.v1.puback"}
 
 
 def validator(schema_id: str) -> jsonschema.Draft202012Validator:
@@ -48,7 +50,25 @@ def test_schema_unknown_id() -> None:
 
 
 def test_schema_types_cover_every_schema() -> None:
-    assert set(messages.SCHEMA_TYPES) == set(SCHEMA_IDS)
+    assert set(messages.SCHEMA_TYPES) == set(SCHEMA_IDS) - FOREIGN_SCHEMA_IDS
+
+
+@pytest.mark.parametrize(
+    ("message", "valid"),
+    [
+        ({"stream": "SY_V1_CHAT", "seq": 7}, True),
+        ({"stream": "SY_V1_CHAT", "seq": 7, "duplicate": True, "domain": "hub"}, True),
+        ({"error": {"code": 503, "err_code": 10077, "description": "maximum messages exceeded"}}, True),
+        ({"error": {"code": 500}, "stream": "SY_V1_CHAT"}, True),
+        ({"stream": "OTHER", "seq": 7}, False),  # a job must land in the chat work queue
+        ({"stream": "SY_V1_CHAT"}, False),
+        ({"stream": "SY_V1_CHAT", "seq": 0}, False),
+        ({"error": "refused"}, False),
+        ({}, False),
+    ],
+)
+def test_puback_schema_matches_jetstream_answers(message: dict[str, Any], valid: bool) -> None:
+    assert validator("switchyard.v1.puback").is_valid(message) is valid
 
 
 # ---- generated types are not stale ---------------------------------------------------------
@@ -188,6 +208,7 @@ def test_subject_helpers_agree_with_rules() -> None:
     cases = [
         (proto.job_subject("openai"), "switchyard.v1.job"),
         (proto.reply_subject("edge1", "tok"), "switchyard.v1.reply"),
+        (proto.puback_subject("edge1", "tok"), "switchyard.v1.puback"),
         (proto.CANCEL_SUBJECT, "switchyard.v1.cancel"),
         (proto.ANNOUNCE_SUBJECT, "switchyard.v1.announce"),
         (proto.DISCOVER_SUBJECT, "switchyard.v1.discover"),
@@ -196,6 +217,10 @@ def test_subject_helpers_agree_with_rules() -> None:
         rule = proto.rule_for(subject)
         assert rule is not None and rule.schema == schema, subject
     assert proto.reply_wildcard("edge1") == "sy.v1.reply.edge1.*"
+    assert proto.puback_wildcard("edge1") == "sy.v1.puback.edge1.*"
+    puback = proto.rule_for(proto.puback_subject("edge1", "tok"))
+    assert puback is not None and puback.status_messages
+    assert not any(rule.status_messages for rule in proto.subject_rules() if rule is not puback)
     assert proto.consumer_name("openai") == "sy_v1_chat_openai"
     contract = proto.contract()
     assert contract["streams"]["chat"]["name"] == proto.STREAM_CHAT

@@ -168,7 +168,8 @@ def test_load_toml_invalid_names_the_variable(tmp_path: Path, text: str) -> None
 # the defaults are tuned elsewhere; these tests are about how the environment changes them
 DEFAULTS = dataclasses.asdict(Timeouts())
 FIELDS = (
-    "queue_wait", "first_token", "idle", "total", "heartbeat", "keepalive", "ack_wait", "drain", "readiness_grace"
+    "queue_wait", "first_token", "idle", "total", "heartbeat", "keepalive", "ack_wait", "drain", "readiness_grace",
+    "publish_ack",
 )
 
 

@@ -1,0 +1,132 @@
+"""JetStream refuses or never takes a job: the client gets 503 `bus_unavailable` at once.
+
+The edge does not wait for JetStream's acknowledgement of a published job; it arrives on
+`sy.v1.puback.<edge>.<token>` while the request already waits for its replies. These tests make
+the bus refuse jobs for real, on a private nats-server: with the work-queue stream deleted NATS
+answers "no responders", and with a full stream JetStream answers with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest_asyncio
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+import proto
+from libs.devproc import Proc, start_nats_server
+from tests.conftest import AUTH_KEY, TIME_SCALE, start_edge
+
+MODEL = "sandbox-refused"  # routed statically (sandbox-* → openai); no worker serves this bus
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "will the bus take me?"}]}
+QUEUE_WAIT = 10.0 * TIME_SCALE
+
+
+@dataclass
+class PrivateBus:
+    nats: Proc
+    edge: Proc
+    http: httpx.AsyncClient
+
+
+@pytest_asyncio.fixture
+async def bus(log_dir: Path) -> AsyncIterator[PrivateBus]:
+    run_dir = log_dir / "refusal"
+    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
+    edge = start_edge(server.url, run_dir, name="edge-refusal")
+    try:
+        async with httpx.AsyncClient(
+            base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"}, timeout=30
+        ) as http:
+            yield PrivateBus(server, edge, http)
+    finally:
+        edge.stop()
+        server.stop()
+
+
+def assert_bus_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "bus_unavailable"
+    assert error["type"] == "server_error"
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_a_deleted_work_queue_fails_the_request_at_once(bus: PrivateBus) -> None:
+    nc = await nats.connect(bus.nats.url)
+    try:
+        await nc.jetstream().delete_stream(proto.STREAM_CHAT)
+        started = time.monotonic()
+        response = await bus.http.post("/chat/completions", json=BODY)
+        elapsed = time.monotonic() - started
+    finally:
+        await nc.close()
+    assert_bus_unavailable(response)
+    assert "no work queue took the request" in response.json()["error"]["message"]
+    assert elapsed < QUEUE_WAIT / 2, elapsed  # NATS's "no responders", not the queue-wait timeout
+
+
+async def test_a_full_work_queue_refuses_and_the_queued_job_still_times_out(bus: PrivateBus) -> None:
+    nc = await nats.connect(bus.nats.url)
+    js = nc.jetstream()
+    try:
+        # The operator capped the queue at one job (discard new): JetStream refuses the second.
+        info = await js.stream_info(proto.STREAM_CHAT)
+        config = info.config
+        config.max_msgs = 1
+        config.discard = js_api.DiscardPolicy.NEW
+        await js.update_stream(config)
+        first = asyncio.create_task(bus.http.post("/chat/completions", json=BODY))
+        for _ in range(100):  # bounded: until the first job is stored
+            if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 1:
+                break
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        second = await bus.http.post("/chat/completions", json=BODY)
+        elapsed = time.monotonic() - started
+        queued = await first
+        # the edge took the unstarted job back out of the queue after answering 503 no_capacity
+        for _ in range(100):
+            if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 0:
+                break
+            await asyncio.sleep(0.01)
+        remaining = (await js.stream_info(proto.STREAM_CHAT)).state.messages
+    finally:
+        await nc.close()
+    assert_bus_unavailable(second)
+    assert "the bus refused the request" in second.json()["error"]["message"]
+    assert elapsed < QUEUE_WAIT / 2, elapsed
+    assert queued.status_code == 503 and queued.json()["error"]["code"] == "no_capacity"
+    assert remaining == 0
+
+
+async def test_a_job_nobody_acknowledges_fails_after_the_publish_ack_limit(bus: PrivateBus) -> None:
+    nc = await nats.connect(bus.nats.url)
+    try:
+        await nc.jetstream().delete_stream(proto.STREAM_CHAT)
+        # Something listens on the pool's subject but is not JetStream: no "no responders", and no
+        # acknowledgement either (as when the acknowledgement is lost with a broken connection).
+        swallowed: list[bytes] = []
+
+        async def swallow(msg: Msg) -> None:
+            swallowed.append(msg.data)
+
+        await nc.subscribe(proto.job_subject("openai"), cb=swallow)
+        await nc.flush()
+        started = time.monotonic()
+        response = await bus.http.post("/chat/completions", json=BODY)
+        elapsed = time.monotonic() - started
+    finally:
+        await nc.close()
+    assert_bus_unavailable(response)
+    assert "did not confirm" in response.json()["error"]["message"]
+    publish_ack = 5.0 * TIME_SCALE
+    assert publish_ack * 0.9 <= elapsed < QUEUE_WAIT, elapsed
+    assert len(swallowed) == 1
