@@ -42,6 +42,11 @@ class EdgeMetrics:
         self.tokens = Counter(
             "switchyard_edge_tokens_total", "Tokens delivered", ["kind", "source"], registry=registry
         )
+        # children of the per-request series, looked up once (labels() validates on every call)
+        self.tokens_by = {
+            (kind, source): self.tokens.labels(kind=kind, source=source)
+            for kind in ("prompt", "completion") for source in ("upstream", "estimated")
+        }
         self.pool_capacity = Gauge(
             "switchyard_edge_pool_capacity", "Announced capacity of live replicas", ["pool"], registry=registry
         )

@@ -88,6 +88,10 @@ class RoutingTable:
         self.config = config
         self._replicas: dict[str, _Replica] = {}
         self._pool_features: dict[str, frozenset[str]] = {}  # last seen, kept after replicas leave
+        # live_models() runs on every request: its answer is kept until a replica announces,
+        # leaves, or its announcement expires (with many replicas and models, a rebuild is costly)
+        self._models: dict[str, str] | None = None
+        self._models_until = 0.0
 
     def observe(self, announce: Announce, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -97,6 +101,7 @@ class RoutingTable:
         else:
             self._replicas[announce["worker_id"]] = _Replica(announce, now + float(announce["ttl"]))
         self._pool_features[announce["pool"]] = frozenset(announce["features"])
+        self._models = None
 
     def _live(self, now: float | None = None) -> list[Announce]:
         now = time.monotonic() if now is None else now
@@ -106,11 +111,16 @@ class RoutingTable:
         return [r.announce for r in self._replicas.values()]
 
     def live_models(self) -> dict[str, str]:
-        """model id → pool, for models some live replica serves."""
+        """model id → pool, for models some live replica serves (shared: do not modify)."""
+        now = time.monotonic()
+        if self._models is not None and now < self._models_until:
+            return self._models
         models: dict[str, str] = {}
-        for announce in self._live():
+        for announce in self._live(now):
             for model in announce["models"]:
                 models.setdefault(model, announce["pool"])
+        self._models = models
+        self._models_until = min((r.expires for r in self._replicas.values()), default=float("inf"))
         return models
 
     def live_capacity(self, pool: str) -> tuple[int, int]:

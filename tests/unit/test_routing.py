@@ -342,3 +342,15 @@ def test_features_are_per_pool() -> None:
     routing.observe(announce("w2", "b", ["m2"], features=["chat", "completion"]))
     assert routing.resolve("m1").features == frozenset({"chat", "n"})
     assert routing.resolve("m2").features == frozenset({"chat", "completion"})
+
+
+def test_cached_live_models_follow_expiry_and_departures() -> None:
+    routing = RoutingTable(RoutingConfig())
+    routing.observe(announce("brief", "p1", ["brief-model"], ttl=0.05))
+    routing.observe(announce("steady", "p2", ["steady-model"], ttl=60))
+    assert routing.live_models() == {"brief-model": "p1", "steady-model": "p2"}
+    assert routing.live_models() is routing.live_models()  # no rebuild while nothing changed
+    time.sleep(0.06)  # the brief replica's announcement expires with no new message
+    assert routing.live_models() == {"steady-model": "p2"}
+    routing.observe({**announce("steady", "p2", ["steady-model"]), "draining": True})
+    assert routing.live_models() == {}

@@ -30,6 +30,11 @@ log = logging.getLogger("switchyard.edge.generation")
 
 _VALIDATORS = {"chat": validate_chat_request, "completion": validate_completion_request}
 
+# Disconnects are watched for only once a request has run this long: most non-stream answers are
+# done sooner, and skip the watcher task. A disconnect before then is seen as soon as it starts
+# (uvicorn keeps the state), well inside the 200 ms in which the upstream call must be cancelled.
+_WATCH_AFTER = 0.02
+
 
 def _stream_start() -> dict[str, Any]:
     # a fresh message per response: middleware add headers to it
@@ -49,6 +54,17 @@ class GenerationRoute:
         self.state = state
         self.kind = kind
         self.route_name = "chat.completions" if kind == "chat" else "completions"
+        self._latency = state.metrics.latency.labels(route=self.route_name)
+        self._requests: dict[tuple[str, str], Any] = {}  # (model label, status) → counter child
+
+    def _count_request(self, model_label: str, status: int) -> None:
+        key = (model_label, str(status))
+        child = self._requests.get(key)
+        if child is None:  # bounded: model labels are configured or live models, or "other"
+            child = self._requests[key] = self.state.metrics.requests.labels(
+                route=self.route_name, model=model_label, status=key[1]
+            )
+        child.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -86,12 +102,18 @@ class GenerationRoute:
                 ))
         finally:
             state.metrics.in_flight.dec()
-            state.metrics.requests.labels(route=self.route_name, model=model_label, status=str(status)).inc()
-            state.metrics.latency.labels(route=self.route_name).observe(time.perf_counter() - started)
+            self._count_request(model_label, status)
+            self._latency.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan) -> int:
         exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY])
-        watcher = asyncio.create_task(_watch_disconnect(receive, exchange))
+        watcher: asyncio.Task[None] | None = None
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, exchange))
+
+        watch_later = asyncio.get_running_loop().call_later(_WATCH_AFTER, watch)
         builder = ResponseBuilder(self.kind, body["model"], plan.choices)
         started = False
 
@@ -121,9 +143,11 @@ class GenerationRoute:
                 await send_error(send, err)
             return err.status  # mid-stream: the socket is blocked, so nothing more is sent
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            watch_later.cancel()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await exchange.close()
             self._count_tokens(builder, len(plan.jobs))
 
@@ -182,11 +206,11 @@ class GenerationRoute:
         """Record the usage actually delivered: the upstream's where every job reported it; else
         (estimated upstream usage, or an answer cut short by a disconnect or failure) an estimate
         from what reached the client, marked as such."""
-        tokens = self.state.metrics.tokens
+        tokens = self.state.metrics.tokens_by
         if builder.usage_reports == jobs and not builder.usage_estimated:
-            tokens.labels(kind="prompt", source="upstream").inc(builder.usage["prompt_tokens"])
-            tokens.labels(kind="completion", source="upstream").inc(builder.usage["completion_tokens"])
+            tokens["prompt", "upstream"].inc(builder.usage["prompt_tokens"])
+            tokens["completion", "upstream"].inc(builder.usage["completion_tokens"])
             return
-        tokens.labels(kind="prompt", source="estimated").inc(builder.usage["prompt_tokens"])
+        tokens["prompt", "estimated"].inc(builder.usage["prompt_tokens"])
         completion = max(builder.usage["completion_tokens"], (builder.delivered_chars + 3) // 4)
-        tokens.labels(kind="completion", source="estimated").inc(completion)
+        tokens["completion", "estimated"].inc(completion)
