@@ -11,11 +11,12 @@ from typing import Any
 import aiohttp
 
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
+from libs.http1 import HTTP1Pool
 from libs.worker_metrics import WorkerMetrics
 from libs.worker_runtime import StreamEnd
 from proto.messages import Feature, Job
 from services.openai_worker.config import Upstream
-from services.openai_worker.upstream import StreamedCall, proxy_for
+from services.openai_worker.upstream import StreamedCall, plain_http, proxy_for
 
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 
@@ -63,8 +64,10 @@ class OpenAIBackend:
         self._by_model = {m: [u for u in upstreams if m in u.models] for m in self.models}
         self._rotation = itertools.count()
         self._proxies = {u.name: proxy_for(u) for u in upstreams}
+        self._plain = {u.name: plain_http(u, self._proxies[u.name]) for u in upstreams}
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._pool = HTTP1Pool(connect_timeout=connect_timeout)
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: aiohttp sessions belong to the running event loop.
@@ -110,7 +113,11 @@ class OpenAIBackend:
             payload["stream_options"] = {"include_usage": True}
         else:
             payload.pop("stream_options", None)
-        call = StreamedCall(self._client(), upstream, self._proxies[upstream.name], _PATHS[job["kind"]], payload)
+        plain = self._plain[upstream.name]
+        call = StreamedCall(
+            None if plain else self._client(), self._pool if plain else None, upstream,
+            self._proxies[upstream.name], _PATHS[job["kind"]], payload,
+        )
         started = time.monotonic()
         first = True
         usage: dict[str, Any] | None = None
@@ -144,5 +151,6 @@ class OpenAIBackend:
         yield StreamEnd(usage=usage, system_fingerprint=fingerprint)
 
     async def aclose(self) -> None:
+        await self._pool.aclose()
         if self._session is not None:
             await self._session.close()

@@ -1,8 +1,10 @@
 """One streamed call to an OpenAI-compatible upstream, with its failures turned into our error tree.
 
-The HTTP client is aiohttp: measured against httpx and httpx2 on this hot path it spent 3-8x less
-CPU per call (README, Performance). Foreign exceptions are converted here, once, at the boundary
-(`raise … from`); upstream error text is redacted, since providers echo parts of the key they got.
+The HTTP client was chosen by measurement (README, Performance): plain-HTTP upstreams without a
+proxy (in-cluster vLLM, Ollama, the sandbox) go through libs/http1.py, about half aiohttp's CPU per
+call; HTTPS and proxied upstreams through aiohttp, the cheapest library measured (3-8x less than
+httpx). Foreign exceptions are converted here, once, at the boundary (`raise … from`); upstream
+error text is redacted, since providers echo parts of the key they got.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from libs.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from libs.http1 import HTTP1Pool, InvalidHeader, ProtocolError
 from libs.logs import redact
 from libs.sse import SSEDecoder
 from services.openai_worker.config import Upstream
@@ -73,13 +76,23 @@ def error_for_status(status: int, raw: bytes, headers: Mapping[str, str], upstre
     return UpstreamError(f"{where}: {text}")
 
 
+def plain_http(upstream: Upstream, proxy: str | None) -> bool:
+    """Whether calls to this upstream take the lean client (plain HTTP, no proxy)."""
+    return proxy is None and urlsplit(upstream.base_url).scheme == "http"
+
+
 class StreamedCall:
-    """Yields lists of upstream chunk objects, one list per network read."""
+    """Yields lists of upstream chunk objects, one list per network read.
+
+    `pool` is used for plain-HTTP upstreams without a proxy (`plain_http`), `session` otherwise.
+    """
 
     def __init__(
-        self, session: aiohttp.ClientSession, upstream: Upstream, proxy: str | None, path: str, body: dict[str, Any]
+        self, session: aiohttp.ClientSession | None, pool: HTTP1Pool | None, upstream: Upstream, proxy: str | None,
+        path: str, body: dict[str, Any],
     ) -> None:
         self.session = session
+        self.pool = pool
         self.upstream = upstream
         self.proxy = proxy
         self.path = path
@@ -89,17 +102,51 @@ class StreamedCall:
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if self.upstream.api_key:
             headers["authorization"] = f"Bearer {self.upstream.api_key}"
+        calls = self._plain(headers) if self.pool is not None else self._aiohttp(headers)
+        async for batch in calls:
+            yield batch
+
+    async def _plain(self, headers: dict[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
+        assert self.pool is not None
+        name = self.upstream.name
+        url = urlsplit(self.upstream.base_url + self.path)
+        target = url.path + (f"?{url.query}" if url.query else "")
+        answered = False
+        try:
+            # `async with` matters: leaving it early (a cancelled task) closes the connection,
+            # which is how the upstream learns the client has gone.
+            async with self.pool.request(
+                "POST", url.hostname or "", url.port or 80, target, headers, orjson.dumps(self.body)
+            ) as response:
+                answered = True
+                if response.status != 200:
+                    raw = await response.read(_MAX_ERROR_BODY)
+                    raise error_for_status(response.status, raw, response.headers, name)
+                async for batch in self._events(response.body()):
+                    yield batch
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream {name} timed out") from exc
+        except ProtocolError as exc:
+            if answered:
+                raise UpstreamProtocolError(f"upstream {name} broke off the stream") from exc
+            raise UpstreamError(f"cannot reach upstream {name}: the connection closed unanswered") from exc
+        except InvalidHeader as exc:
+            raise UpstreamError(f"cannot call upstream {name}: {exc}") from exc
+        except OSError as exc:
+            raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
+
+    async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
+        assert self.session is not None
         name = self.upstream.name
         try:
-            # `async with` matters: it is what closes the connection when this task is cancelled,
-            # which is how the upstream learns the client has gone.
+            # `async with` matters here too: it closes the connection when this task is cancelled.
             async with self.session.post(
                 self.upstream.base_url + self.path, data=orjson.dumps(self.body), headers=headers, proxy=self.proxy
             ) as response:
                 if response.status != 200:
                     raw = await response.content.read(_MAX_ERROR_BODY)
                     raise error_for_status(response.status, raw, response.headers, name)
-                async for batch in self._events(response):
+                async for batch in self._events(response.content.iter_any()):
                     yield batch
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {name} timed out") from exc
@@ -108,10 +155,10 @@ class StreamedCall:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _events(self, body: AsyncIterator[bytes]) -> AsyncIterator[list[dict[str, Any]]]:
         decoder = SSEDecoder()
         name = self.upstream.name
-        async for raw in response.content.iter_any():
+        async for raw in body:
             batch: list[dict[str, Any]] = []
             for event in decoder.feed(raw):
                 if event.data == "[DONE]":
