@@ -23,6 +23,8 @@ def main() -> None:
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=1,  # a `hang` request must not hold up SIGTERM
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     logging.getLogger("uvicorn.error").addFilter(QuietAbort())  # after Config: it configures logging
 
@@ -32,7 +34,8 @@ def main() -> None:
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
-    print(f"sandbox listening on http://{host}:{port}", flush=True)
+    scheme = "https" if settings.tls_cert else "http"
+    print(f"sandbox listening on {scheme}://{host}:{port}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -14,6 +14,8 @@ class Settings:
     port: int = 8090
     api_key: str | None = None  # None: /v1 is open
     models: tuple[str, ...] = DEFAULT_MODELS
+    tls_cert: str | None = None  # PEM paths: serve HTTPS, as real providers do (tests of TLS upstreams)
+    tls_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -23,4 +25,6 @@ class Settings:
             port=int(env.get("PORT") or 8090),
             api_key=env.get("SANDBOX_API_KEY") or None,
             models=models or DEFAULT_MODELS,
+            tls_cert=env.get("SANDBOX_TLS_CERT") or None,
+            tls_key=env.get("SANDBOX_TLS_KEY") or None,
         )
