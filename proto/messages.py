@@ -96,7 +96,7 @@ Reply = Start | Delta | Heartbeat | End | Error
 class Cancel(TypedDict):
     type: Literal["cancel"]
     job_id: str
-    reason: Literal["client_disconnected", "deadline", "stale_attempt", "edge_error"]
+    reason: Literal["client_disconnected", "deadline", "stale_attempt", "edge_error", "orphaned"]
     attempt: NotRequired[int]
 
 

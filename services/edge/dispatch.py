@@ -48,6 +48,7 @@ from services.edge.routing import RoutingTable
 log = logging.getLogger("switchyard.edge.dispatch")
 
 _DISCONNECTED = ("", b"")  # sentinel put on an exchange's queue when the client goes away
+_CANCELLED_MEMORY = 4096  # job ids cancelled lately: late replies of theirs need no second cancel
 
 
 class ClientGone(Exception):
@@ -262,6 +263,7 @@ class Dispatcher:
         self._subs: list[Any] = []
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._cancelled: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
 
     async def start(self) -> None:
         self._subs.append(await self.nc.subscribe(
@@ -284,6 +286,10 @@ class Dispatcher:
         exchange = self._exchanges.get(token)
         if exchange is not None:
             exchange.feed(token, msg.data)
+        elif token not in self._cancelled:
+            # A worker streams a job no request here waits for (its PubAck was lost and the
+            # request gave up, say): stop it once, so it stops spending upstream quota.
+            await self.cancel(token, "orphaned")
 
     async def _on_puback(self, msg: Msg) -> None:
         token = msg.subject[self._puback_prefix_len:]
@@ -371,6 +377,9 @@ class Dispatcher:
 
     async def cancel(self, job_id: str, reason: str, attempt: int | None = None) -> None:
         message: dict[str, Any] = {"type": "cancel", "job_id": job_id, "reason": reason}
+        self._cancelled[job_id] = None
+        if len(self._cancelled) > _CANCELLED_MEMORY:
+            del self._cancelled[next(iter(self._cancelled))]
         if attempt is not None:
             message["attempt"] = attempt
         self.metrics.cancellations.labels(reason=reason).inc()

@@ -315,3 +315,33 @@ async def test_client_too_slow_overflows_its_buffer(
         if sock is not None:
             sock.close()
         edge.stop()
+
+
+# ---- orphaned replies ------------------------------------------------------------------------
+
+
+async def test_replies_no_request_waits_for_get_one_cancel(rogue_edge: Proc, worker: FakeWorker) -> None:
+    # A worker streaming a job this edge has no request for (its request gave up before the
+    # job's PubAck came back, or ended long ago): the edge stops it once, however many replies.
+    token = uuid.uuid4().hex
+    job = {"job_id": token, "reply": proto.reply_subject("edge-rogue", token)}
+    await worker.start(job, 1)
+    for seq in range(1, 6):
+        await worker.delta(job, "nobody listens", attempt=1, seq=seq)
+    await wait_for(lambda: worker.cancels_of(token), within=2)
+    await asyncio.sleep(0.3)  # any further cancel would have arrived by now
+    assert worker.cancels_of(token) == [{"type": "cancel", "job_id": token, "reason": "orphaned"}]
+
+
+async def test_a_finished_request_sends_no_cancel(rogue_edge: Proc, worker: FakeWorker) -> None:
+    rid = request_id("finished")
+    client = asyncio.create_task(stream_raw(rogue_edge, rid))
+    msg, job = await worker.take(rid)
+    await worker.start(job, 1)
+    await worker.delta(job, "done", attempt=1, seq=1)
+    await msg.ack()
+    await worker.reply(job, "end", attempt=1, seq=2, usage=None, system_fingerprint=None)
+    status, raw = await asyncio.wait_for(client, 5)
+    assert status == 200 and streamed_text(sse_events(raw)) == "done"
+    await asyncio.sleep(0.3)
+    assert worker.cancels_of(job["job_id"]) == []
