@@ -4,9 +4,11 @@ One wildcard subscription (`sy.v1.reply.<edge>.*`) per edge process carries the 
 requests; the last subject token picks the request's `Exchange`. JetStream's acknowledgement of
 each published job arrives the same way (`sy.v1.puback.<edge>.*`) instead of being awaited: the
 request goes straight on to wait for its replies, and a refusal or a missing acknowledgement
-still ends it with 503 `bus_unavailable`. An exchange holds one or more
-jobs (n > 1 fanned out) and a bounded buffer: a client that reads slower than the worker writes
-overflows it and gets a typed error instead of an unbounded queue or a silent truncation.
+still ends it with 503 `bus_unavailable`.
+
+An exchange holds one or more jobs (n > 1 fanned out) and a bounded buffer: a client that reads
+slower than the worker writes overflows it and gets a typed error instead of an unbounded queue
+or a silent truncation. Replies for a job no exchange waits for get one `orphaned` cancel.
 """
 
 from __future__ import annotations
@@ -210,8 +212,9 @@ class Exchange:
             if job.done or now < self._job_deadline(job, t):
                 continue
             if job.started is None and job.stream_seq is None and now >= job.created + t.publish_ack:
-                # Lost with a broken connection, most likely. Should the job still have been
-                # stored, the worker that takes it is cancelled by close() once it starts.
+                # Lost with a broken connection, most likely. Should the job have been stored
+                # after all, the worker that takes it is stopped by its first reply, which
+                # reaches no exchange here and draws an `orphaned` cancel.
                 raise BusUnavailable("the bus did not confirm it had queued the request", retry_after=1)
             if job.started is None:
                 self.dispatcher.metrics.no_capacity.inc()
