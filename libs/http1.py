@@ -73,9 +73,19 @@ class Response(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self._complete and exc is None and self._ends_at_eof():
+            self._complete = True  # a body without a length or chunks ends where the connection does
+            self._wake()
         if not self._complete:
             reason = f": {exc}" if exc else ""
             self._fail(ProtocolError(f"the server closed the connection inside a response{reason}"))
+
+    def _ends_at_eof(self) -> bool:
+        return (
+            self._headers_done
+            and "content-length" not in self.headers
+            and "chunked" not in self.headers.get("transfer-encoding", "").lower()
+        )
 
     # ---- httptools callbacks ---------------------------------------------------------------
 

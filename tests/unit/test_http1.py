@@ -277,3 +277,19 @@ async def test_nothing_listening_is_an_os_error() -> None:
         port = server.port
     with pytest.raises(OSError):
         await body_of(HTTP1Pool(), port)
+
+
+async def test_a_body_delimited_by_the_connection_closing_is_complete() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        writer.write(b"data: one\n\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"data: [DONE]\n\n")
+        await writer.drain()  # then the handler returns and the server closes: that ends the body
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        assert await body_of(pool, server.port) == (200, b"data: one\n\ndata: [DONE]\n\n")
+        await pool.aclose()
