@@ -37,6 +37,7 @@ NONSTREAM_TOKENS = 8
 STREAM_TOKENS = 50
 TIME_CAP = float(os.environ.get("BENCH_TIME_CAP", "25"))  # seconds per scenario, at most
 ONLY = {k for k in os.environ.get("BENCH_ONLY", "").split(",") if k}  # scenario keys, e.g. nonstream_c1
+RUNS = max(1, int(os.environ.get("BENCH_RUNS", "1") or 1))  # repeat the scenarios; ranges are printed
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")  # py-spy profiles of edge and worker per gateway run
 PROFILE_FORMAT = os.environ.get("BENCH_PROFILE_FORMAT", "flamegraph")  # or raw (collapsed stacks), speedscope
 
@@ -295,6 +296,44 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _span(values: list[float], digits: int) -> str:
+    low, high = fmt(min(values), digits), fmt(max(values), digits)
+    return low if low == high else f"{low}-{high}"
+
+
+def render_ranges(runs: list[dict[str, Any]]) -> list[str]:
+    """min-max across BENCH_RUNS runs of the same stack: the figures to quote, given the noise."""
+    lines = ["", f"Across {len(runs)} runs (min-max):"]
+    for key, _stream, _conc, _n in SHAPES:
+        for path in ("direct", "gateway"):
+            got = [r["scenarios"].get(key, {}).get(path) for r in runs]
+            if not all(got):
+                continue
+            rps = [g["rps"] for g in got]
+            p50 = [g["p50_ms"] for g in got]
+            line = f"  {key:<16}{path:<9} req/s {_span(rps, 0):>15}   p50 {_span(p50, 2):>11} ms"
+            if path == "gateway":
+                cpu = [g["gateway_cpu_ms_per_op"] for g in got if g.get("gateway_cpu_ms_per_op") is not None]
+                if cpu:
+                    line += f"   gateway CPU {_span(cpu, 3)} ms/op"
+            lines.append(line)
+    lines.append("")
+    for index, item in enumerate(runs[0]["targets"]):
+        values = [r["targets"][index]["value"] for r in runs if r["targets"][index]["value"] is not None]
+        if not values:
+            continue
+        judged = [r["targets"][index]["pass"] for r in runs if r["targets"][index]["pass"] is not None]
+        verdicts = f"passed {sum(judged)}/{len(judged)}" if judged else "info"
+        shown = item["shown"].split()
+        unit = shown[-1] if len(shown) > 1 else ""
+        if item["target"].startswith(">="):
+            span = f"{min(values):.1%}-{max(values):.1%}"
+        else:
+            span = f"{_span(values, 3)} {unit}"
+        lines.append(f"  {verdicts:<12} {item['name']:<52} {span:>20}   target {item['target']}")
+    return lines
+
+
 def render(res: dict[str, Any]) -> str:
     lines: list[str] = []
     sc = res["scenarios"]
@@ -360,6 +399,8 @@ def render(res: dict[str, Any]) -> str:
             f"  {mark:<5} "
             f"{item['name']:<52} {item['shown']:>12}   target {item['target']}"
         )
+    if "runs" in res:
+        lines.extend(render_ranges(res["runs"]))
     rss = res["rss_mb"]
     lines.append("")
     lines.append(f"Peak RSS (VmHWM): edge {fmt(rss.get('edge'), 1)} MB, worker {fmt(rss.get('worker'), 1)} MB")
@@ -510,24 +551,30 @@ def main() -> int:
         loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm})
         loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm, "kind": "jetstream"})
 
-        scenarios: dict[str, dict[str, Any]] = {}
-        for key, stream, conc, count in SHAPES:
-            if ONLY and key not in ONLY:
-                continue
-            scenarios[key] = {}
-            runs = [("direct", http_cmd(direct_url, stream, conc, count))]
-            if not stream:
-                runs.append(("nats", nats_cmd(nats_proc.url, conc, count)))
-                runs.append(("jetstream", {**nats_cmd(nats_proc.url, conc, count), "kind": "jetstream"}))
-            runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
-            for path, cmd in runs:
-                progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")
-                scenarios[key][path] = measured(loadgen, pids, cmd, f"{key}-{path}" if path == "gateway" else "")
-                r = scenarios[key][path]
-                progress(
-                    f"  -> {r.get('ok')} ok, {r.get('errors')} errors, {fmt(r.get('rps'), 0)}/s, "
-                    f"p50 {fmt(r.get('p50_ms'))} ms"
-                )
+        all_runs: list[dict[str, dict[str, Any]]] = []
+        for run in range(1, RUNS + 1):
+            if RUNS > 1:
+                progress(f"run {run} of {RUNS}")
+            scenarios: dict[str, dict[str, Any]] = {}
+            for key, stream, conc, count in SHAPES:
+                if ONLY and key not in ONLY:
+                    continue
+                scenarios[key] = {}
+                runs = [("direct", http_cmd(direct_url, stream, conc, count))]
+                if not stream:
+                    runs.append(("nats", nats_cmd(nats_proc.url, conc, count)))
+                    runs.append(("jetstream", {**nats_cmd(nats_proc.url, conc, count), "kind": "jetstream"}))
+                runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
+                for path, cmd in runs:
+                    progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")
+                    label = f"{key}-{path}-run{run}" if path == "gateway" else ""
+                    scenarios[key][path] = measured(loadgen, pids, cmd, label)
+                    r = scenarios[key][path]
+                    progress(
+                        f"  -> {r.get('ok')} ok, {r.get('errors')} errors, {fmt(r.get('rps'), 0)}/s, "
+                        f"p50 {fmt(r.get('p50_ms'))} ms"
+                    )
+            all_runs.append(scenarios)
 
         wrk_results: dict[str, Any] = {}
         if shutil.which("wrk") and os.environ.get("BENCH_WRK", "1") != "0":
@@ -559,6 +606,8 @@ def main() -> int:
             "rss_mb": rss,
         }
         results["targets"] = evaluate(scenarios, rss)
+        if RUNS > 1:
+            results["runs"] = [{"scenarios": sc, "targets": evaluate(sc, rss)} for sc in all_runs]
         results["total_s"] = time.monotonic() - started
         RESULTS_PATH.write_text(json.dumps(results, indent=2) + "\n")
         print(render(results), flush=True)
