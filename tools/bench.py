@@ -69,6 +69,12 @@ def chat_body(tokens: int, stream: bool) -> dict[str, Any]:
     return body
 
 
+# Rows of a scenario: the upstream alone, the bus alone (core, JetStream), the thinnest possible
+# edge + worker chain (tools/bench_skeleton.py), and the gateway.
+PATHS = ("direct", "nats", "jetstream", "skeleton", "gateway")
+# the processes whose CPU a gateway-like path spends (each path loads only its own; the rest idle)
+GATEWAY_PROCESSES = ("edge", "worker", "sk-front", "sk-back", "nats-server")
+
 # Shapes: (key, stream, concurrency, count)
 SHAPES = [
     ("nonstream_c1", False, 1, 1500),
@@ -159,6 +165,27 @@ def start_responder(nats_url: str, log_dir: Path) -> Proc:
     raise RuntimeError(f"responder not ready:\n{proc.log()}")
 
 
+def start_skeleton(nats_url: str, sandbox_url: str, log_dir: Path) -> tuple[Proc, Proc, str]:
+    """tools/bench_skeleton.py: back (NATS -> upstream) and front (HTTP -> NATS); returns their URL."""
+    back = spawn("sk-back", [sys.executable, "-m", "tools.bench_skeleton", "back"], log_dir=log_dir,
+                 env={"NATS_URL": nats_url, "UPSTREAM_URL": sandbox_url + "/v1/chat/completions"})
+    port = free_port()
+    front = spawn("sk-front", [sys.executable, "-m", "tools.bench_skeleton", "front"], log_dir=log_dir,
+                  env={"NATS_URL": nats_url, "PORT": str(port)})
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for proc in (back, front):
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited:\n{proc.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if "ready" in back.log() and httpx.post(url, json=chat_body(2, False), timeout=2,
+                                                    trust_env=False).status_code == 200:
+                return back, front, url
+        time.sleep(0.05)
+    raise RuntimeError(f"skeleton not ready:\n{back.log()}\n{front.log()}")
+
+
 def wait_for_model(edge_url: str, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     last = ""
@@ -209,7 +236,7 @@ def measured(
     result["cpu_ms_per_op"] = {name: (after[name] - before[name]) * 1000 / done if done else None for name in procs}
     per = result["cpu_ms_per_op"]
     result["gateway_cpu_ms_per_op"] = (
-        sum(per.get(k) or 0.0 for k in ("edge", "worker", "nats-server")) if done else None
+        sum(per.get(k) or 0.0 for k in GATEWAY_PROCESSES) if done else None
     )
     result["cmd"] = {k: v for k, v in cmd.items() if k not in ("body", "payload")}
     return result
@@ -346,11 +373,11 @@ def render(res: dict[str, Any]) -> str:
     lines.append(header)
     lines.append("-" * len(header))
     for key, stream, _conc, _n in SHAPES:
-        for path in ("direct", "nats", "jetstream", "gateway"):
+        for path in PATHS:
             r = sc.get(key, {}).get(path)
             if not r:
                 continue
-            gw = fmt(r["gateway_cpu_ms_per_op"], 3) if path == "gateway" else ""
+            gw = fmt(r["gateway_cpu_ms_per_op"], 3) if path in ("skeleton", "gateway") else ""
 
             def col(field: str, width: int, digits: int = 2, r: dict[str, Any] = r, shown: bool = stream) -> str:
                 return f"{fmt(r.get(field), digits) if shown else '':>{width}}"
@@ -374,13 +401,14 @@ def render(res: dict[str, Any]) -> str:
             )
 
     lines.append("")
-    lines.append("CPU ms per request/stream, by process (edge+worker+nats-server = gateway):")
-    names = ["loadgen", "sandbox", "responder", "nats-server", "edge", "worker"]
+    lines.append("CPU ms per request/stream, by process (gateway: edge + worker + nats-server; skeleton: "
+                 "sk-front + sk-back + nats-server):")
+    names = ["loadgen", "sandbox", "responder", "nats-server", "sk-front", "sk-back", "edge", "worker"]
     header = f"{'scenario':<16}{'path':<11}" + "".join(f"{n:>12}" for n in names) + f"{'gateway':>10}"
     lines.append(header)
     lines.append("-" * len(header))
     for key, _stream, _conc, _n in SHAPES:
-        for path in ("direct", "nats", "jetstream", "gateway"):
+        for path in PATHS:
             r = sc.get(key, {}).get(path)
             if not r or "cpu_ms_per_op" not in r:
                 continue
@@ -439,6 +467,14 @@ def evaluate(sc: dict[str, Any], rss: dict[str, float]) -> list[dict[str, Any]]:
     for key in ("stream_c1", "stream_c32"):
         at_most(f"gateway CPU per 50-chunk stream ({key})", get(key, "gateway", "gateway_cpu_ms_per_op"),
                 TARGETS["gateway_cpu_ms_per_stream"], "ms", 3)
+    for key in ("nonstream_c1", "nonstream_c64"):
+        # the floor: what the thinnest edge + worker chain on the same stack costs (not judged)
+        sk, gw = get(key, "skeleton", "gateway_cpu_ms_per_op"), get(key, "gateway", "gateway_cpu_ms_per_op")
+        items.append({
+            "name": f"skeleton CPU per request ({key}: floor, info)", "value": sk, "pass": None,
+            "target": f"info: gateway {fmt(gw, 3)} ms = skeleton + {fmt(gw - sk, 3) if sk and gw else '-'} ms",
+            "shown": f"{fmt(sk, 3)} ms",
+        })
     at_most("added latency p50, non-stream c1 (gateway - direct)", added("nonstream_c1", "p50_ms"),
             TARGETS["added_latency_p50_ms_c1"], "ms")
     ratio_at_least("throughput gateway/direct, non-stream c64", "nonstream_c64", "rps",
@@ -528,6 +564,8 @@ def main() -> int:
         edge_url = f"http://127.0.0.1:{e_port}"
         responder = start_responder(nats_proc.url, log_dir)
         procs.append(responder)
+        sk_back, sk_front, skeleton_url = start_skeleton(nats_proc.url, sandbox_url, log_dir)
+        procs += [sk_back, sk_front]
         wait_for_model(edge_url)
         loadgen = LoadGen(log_dir)
         progress(f"load generator: {loadgen.description}, pid {loadgen.proc.pid}")
@@ -536,6 +574,8 @@ def main() -> int:
             "loadgen": loadgen.proc.pid,
             "sandbox": sandbox.pid,
             "responder": responder.pid,
+            "sk-front": sk_front.pid,
+            "sk-back": sk_back.pid,
             "nats-server": nats_proc.pid,
             "edge": edge.pid,
             "worker": worker.pid,
@@ -545,6 +585,7 @@ def main() -> int:
 
         progress("warm-up")
         warm = {"count": max(50, round(200 * min(1.0, SCALE * 2))), "time_cap": 30.0}
+        loadgen.run({**http_cmd(skeleton_url, False, 8, 0), **warm})
         for url in (direct_url, gateway_url):
             loadgen.run({**http_cmd(url, False, 8, 0), **warm})
             loadgen.run({**http_cmd(url, True, 8, 0), "count": 40, "time_cap": 30.0})
@@ -564,6 +605,7 @@ def main() -> int:
                 if not stream:
                     runs.append(("nats", nats_cmd(nats_proc.url, conc, count)))
                     runs.append(("jetstream", {**nats_cmd(nats_proc.url, conc, count), "kind": "jetstream"}))
+                    runs.append(("skeleton", http_cmd(skeleton_url, stream, conc, count)))
                 runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
                 for path, cmd in runs:
                     progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")
