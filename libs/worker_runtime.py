@@ -1,7 +1,11 @@
 """The bus side every worker shares: take jobs, run them on a backend, stream replies, obey cancels.
 
 A backend (the upstream side) only turns one job into an async stream of `list[choice]` batches
-and one final `StreamEnd`. This runtime owns the rest of the contract in proto/:
+and one final `StreamEnd` (which may carry the last choices, when the upstream's last read held
+both). This runtime owns the rest of the contract in proto/:
+
+- replies: what the job has to say at one moment (start, deltas, end) goes out as one message,
+  a JSON array when there is more than one reply (the reply subject allows batches);
 
 - capacity: `JobPuller` never holds more jobs than `capacity`;
 - ack and retry: a job stays unacked (with in-progress acks) until its first delta is published;
@@ -51,6 +55,7 @@ log = logging.getLogger("switchyard.worker")
 class StreamEnd:
     usage: dict[str, Any] | None = None
     system_fingerprint: str | None = None
+    choices: list[dict[str, Any]] | None = None  # the last choices, read together with the end
 
 
 class Backend(Protocol):
@@ -86,6 +91,7 @@ class _Running:
     start_sent: bool = False
     stop_reason: SwitchyardError | None = None  # set before we cancel the task ourselves
     silent_stop: bool = False  # the edge asked: no reply is wanted
+    outbox: list[dict[str, Any]] = field(default_factory=list)  # staged replies, sent by _flush
 
 
 @dataclass
@@ -249,25 +255,48 @@ class WorkerRuntime:
         if self._puller is not None:
             self._puller.release()
 
-    async def _ensure_started(self, running: _Running) -> None:
+    def _stage(self, running: _Running, message: dict[str, Any]) -> None:
+        """Number a reply and queue it for the next `_flush`, after the deferred `start`."""
+        self._stage_start(running)
+        self._number(running, message)
+
+    def _stage_start(self, running: _Running) -> None:
         if not running.start_sent:
             running.start_sent = True
-            await self._send(running, {
-                "type": "start", "worker_id": self.config.worker_id, "taken_at": running.taken_at,
-            })
+            self._number(running, {"type": "start", "worker_id": self.config.worker_id, "taken_at": running.taken_at})
 
-    async def _publish(self, running: _Running, message: dict[str, Any]) -> None:
-        """Every reply after `start`, which goes first (in the same flush when it was deferred)."""
-        await self._ensure_started(running)
-        await self._send(running, message)
-
-    async def _send(self, running: _Running, message: dict[str, Any]) -> None:
+    def _number(self, running: _Running, message: dict[str, Any]) -> None:
         message["job_id"] = running.job["job_id"]
         message["attempt"] = running.attempt
         message["seq"] = running.seq
         running.seq += 1
-        running.last_sent = time.monotonic()
-        await self.nc.publish(running.job["reply"], wire.encode(message))
+        running.outbox.append(message)
+
+    async def _flush(self, running: _Running) -> None:
+        """Send the staged replies as one message: one NATS message for the edge to handle."""
+        out, running.outbox = running.outbox, []
+        if out:
+            running.last_sent = time.monotonic()
+            await self.nc.publish(running.job["reply"], wire.encode(out[0] if len(out) == 1 else out))
+
+    async def _send(self, running: _Running, message: dict[str, Any]) -> None:
+        self._stage(running, message)
+        await self._flush(running)
+
+    async def _ensure_started(self, running: _Running) -> None:
+        """`start` on its own: the upstream is slow to send a first token (see `start_due`)."""
+        self._stage_start(running)
+        await self._flush(running)
+
+    def _stage_deltas(self, running: _Running, choices: list[dict[str, Any]]) -> None:
+        for merged in coalesce(choices, running.job["index_offset"]):
+            self._stage(running, {"type": "delta", "choices": merged})
+        running.last_delta = time.monotonic()
+
+    async def _ack_once_delivered(self, running: _Running) -> None:
+        if running.last_delta is not None and not running.acked:
+            running.acked = True  # from here on there is no retry: tokens reached the edge
+            await running.msg.ack()
 
     async def _run(self, running: _Running) -> None:
         job = running.job
@@ -276,21 +305,20 @@ class WorkerRuntime:
             if time.monotonic() >= running.start_due:
                 await self._ensure_started(running)
             body = await self._load_body(job)
-            offset = job["index_offset"]
             end = StreamEnd()
             async for item in self.backend.stream(job, body):
                 if isinstance(item, StreamEnd):
-                    end = item
+                    end = item  # its choices go out below, in one message with the end
                     continue
-                for choices in coalesce(item, offset):
-                    await self._publish(running, {"type": "delta", "choices": choices})
-                running.last_delta = time.monotonic()
-                if not running.acked:
-                    running.acked = True  # from here on there is no retry: tokens reached the edge
-                    await running.msg.ack()
-            await self._publish(
-                running, {"type": "end", "usage": end.usage, "system_fingerprint": end.system_fingerprint}
-            )
+                if item:
+                    self._stage_deltas(running, item)
+                    await self._flush(running)
+                    await self._ack_once_delivered(running)
+            if end.choices:
+                self._stage_deltas(running, end.choices)
+            self._stage(running, {"type": "end", "usage": end.usage, "system_fingerprint": end.system_fingerprint})
+            await self._flush(running)
+            await self._ack_once_delivered(running)
         except asyncio.CancelledError:
             outcome = await self._on_stopped(running)
         except SwitchyardError as err:
@@ -337,7 +365,7 @@ class WorkerRuntime:
 
     async def _send_error(self, running: _Running, err: SwitchyardError) -> None:
         with contextlib.suppress(Exception):
-            await self._publish(running, {"type": "error", "error": err.to_wire()})
+            await self._send(running, {"type": "error", "error": err.to_wire()})
 
     async def _load_body(self, job: Job) -> dict[str, Any]:
         if "body" in job:
@@ -395,4 +423,4 @@ class WorkerRuntime:
                 if now >= running.start_due:
                     await self._ensure_started(running)
             elif now - running.last_sent >= running.job["timeouts"]["heartbeat"]:
-                await self._publish(running, {"type": "heartbeat"})
+                await self._send(running, {"type": "heartbeat"})

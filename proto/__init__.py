@@ -80,6 +80,7 @@ class SubjectRule:
     schema: str | None  # None for NATS/JetStream's own subjects
     regex: re.Pattern[str]
     status_messages: bool = False  # NATS may also send its own status messages (empty body) here
+    batches: bool = False  # a payload may also be a JSON array of 2+ messages (see subjects.toml)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -98,7 +99,10 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 def subject_rules() -> tuple[SubjectRule, ...]:
     table = contract()
     rules = [
-        SubjectRule(s["pattern"], s["schema"], _pattern_regex(s["pattern"]), s.get("status_messages", False))
+        SubjectRule(
+            s["pattern"], s["schema"], _pattern_regex(s["pattern"]), s.get("status_messages", False),
+            s.get("batches", False),
+        )
         for s in table["subjects"]
     ]
     rules += [SubjectRule(s["pattern"], None, _pattern_regex(s["pattern"])) for s in table["system"]]

@@ -19,6 +19,7 @@ class Wiretap:
         self.seen: Counter[str] = Counter()  # schema id (or "system") → count
         self.messages: list[tuple[str, dict[str, Any]]] = []  # (schema id, message), application only
         self._validators: dict[str, Draft202012Validator] = {}
+        self._tolerated: set[str] = set()  # subjects a test breaks the contract on, on purpose
 
     async def attach(self, nc: NATS) -> None:
         await nc.subscribe(">", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
@@ -32,7 +33,14 @@ class Wiretap:
     async def _on_msg(self, msg: Msg) -> None:
         self.check(msg.subject, msg.data, msg.headers)
 
+    def tolerate(self, subject: str) -> None:
+        """A fault-injection test is about to put contract-breaking bytes on this exact subject."""
+        self._tolerated.add(subject)
+
     def check(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        if subject in self._tolerated:
+            self.seen["tolerated"] += 1
+            return
         rule = proto.rule_for(subject)
         if rule is None:
             self.violations.append(f"subject not in proto/: {subject}")
@@ -48,11 +56,31 @@ class Wiretap:
         except orjson.JSONDecodeError:
             self.violations.append(f"{subject}: not JSON")
             return
-        errors = sorted(self._validator(rule.schema).iter_errors(message), key=lambda e: e.path)
+        if isinstance(message, list) and rule.batches:
+            self._check_batch(subject, rule.schema, message)
+            return
+        self._check_one(subject, rule.schema, message)
+
+    def _check_one(self, subject: str, schema_id: str, message: Any) -> None:
+        errors = sorted(self._validator(schema_id).iter_errors(message), key=lambda e: e.path)
         if errors:
             self.violations.append(f"{subject}: {errors[0].message} in {orjson.dumps(message)[:300]!r}")
-        self.seen[rule.schema] += 1
-        self.messages.append((rule.schema, message))
+        self.seen[schema_id] += 1
+        if isinstance(message, dict):
+            self.messages.append((schema_id, message))
+
+    def _check_batch(self, subject: str, schema_id: str, batch: list[Any]) -> None:
+        """2+ messages of one job and attempt with consecutive seq, each valid on its own."""
+        self.seen["batch"] += 1
+        keys = {(m.get("job_id"), m.get("attempt")) if isinstance(m, dict) else None for m in batch}
+        seqs = [m.get("seq") if isinstance(m, dict) else None for m in batch]
+        first = seqs[0] if seqs and isinstance(seqs[0], int) else 0
+        if len(batch) < 2 or len(keys) != 1 or None in keys:
+            self.violations.append(f"{subject}: a batch must hold 2+ messages of one job and attempt")
+        elif seqs != list(range(first, first + len(seqs))):
+            self.violations.append(f"{subject}: a batch's seq must be consecutive, got {seqs}")
+        for message in batch:
+            self._check_one(subject, schema_id, message)
 
     def find(self, schema_id: str, **fields: Any) -> list[dict[str, Any]]:
         return [m for s, m in self.messages if s == schema_id and all(m.get(k) == v for k, v in fields.items())]

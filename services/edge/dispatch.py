@@ -163,32 +163,38 @@ class Exchange:
             if job.refused is not None:
                 job.done = True
                 raise job.refused
-            outcome = job.replies.accept(wire.decode(payload))
+            try:
+                # a worker sends what it has at one moment as one message: a list of replies
+                messages = wire.decode_batch(payload)
+            except ValueError:  # the job stays open, so close() cancels the worker
+                raise ReplyGap("a reply from the worker could not be read") from None
             now = loop.time()
             job.last_message = now
-            if isinstance(outcome, Deltas):
-                if not job.streaming:
-                    job.streaming = True
-                    self.dispatcher.metrics.ttft.observe(now - job.created)
-                last_yield = now
-                yield outcome
-            elif isinstance(outcome, Started):
-                if job.started is None:
-                    self.dispatcher.metrics.queue_wait.observe(max(0.0, outcome.taken_at - job.created_at))
-                job.started = now
-                if outcome.attempt > 1:
-                    self.dispatcher.metrics.retries.inc()
-            elif isinstance(outcome, Finished):
-                job.done = True
-                yield outcome
-            elif isinstance(outcome, Failed):
-                # a lost reply means the worker is still streaming: leave the job for close() to cancel
-                job.done = not isinstance(outcome.error, ReplyGap)
-                raise outcome.error
-            elif isinstance(outcome, Stale):
-                await self.dispatcher.cancel(job.job_id, "stale_attempt", attempt=outcome.attempt)
-            elif isinstance(outcome, Alive):
-                pass
+            for message in messages:
+                outcome = job.replies.accept(message)
+                if isinstance(outcome, Deltas):
+                    if not job.streaming:
+                        job.streaming = True
+                        self.dispatcher.metrics.ttft.observe(now - job.created)
+                    last_yield = now
+                    yield outcome
+                elif isinstance(outcome, Started):
+                    if job.started is None:
+                        self.dispatcher.metrics.queue_wait.observe(max(0.0, outcome.taken_at - job.created_at))
+                    job.started = now
+                    if outcome.attempt > 1:
+                        self.dispatcher.metrics.retries.inc()
+                elif isinstance(outcome, Finished):
+                    job.done = True
+                    yield outcome
+                elif isinstance(outcome, Failed):
+                    # a lost reply means the worker is still streaming: leave the job for close() to cancel
+                    job.done = not isinstance(outcome.error, ReplyGap)
+                    raise outcome.error
+                elif isinstance(outcome, Stale):
+                    await self.dispatcher.cancel(job.job_id, "stale_attempt", attempt=outcome.attempt)
+                elif isinstance(outcome, Alive):
+                    pass
 
     def _job_deadline(self, job: _JobState, t: Timeouts) -> float:
         if job.started is None:

@@ -123,7 +123,8 @@ class OpenAIBackend:
         usage: dict[str, Any] | None = None
         fingerprint: str | None = None
         completion_chars: list[str] = []
-        async for chunks in call.chunks():
+        last: list[dict[str, Any]] = []  # what arrived together with [DONE]: it goes with the end
+        async for chunks, done in call.chunks():
             batch: list[dict[str, Any]] = []
             for chunk in chunks:
                 if chunk.get("usage"):
@@ -132,10 +133,12 @@ class OpenAIBackend:
                 for choice in chunk.get("choices") or ():
                     batch.append(choice)
                     completion_chars.append(_choice_text(choice))
-            if batch:
-                if first:
-                    self.metrics.upstream_ttft.observe(time.monotonic() - started)
-                    first = False
+            if batch and first:
+                self.metrics.upstream_ttft.observe(time.monotonic() - started)
+                first = False
+            if done:
+                last = batch
+            elif batch:
                 yield batch
         if usage is not None:
             usage = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage}
@@ -148,7 +151,7 @@ class OpenAIBackend:
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens, "estimated": True,
             }
-        yield StreamEnd(usage=usage, system_fingerprint=fingerprint)
+        yield StreamEnd(usage=usage, system_fingerprint=fingerprint, choices=last or None)
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -82,7 +82,8 @@ def plain_http(upstream: Upstream, proxy: str | None) -> bool:
 
 
 class StreamedCall:
-    """Yields lists of upstream chunk objects, one list per network read.
+    """Yields (chunks, done) per network read: the upstream chunk objects it held, and whether
+    the stream's `[DONE]` was among them (so the last choices can travel with the end).
 
     `pool` is used for plain-HTTP upstreams without a proxy (`plain_http`), `session` otherwise.
     """
@@ -98,7 +99,7 @@ class StreamedCall:
         self.path = path
         self.body = body
 
-    async def chunks(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def chunks(self) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if self.upstream.api_key:
             headers["authorization"] = f"Bearer {self.upstream.api_key}"
@@ -106,7 +107,7 @@ class StreamedCall:
         async for batch in calls:
             yield batch
 
-    async def _plain(self, headers: dict[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _plain(self, headers: dict[str, str]) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
         assert self.pool is not None
         name = self.upstream.name
         url = urlsplit(self.upstream.base_url + self.path)
@@ -135,7 +136,7 @@ class StreamedCall:
         except OSError as exc:
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
-    async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
         assert self.session is not None
         name = self.upstream.name
         try:
@@ -155,15 +156,14 @@ class StreamedCall:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
-    async def _events(self, body: AsyncIterator[bytes]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _events(self, body: AsyncIterator[bytes]) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
         decoder = SSEDecoder()
         name = self.upstream.name
         async for raw in body:
             batch: list[dict[str, Any]] = []
             for event in decoder.feed(raw):
                 if event.data == "[DONE]":
-                    if batch:
-                        yield batch
+                    yield batch, True
                     return
                 if not event.data:
                     continue
@@ -175,5 +175,5 @@ class StreamedCall:
                     raise UpstreamError(f"upstream {name} failed mid-stream: {_error_text(orjson.dumps(chunk))}")
                 batch.append(chunk)
             if batch:
-                yield batch
+                yield batch, False
         raise UpstreamProtocolError(f"upstream {name} ended the stream without [DONE]")

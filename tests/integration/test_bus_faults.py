@@ -345,3 +345,47 @@ async def test_a_finished_request_sends_no_cancel(rogue_edge: Proc, worker: Fake
     assert status == 200 and streamed_text(sse_events(raw)) == "done"
     await asyncio.sleep(0.3)
     assert worker.cancels_of(job["job_id"]) == []
+
+
+# ---- batches and unreadable replies ------------------------------------------------------------
+
+
+async def test_a_batch_of_replies_is_one_answer(rogue_edge: Proc, worker: FakeWorker) -> None:
+    rid = request_id("batch")
+    client = asyncio.create_task(stream_raw(rogue_edge, rid))
+    msg, job = await worker.take(rid)
+    base = {"job_id": job["job_id"], "attempt": 1}
+    batch = [
+        {**base, "seq": 0, "type": "start", "worker_id": "rogue-1", "taken_at": time.time()},
+        {**base, "seq": 1, "type": "delta", "choices": [{"index": 0, "delta": {"content": "one "}}]},
+        {**base, "seq": 2, "type": "delta", "choices": [{"index": 0, "delta": {"content": "message"}}]},
+        {**base, "seq": 3, "type": "delta", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**base, "seq": 4, "type": "end", "usage": None, "system_fingerprint": None},
+    ]
+    await worker.nc.publish(job["reply"], orjson.dumps(batch))
+    await msg.ack()
+    status, raw = await asyncio.wait_for(client, 5)
+    events = sse_events(raw)
+    assert status == 200 and streamed_text(events) == "one message" and events[-1] == b"[DONE]"
+    # each reply of the batch is still its own chunk: the finish keeps a chunk of its own
+    finishes = [c["finish_reason"] for e in events[:-1] for c in orjson.loads(e)["choices"]]
+    assert finishes == [None, None, "stop"]
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[]", b"[1, 2]", b'"text"'])
+async def test_an_unreadable_reply_is_a_typed_error_and_a_cancel(
+    rogue_edge: Proc, worker: FakeWorker, wiretap: Wiretap, payload: bytes
+) -> None:
+    rid = request_id("unreadable")
+    client = asyncio.create_task(stream_raw(rogue_edge, rid))
+    msg, job = await worker.take(rid)
+    await worker.start(job, 1)
+    await worker.delta(job, "fine so far", attempt=1, seq=1)
+    await msg.ack()
+    wiretap.tolerate(job["reply"])  # breaking the contract is the point here
+    await worker.nc.publish(job["reply"], payload)
+    status, raw = await asyncio.wait_for(client, 5)
+    assert status == 200
+    events = assert_in_band_error(raw, "reply_gap")
+    assert streamed_text(events) == "fine so far"
+    await wait_for(lambda: worker.cancels_of(job["job_id"]), within=2)

@@ -6,6 +6,8 @@ coverage: each message type of the contract was actually exercised.)
 
 from __future__ import annotations
 
+import orjson
+
 import proto
 from tests.conftest import Stack
 from tests.wiretap import Wiretap
@@ -21,6 +23,7 @@ def test_every_application_subject_was_exercised(stack: Stack, wiretap: Wiretap)
     kinds = {m["type"] for s, m in wiretap.messages if s == "switchyard.v1.reply"}
     assert kinds == {"start", "delta", "heartbeat", "end", "error"}
     assert wiretap.seen["system"] > 0  # JetStream API and acks travelled too
+    assert wiretap.seen["batch"] > 0  # workers sent what they had at one moment as one message
 
 
 def test_wiretap_rejects_what_proto_does_not_name() -> None:
@@ -35,3 +38,12 @@ def test_wiretap_rejects_what_proto_does_not_name() -> None:
     tap.check("sy.v1.puback.e.t", b"", {"Status": "503"})
     tap.check("sy.v1.puback.e.t", b'{"stream": "SY_V1_CHAT", "seq": 1}')
     assert len(tap.violations) == 6
+    # reply batches: 2+ replies of one job and attempt, seq consecutive, each valid
+    hb = {"type": "heartbeat", "job_id": "j", "attempt": 1}
+    tap.check("sy.v1.reply.e.t", orjson.dumps([{**hb, "seq": 1}, {**hb, "seq": 2}]))
+    assert len(tap.violations) == 6
+    tap.check("sy.v1.reply.e.t", orjson.dumps([{**hb, "seq": 1}]))  # a batch of one
+    tap.check("sy.v1.reply.e.t", orjson.dumps([{**hb, "seq": 1}, {**hb, "seq": 3}]))  # a gap
+    tap.check("sy.v1.reply.e.t", orjson.dumps([{**hb, "seq": 1}, {**hb, "seq": 2, "attempt": 2}]))
+    tap.check("sy.v1.cancel", orjson.dumps([{"type": "cancel"}, {"type": "cancel"}]))  # not a batch subject
+    assert len(tap.violations) == 10
