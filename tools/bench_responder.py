@@ -63,13 +63,18 @@ async def main() -> None:
     puller = JobPuller(nc, JOB_STREAM, "bench", 128, on_job, expires=2.5)
     await puller.start()
     await nc.flush()
+    await serve_until_signalled()
+    await nc.drain()
+
+
+async def serve_until_signalled() -> None:
+    """Say "ready" (the bench waits for it), then return on SIGTERM or SIGINT."""
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await nc.drain()
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ Env: NATS_URL, PORT (front), UPSTREAM_URL (back, e.g. http://127.0.0.1:8090/v1/c
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +22,7 @@ import uvicorn
 from nats.aio.msg import Msg
 
 from libs.http1 import HTTP1Pool
+from tools.bench_responder import serve_until_signalled
 
 SUBJECT = "bench.skeleton"
 _JSON = [(b"content-type", b"application/json")]
@@ -65,12 +64,7 @@ async def back() -> None:
 
     await nc.subscribe(SUBJECT, queue="skeleton", cb=handle)
     await nc.flush()
-    print("ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve_until_signalled()
     await pool.aclose()
     await nc.drain()
 

@@ -333,13 +333,21 @@ async def test_replies_no_request_waits_for_get_one_cancel(rogue_edge: Proc, wor
     assert worker.cancels_of(token) == [{"type": "cancel", "job_id": token, "reason": "orphaned"}]
 
 
-async def test_a_finished_request_sends_no_cancel(rogue_edge: Proc, worker: FakeWorker) -> None:
-    rid = request_id("finished")
-    client = asyncio.create_task(stream_raw(rogue_edge, rid))
+async def first_token_sent(
+    edge: Proc, worker: FakeWorker, name: str, text: str
+) -> tuple[asyncio.Task[tuple[int, bytes]], dict[str, Any]]:
+    """A streaming request whose job the fake worker took, started, answered one delta of and acked."""
+    rid = request_id(name)
+    client = asyncio.create_task(stream_raw(edge, rid))
     msg, job = await worker.take(rid)
     await worker.start(job, 1)
-    await worker.delta(job, "done", attempt=1, seq=1)
+    await worker.delta(job, text, attempt=1, seq=1)
     await msg.ack()
+    return client, job
+
+
+async def test_a_finished_request_sends_no_cancel(rogue_edge: Proc, worker: FakeWorker) -> None:
+    client, job = await first_token_sent(rogue_edge, worker, "finished", "done")
     await worker.reply(job, "end", attempt=1, seq=2, usage=None, system_fingerprint=None)
     status, raw = await asyncio.wait_for(client, 5)
     assert status == 200 and streamed_text(sse_events(raw)) == "done"
@@ -376,12 +384,7 @@ async def test_a_batch_of_replies_is_one_answer(rogue_edge: Proc, worker: FakeWo
 async def test_an_unreadable_reply_is_a_typed_error_and_a_cancel(
     rogue_edge: Proc, worker: FakeWorker, wiretap: Wiretap, payload: bytes
 ) -> None:
-    rid = request_id("unreadable")
-    client = asyncio.create_task(stream_raw(rogue_edge, rid))
-    msg, job = await worker.take(rid)
-    await worker.start(job, 1)
-    await worker.delta(job, "fine so far", attempt=1, seq=1)
-    await msg.ack()
+    client, job = await first_token_sent(rogue_edge, worker, "unreadable", "fine so far")
     wiretap.tolerate(job["reply"])  # breaking the contract is the point here
     await worker.nc.publish(job["reply"], payload)
     status, raw = await asyncio.wait_for(client, 5)

@@ -51,6 +51,12 @@ async def bus(log_dir: Path) -> AsyncIterator[PrivateBus]:
         server.stop()
 
 
+async def timed_post(bus: PrivateBus) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await bus.http.post("/chat/completions", json=BODY)
+    return response, time.monotonic() - started
+
+
 def assert_bus_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     error = response.json()["error"]
@@ -63,9 +69,7 @@ async def test_a_deleted_work_queue_fails_the_request_at_once(bus: PrivateBus) -
     nc = await nats.connect(bus.nats.url)
     try:
         await nc.jetstream().delete_stream(proto.STREAM_CHAT)
-        started = time.monotonic()
-        response = await bus.http.post("/chat/completions", json=BODY)
-        elapsed = time.monotonic() - started
+        response, elapsed = await timed_post(bus)
     finally:
         await nc.close()
     assert_bus_unavailable(response)
@@ -88,9 +92,7 @@ async def test_a_full_work_queue_refuses_and_the_queued_job_still_times_out(bus:
             if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 1:
                 break
             await asyncio.sleep(0.01)
-        started = time.monotonic()
-        second = await bus.http.post("/chat/completions", json=BODY)
-        elapsed = time.monotonic() - started
+        second, elapsed = await timed_post(bus)
         queued = await first
         # the edge took the unstarted job back out of the queue after answering 503 no_capacity
         for _ in range(100):
@@ -120,9 +122,7 @@ async def test_a_job_nobody_acknowledges_fails_after_the_publish_ack_limit(bus: 
 
         await nc.subscribe(proto.job_subject("openai"), cb=swallow)
         await nc.flush()
-        started = time.monotonic()
-        response = await bus.http.post("/chat/completions", json=BODY)
-        elapsed = time.monotonic() - started
+        response, elapsed = await timed_post(bus)
     finally:
         await nc.close()
     assert_bus_unavailable(response)
