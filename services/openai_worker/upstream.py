@@ -9,6 +9,7 @@ error text is redacted, since providers echo parts of the key they got.
 
 from __future__ import annotations
 
+import functools
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -81,6 +82,13 @@ def plain_http(upstream: Upstream, proxy: str | None) -> bool:
     return proxy is None and urlsplit(upstream.base_url).scheme == "http"
 
 
+@functools.cache  # one entry per upstream and path: not parsed again on every call
+def _plain_target(url: str) -> tuple[str, int, str]:
+    """(host, port, request target) of a plain-HTTP URL."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or 80, parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 class StreamedCall:
     """Yields (chunks, done) per network read: the upstream chunk objects it held, and whether
     the stream's `[DONE]` was among them (so the last choices can travel with the end).
@@ -110,15 +118,12 @@ class StreamedCall:
     async def _plain(self, headers: dict[str, str]) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
         assert self.pool is not None
         name = self.upstream.name
-        url = urlsplit(self.upstream.base_url + self.path)
-        target = url.path + (f"?{url.query}" if url.query else "")
+        host, port, target = _plain_target(self.upstream.base_url + self.path)
         answered = False
         try:
             # `async with` matters: leaving it early (a cancelled task) closes the connection,
             # which is how the upstream learns the client has gone.
-            async with self.pool.request(
-                "POST", url.hostname or "", url.port or 80, target, headers, orjson.dumps(self.body)
-            ) as response:
+            async with self.pool.request("POST", host, port, target, headers, orjson.dumps(self.body)) as response:
                 answered = True
                 if response.status != 200:
                     raw = await response.read(_MAX_ERROR_BODY)
