@@ -144,11 +144,12 @@ class Response(asyncio.Protocol):
         """Up to `limit` bytes of the body (an error body, say); the rest is not read."""
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.body():
-            parts.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
+        async with contextlib.aclosing(self.body()) as body:  # closed now, not by the loop's finalizer
+            async for chunk in body:
+                parts.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
         return b"".join(parts)[:limit]
 
     @property

@@ -9,6 +9,7 @@ error text is redacted, since providers echo parts of the key they got.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
@@ -128,8 +129,11 @@ class StreamedCall:
                 if response.status != 200:
                     raw = await response.read(_MAX_ERROR_BODY)
                     raise error_for_status(response.status, raw, response.headers, name)
-                async for batch in self._events(response.body()):
-                    yield batch
+                # Closed explicitly: an async generator left unfinished at [DONE] would be closed
+                # by the loop's finalizer hook instead, a thread-safe wake-up and a task per call.
+                async with contextlib.aclosing(response.body()) as body:
+                    async for batch in self._events(body):
+                        yield batch
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {name} timed out") from exc
         except ProtocolError as exc:
