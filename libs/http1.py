@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import httptools
 
@@ -125,7 +125,7 @@ class Response(asyncio.Protocol):
         while not self._headers_done:
             await self._wait()
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         """The body as it arrives (de-chunked), until the response is complete."""
         while True:
             if self._chunks:

@@ -2,7 +2,9 @@
 
 A backend (the upstream side) only turns one job into an async stream of `list[choice]` batches
 and one final `StreamEnd` (which may carry the last choices, when the upstream's last read held
-both). This runtime owns the rest of the contract in proto/:
+both). A backend that waits for a whole, non-streamed answer says so first (`WholeAnswer`): the
+first-token and idle limits then do not apply, only the total one. This runtime owns the rest of
+the contract in proto/:
 
 - replies: what the job has to say at one moment (start, deltas, end) goes out as one message,
   a JSON array when there is more than one reply (the reply subject allows batches);
@@ -58,13 +60,21 @@ class StreamEnd:
     choices: list[dict[str, Any]] | None = None  # the last choices, read together with the end
 
 
+@dataclass(frozen=True)
+class WholeAnswer:
+    """The upstream answers in one piece: no first-token or idle limit, heartbeats go on."""
+
+
+Item = list[dict[str, Any]] | StreamEnd | WholeAnswer
+
+
 class Backend(Protocol):
     """The upstream side of a worker."""
 
     models: list[str]
     features: list[Feature]
 
-    def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]: ...
+    def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]: ...
 
     async def aclose(self) -> None: ...
 
@@ -91,6 +101,7 @@ class _Running:
     start_sent: bool = False
     stop_reason: SwitchyardError | None = None  # set before we cancel the task ourselves
     silent_stop: bool = False  # the edge asked: no reply is wanted
+    whole: bool = False  # the backend awaits a whole answer (WholeAnswer): no first-token/idle limit
     outbox: list[dict[str, Any]] = field(default_factory=list)  # staged replies, sent by _flush
 
 
@@ -310,6 +321,9 @@ class WorkerRuntime:
                 if isinstance(item, StreamEnd):
                     end = item  # its choices go out below, in one message with the end
                     continue
+                if isinstance(item, WholeAnswer):
+                    running.whole = True
+                    continue
                 if item:
                     self._stage_deltas(running, item)
                     await self._flush(running)
@@ -407,6 +421,8 @@ class WorkerRuntime:
         reason: SwitchyardError | None = None
         if wall > running.job["deadline"]:
             reason = DeadlineExceeded("the request's total time limit was reached")
+        elif running.whole:
+            pass  # a whole answer takes as long as the generation: only the total limit bounds it
         elif running.last_delta is None and now - running.started > running.job["timeouts"]["first_token"]:
             reason = UpstreamTimeout("the upstream sent no token within the first-token limit")
         elif running.last_delta is not None and now - running.last_delta > running.job["timeouts"]["idle"]:

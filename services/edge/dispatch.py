@@ -85,6 +85,10 @@ class Exchange:
     request_id: str
     buffer: int
     deadline: float  # monotonic: the whole request ends by then
+    # A stream's jobs must send a first delta within the first-token limit. A non-stream request
+    # may be answered whole (a worker calls its upstream non-streamed), which takes as long as
+    # the generation: the total limit bounds it, and heartbeats show the worker is alive.
+    streamed: bool = True
     queue: asyncio.Queue[tuple[str, bytes]] = field(init=False)
     jobs: dict[str, _JobState] = field(default_factory=dict)
     overflowed: bool = False
@@ -204,6 +208,8 @@ class Exchange:
         if not job.streaming:
             # A dead worker's job comes back after ack_wait, then waits for a free worker again.
             silent_for = t.ack_wait + t.queue_wait + t.worker_silence
+            if not self.streamed:
+                return job.last_message + silent_for
             return min(job.last_message + silent_for, job.started + t.first_token + t.worker_silence + t.ack_wait)
         return job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)
 
@@ -228,7 +234,7 @@ class Exchange:
                     "no worker had capacity for this request within the queue wait; retry later",
                     retry_after=max(1.0, t.queue_wait / 5),
                 )
-            if not job.streaming and job.last_message - job.started > t.first_token:
+            if self.streamed and not job.streaming and job.last_message - job.started > t.first_token:
                 raise UpstreamTimeout("the upstream sent no token within the first-token limit")
             raise WorkerLost("the worker handling this request stopped responding")
 
@@ -333,8 +339,8 @@ class Dispatcher:
     def forget(self, token: str) -> None:
         self._exchanges.pop(token, None)
 
-    def exchange(self, request_id: str) -> Exchange:
-        exchange = Exchange(self, request_id, self.reply_buffer, time.monotonic() + self.timeouts.total)
+    def exchange(self, request_id: str, *, streamed: bool = True) -> Exchange:
+        exchange = Exchange(self, request_id, self.reply_buffer, time.monotonic() + self.timeouts.total, streamed)
         exchange.owner = asyncio.current_task()
         return exchange
 

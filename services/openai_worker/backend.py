@@ -1,5 +1,6 @@
-"""The openai-worker's upstream side: pick an upstream for the model, stream, fail over before
-the first token, and report usage (the upstream's, or an estimate marked as such)."""
+"""The openai-worker's upstream side: pick an upstream for the model, call it (streamed, or whole
+for a non-stream request), fail over before the first token, and report usage (the upstream's,
+or an estimate marked as such)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import aiohttp
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
 from libs.http1 import HTTP1Pool
 from libs.worker_metrics import WorkerMetrics
-from libs.worker_runtime import StreamEnd
+from libs.worker_runtime import Item, StreamEnd, WholeAnswer
 from proto.messages import Feature, Job
 from services.openai_worker.config import Upstream
-from services.openai_worker.upstream import StreamedCall, plain_http, proxy_for
+from services.openai_worker.upstream import UpstreamCall, plain_http, proxy_for
 
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def estimate_tokens(text: str) -> int:
@@ -48,6 +50,32 @@ def _choice_text(choice: dict[str, Any]) -> str:
             text += str((call.get("function") or {}).get("arguments") or "")
         return text
     return str(choice.get("text") or "")
+
+
+def _as_delta(choice: dict[str, Any]) -> dict[str, Any]:
+    """A whole answer's choice in the shape of a streamed one (what the edge assembles)."""
+    message = choice.get("message")
+    if not isinstance(message, dict):  # a text_completion choice already is one
+        return choice
+    delta = dict(message)
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):  # streamed tool calls are numbered fragments
+        delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(calls) if isinstance(call, dict)]
+    return {"index": choice.get("index", 0), "delta": delta, "logprobs": choice.get("logprobs"),
+            "finish_reason": choice.get("finish_reason")}
+
+
+def _usage(reported: dict[str, Any] | None, body: dict[str, Any], completion: str) -> dict[str, Any]:
+    """The upstream's token counts, else an estimate marked `estimated`."""
+    if reported:
+        usage: dict[str, Any] = {k: reported[k] for k in _USAGE_KEYS if k in reported}
+        usage.setdefault("total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+        usage["estimated"] = False
+        return usage
+    prompt_tokens = estimate_tokens(_prompt_text(body))
+    completion_tokens = estimate_tokens(completion)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens, "estimated": True}
 
 
 class OpenAIBackend:
@@ -88,13 +116,13 @@ class OpenAIBackend:
         start = next(self._rotation) % len(ups)
         return ups[start:] + ups[:start]
 
-    async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]:
+    async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         candidates = self._candidates(job["model"])
         for number, upstream in enumerate(candidates, start=1):
             sent_any = False
             try:
                 async for item in self._stream_one(upstream, job, body):
-                    sent_any = True
+                    sent_any = sent_any or not isinstance(item, WholeAnswer)
                     yield item
                 return
             except SwitchyardError as err:
@@ -103,21 +131,40 @@ class OpenAIBackend:
                 # failed over: counted here; the error that ends the job is counted by the runtime
                 self.metrics.upstream_errors.labels(code=err.code).inc()
 
-    async def _stream_one(
-        self, upstream: Upstream, job: Job, body: dict[str, Any]
-    ) -> AsyncIterator[list[dict[str, Any]] | StreamEnd]:
+    async def _stream_one(self, upstream: Upstream, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         payload = dict(body)
         payload["model"] = job["model"]
-        payload["stream"] = True  # always streamed internally: heartbeats, cancel and retry work alike
-        if upstream.stream_usage:
+        whole = upstream.whole_answers and not body.get("stream")
+        payload["stream"] = not whole
+        if not whole and upstream.stream_usage:
             payload["stream_options"] = {"include_usage": True}
         else:
             payload.pop("stream_options", None)
         plain = self._plain[upstream.name]
-        call = StreamedCall(
+        call = UpstreamCall(
             None if plain else self._client(), self._pool if plain else None, upstream,
             self._proxies[upstream.name], _PATHS[job["kind"]], payload,
         )
+        if whole:
+            yield WholeAnswer()
+            yield await self._whole(call, body)
+        else:
+            async for item in self._streamed(call, body):
+                yield item
+
+    async def _whole(self, call: UpstreamCall, body: dict[str, Any]) -> StreamEnd:
+        """A non-streamed answer as one end: its choices become one delta each."""
+        started = time.monotonic()
+        answer = await call.answer()
+        self.metrics.upstream_ttft.observe(time.monotonic() - started)
+        choices = [_as_delta(c) for c in answer["choices"] if isinstance(c, dict)]
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+        return StreamEnd(
+            usage=_usage(usage, body, "".join(_choice_text(c) for c in choices)),
+            system_fingerprint=answer.get("system_fingerprint"), choices=choices or None,
+        )
+
+    async def _streamed(self, call: UpstreamCall, body: dict[str, Any]) -> AsyncIterator[Item]:
         started = time.monotonic()
         first = True
         usage: dict[str, Any] | None = None
@@ -140,18 +187,8 @@ class OpenAIBackend:
                 last = batch
             elif batch:
                 yield batch
-        if usage is not None:
-            usage = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage}
-            usage.setdefault("total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
-            usage["estimated"] = False
-        else:
-            prompt_tokens = estimate_tokens(_prompt_text(body))
-            completion_tokens = estimate_tokens("".join(completion_chars))
-            usage = {
-                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens, "estimated": True,
-            }
-        yield StreamEnd(usage=usage, system_fingerprint=fingerprint, choices=last or None)
+        yield StreamEnd(usage=_usage(usage, body, "".join(completion_chars)), system_fingerprint=fingerprint,
+                        choices=last or None)
 
     async def aclose(self) -> None:
         await self._pool.aclose()

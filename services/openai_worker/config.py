@@ -12,9 +12,15 @@ Several: OPENAI_WORKER_CONFIG names a TOML file:
     native_n = true                  # the upstream honours n > 1 (else the edge fans out)
     completions = true               # the upstream has /v1/completions
     stream_usage = true              # the upstream accepts stream_options.include_usage
+    whole_answers = true             # non-stream requests go upstream non-streamed (false: streamed)
 
 Upstreams serving the same model are failed over in order (rotating the first) before the first
 token of an answer.
+
+A non-stream request is sent upstream non-streamed (`whole_answers`): one JSON answer instead of
+an event per token is less work on both sides and carries the upstream's exact usage. Such a call
+is bounded by the total time limit only, since a whole answer takes as long as the generation;
+`whole_answers = false` streams them upstream too, under the first-token and idle limits.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Upstream:
     native_n: bool = True
     completions: bool = True
     stream_usage: bool = True
+    whole_answers: bool = True
 
     def __repr__(self) -> str:  # never print the key
         return f"Upstream(name={self.name!r}, base_url={self.base_url!r}, models={self.models!r})"
@@ -58,6 +65,7 @@ def _from_table(index: int, table: dict[str, Any]) -> Upstream:
         native_n=bool(table.get("native_n", True)),
         completions=bool(table.get("completions", True)),
         stream_usage=bool(table.get("stream_usage", True)),
+        whole_answers=bool(table.get("whole_answers", True)),
     )
 
 

@@ -1,4 +1,5 @@
-"""One streamed call to an OpenAI-compatible upstream, with its failures turned into our error tree.
+"""One call to an OpenAI-compatible upstream, streamed or whole, with its failures turned into our
+error tree.
 
 The HTTP client was chosen by measurement (README, Performance): plain-HTTP upstreams without a
 proxy (in-cluster vLLM, Ollama, the sandbox) go through libs/http1.py, about half aiohttp's CPU per
@@ -34,6 +35,7 @@ from libs.sse import SSEDecoder
 from services.openai_worker.config import Upstream
 
 _MAX_ERROR_BODY = 16 * 1024
+_MAX_ANSWER_BODY = 64 * 1024 * 1024  # a whole answer larger than this is refused, not buffered
 
 
 def proxy_for(upstream: Upstream) -> str | None:
@@ -90,9 +92,10 @@ def _plain_target(url: str) -> tuple[str, int, str]:
     return parts.hostname or "", parts.port or 80, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-class StreamedCall:
-    """Yields (chunks, done) per network read: the upstream chunk objects it held, and whether
-    the stream's `[DONE]` was among them (so the last choices can travel with the end).
+class UpstreamCall:
+    """One call: `chunks()` streams it, yielding (chunks, done) per network read (the upstream
+    chunk objects it held, and whether the stream's `[DONE]` was among them, so the last choices
+    can travel with the end); `answer()` asks for the whole, non-streamed answer instead.
 
     `pool` is used for plain-HTTP upstreams without a proxy (`plain_http`), `session` otherwise.
     """
@@ -109,21 +112,39 @@ class StreamedCall:
         self.body = body
 
     async def chunks(self) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        async with self._body("text/event-stream") as body:
+            async for batch in self._events(body):
+                yield batch
+
+    async def answer(self) -> dict[str, Any]:
+        """The upstream's whole answer (`chat.completion` / `text_completion`), parsed."""
+        async with self._body("application/json") as body:
+            raw = await _read_whole(body, self.upstream.name)
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError(f"upstream {self.upstream.name} sent invalid JSON") from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamProtocolError(f"upstream {self.upstream.name} sent an answer without choices")
+        return answer
+
+    def _body(self, accept: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        headers = {"content-type": "application/json", "accept": accept}
         if self.upstream.api_key:
             headers["authorization"] = f"Bearer {self.upstream.api_key}"
-        calls = self._plain(headers) if self.pool is not None else self._aiohttp(headers)
-        async for batch in calls:
-            yield batch
+        return self._plain(headers) if self.pool is not None else self._aiohttp(headers)
 
-    async def _plain(self, headers: dict[str, str]) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
+    # Both clients: the body of a 200 answer as it arrives. Failures inside the `async with` block
+    # are converted here too. Leaving the block early (a cancelled task) closes the connection,
+    # which is how the upstream learns the client has gone.
+
+    @contextlib.asynccontextmanager
+    async def _plain(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
         assert self.pool is not None
         name = self.upstream.name
         host, port, target = _plain_target(self.upstream.base_url + self.path)
         answered = False
         try:
-            # `async with` matters: leaving it early (a cancelled task) closes the connection,
-            # which is how the upstream learns the client has gone.
             async with self.pool.request("POST", host, port, target, headers, orjson.dumps(self.body)) as response:
                 answered = True
                 if response.status != 200:
@@ -132,36 +153,34 @@ class StreamedCall:
                 # Closed explicitly: an async generator left unfinished at [DONE] would be closed
                 # by the loop's finalizer hook instead, a thread-safe wake-up and a task per call.
                 async with contextlib.aclosing(response.body()) as body:
-                    async for batch in self._events(body):
-                        yield batch
+                    yield body
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {name} timed out") from exc
         except ProtocolError as exc:
             if answered:
-                raise UpstreamProtocolError(f"upstream {name} broke off the stream") from exc
+                raise UpstreamProtocolError(f"upstream {name} broke off its answer") from exc
             raise UpstreamError(f"cannot reach upstream {name}: the connection closed unanswered") from exc
         except InvalidHeader as exc:
             raise UpstreamError(f"cannot call upstream {name}: {exc}") from exc
         except OSError as exc:
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
-    async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
+    @contextlib.asynccontextmanager
+    async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
         assert self.session is not None
         name = self.upstream.name
         try:
-            # `async with` matters here too: it closes the connection when this task is cancelled.
             async with self.session.post(
                 self.upstream.base_url + self.path, data=orjson.dumps(self.body), headers=headers, proxy=self.proxy
             ) as response:
                 if response.status != 200:
                     raw = await response.content.read(_MAX_ERROR_BODY)
                     raise error_for_status(response.status, raw, response.headers, name)
-                async for batch in self._events(response.content.iter_any()):
-                    yield batch
+                yield response.content.iter_any()
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {name} timed out") from exc
         except aiohttp.ClientPayloadError as exc:
-            raise UpstreamProtocolError(f"upstream {name} broke off the stream") from exc
+            raise UpstreamProtocolError(f"upstream {name} broke off its answer") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
@@ -186,3 +205,14 @@ class StreamedCall:
             if batch:
                 yield batch, False
         raise UpstreamProtocolError(f"upstream {name} ended the stream without [DONE]")
+
+
+async def _read_whole(body: AsyncIterator[bytes], upstream: str) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for part in body:
+        size += len(part)
+        if size > _MAX_ANSWER_BODY:
+            raise UpstreamProtocolError(f"upstream {upstream} sent an answer over {_MAX_ANSWER_BODY >> 20} MiB")
+        parts.append(part)
+    return b"".join(parts)

@@ -174,6 +174,10 @@ async def _answer(
     created = int(time.time())
     rid = ("chatcmpl-" if job.chat else "cmpl-") + state.boot + f"{next(state.counter):x}"
     if not job.stream:
+        # A real upstream answers a non-stream request once it has generated everything: the
+        # same delays apply, and a failure or hang mid-generation means no answer at all.
+        if await _generate_unstreamed(max((c.completion_tokens for c in choices), default=0), d, watch, event):
+            return
         build = payloads.chat_completion if job.chat else payloads.text_completion
         body = build(rid, created, job.model, choices, job.prompt_tokens)
         if event is not None:
@@ -190,6 +194,27 @@ async def _answer(
     frame = payloads.chat_frames if job.chat else payloads.text_frames
     frames = frame(rid, created, job.model, choices, job.prompt_tokens, job.include_usage)
     await _stream(send, frames, d, watch, event)
+
+
+async def _generate_unstreamed(tokens: int, d: Directives, watch: ClientWatch | None, event: Event | None) -> bool:
+    """Spend the generation time of a non-stream answer; True when a fault ended it (no answer)."""
+    cuts = [int(c) for c in (d.get("fail_after"), d.get("hang_after")) if c is not None]
+    cut = min(cuts) if cuts else None
+    generated = tokens if cut is None else min(cut, tokens)
+    if watch is not None:
+        wait = int(d.get("first_token_ms", 0)) + max(0, generated - 1) * int(d.get("token_delay_ms", 0))
+        if wait:
+            await watch.sleep(wait / 1000)
+    if cut is None:
+        return False
+    if d.get("fail_after") is not None and int(d["fail_after"]) == cut:
+        if event is not None:
+            event["aborted_at"] = time.time()
+            event["outcome"] = "aborted"
+        raise InjectedAbort(f"fail_after={cut}")  # the connection closes with no answer
+    if watch is not None:
+        await watch.until_gone()
+    return True
 
 
 async def _stream(

@@ -15,14 +15,14 @@ INT_KEYS = frozenset(
     {
         "tokens",  # completion tokens to generate (default 16)
         "latency_ms",  # sleep before response headers
-        "first_token_ms",  # stream: sleep after headers, before the first chunk
-        "token_delay_ms",  # stream: sleep between content chunks
+        "first_token_ms",  # sleep before the first token (stream: after the headers)
+        "token_delay_ms",  # sleep between tokens (non-stream: the answer waits for all of them)
         "status",  # answer with this HTTP error status at once
         "retry_after",  # seconds, Retry-After header on errors (429 defaults to 1)
         "echo_key",  # 1: error message echoes the bearer token received
-        "fail_after",  # stream: abort the connection after N content chunks
+        "fail_after",  # abort the connection after N tokens (non-stream: with no answer)
         "hang",  # 1: never answer, wait for the client to go away
-        "hang_after",  # stream: send N content chunks, then hang
+        "hang_after",  # generate N tokens (stream: send them), then hang
         "fail_times",  # with mark: the first K requests get `status` (default 500)
     }
 )

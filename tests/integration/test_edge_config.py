@@ -134,6 +134,25 @@ async def test_upstream_failover_before_the_first_token(
     assert all(r.json()["choices"][0]["message"]["content"] for r in replies)
 
 
+async def test_whole_answers_false_streams_non_stream_requests_upstream(
+    start_worker: Callable[..., Proc], stack: Stack, tmp_path: Path
+) -> None:
+    config = tmp_path / "upstreams.toml"
+    config.write_text(
+        "[[upstreams]]\nname = 'always-streamed'\n"
+        f"base_url = '{stack.sandbox_url}/v1'\napi_key = '{SANDBOX_KEY}'\nmodels = ['tight-streamed']\n"
+        "whole_answers = false\n"
+    )
+    start_worker(name="tight-streamed", pool="tight", models="unused", OPENAI_BASE_URL="",
+                 OPENAI_WORKER_CONFIG=str(config))
+    await wait_for_models(stack, {"tight-streamed"})
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as http:
+        reply = await http.post("/chat/completions", json=chat("tight-streamed", "hi [sandbox mark=always-streamed]"))
+        events = (await http.get(f"{stack.sandbox_url}/_sandbox/events", params={"mark": "always-streamed"})).json()
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+    assert [e["stream"] for e in events["events"]] == [True]
+
+
 async def test_max_n_bounds_choices_and_fan_out(stack: Stack, nats_server: Proc, log_dir: Path) -> None:
     edge = start_edge(nats_server.url, log_dir, name="edge-maxn", MAX_N="4")
     try:

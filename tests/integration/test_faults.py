@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import openai
@@ -15,7 +16,7 @@ import pytest_asyncio
 from openai.types.chat import ChatCompletionMessageParam
 
 from libs.devproc import Proc
-from tests.conftest import AUTH_KEY, SANDBOX_KEY, SLASHED_MODEL, TIME_SCALE, Stack, wait_for_models
+from tests.conftest import AUTH_KEY, SANDBOX_KEY, SLASHED_MODEL, TIME_SCALE, Stack, start_edge, wait_for_models
 from tests.wiretap import Wiretap
 
 AUTH = {"authorization": f"Bearer {AUTH_KEY}"}
@@ -223,9 +224,44 @@ async def test_idle_timeout_mid_stream(http: httpx.AsyncClient) -> None:
     assert orjson.loads(events[-2])["error"]["code"] == "upstream_timeout"
 
 
-async def test_first_token_timeout_non_stream_is_504(http: httpx.AsyncClient) -> None:
-    response = await http.post("/chat/completions", json=chat("sandbox-chat", "x [sandbox hang=1]"))
-    assert response.status_code == 504
+async def test_first_token_timeout_before_any_token_is_504(stack: Stack, nats_server: Proc, log_dir: Path) -> None:
+    # A streamed upstream call is held to the first-token limit: 0.3 s on this edge.
+    edge = start_edge(nats_server.url, log_dir, name="edge-first-token",
+                      SY_TIMEOUT_FIRST_TOKEN=str(0.3 / TIME_SCALE), SY_TIMEOUT_KEEPALIVE=str(30 / TIME_SCALE))
+    try:
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers=AUTH, timeout=30) as session:
+            await wait_for_models(Stack(stack.nats_url, edge.url, stack.sandbox_url, log_dir), {"sandbox-chat"})
+            slow = "slow [sandbox tokens=3 first_token_ms=1500]"
+            started = time.monotonic()
+            streamed = await session.post("/chat/completions", json=chat("sandbox-chat", slow, stream=True))
+            took = time.monotonic() - started
+            # ... but a whole (non-streamed) answer takes as long as the generation: not held to it
+            whole = await session.post("/chat/completions", json=chat("sandbox-chat", slow))
+    finally:
+        edge.stop()
+    assert streamed.status_code == 504 and streamed.json()["error"]["code"] == "upstream_timeout"
+    assert took < 1.5  # it did not wait for the slow first token
+    assert whole.status_code == 200 and whole.json()["choices"][0]["message"]["content"]
+
+
+async def test_non_stream_requests_go_upstream_whole(stack: Stack, http: httpx.AsyncClient) -> None:
+    whole = await http.post("/chat/completions", json=chat("sandbox-chat", "same [sandbox tokens=5 mark=go-whole]"))
+    body = chat("sandbox-chat", "same [sandbox tokens=5 mark=go-streamed]", stream=True)
+    async with http.stream("POST", "/chat/completions", json=body) as response:
+        raw = b"".join([part async for part in response.aiter_raw()])
+    assert [e["stream"] for e in await sandbox_events(stack, "go-whole")] == [False]
+    assert [e["stream"] for e in await sandbox_events(stack, "go-streamed")] == [True]
+    streamed = "".join(orjson.loads(e)["choices"][0]["delta"].get("content") or "" for e in sse_events(raw)[:-1])
+    assert whole.json()["choices"][0]["message"]["content"] == streamed  # the same answer either way
+    assert whole.json()["usage"]["completion_tokens"] == 5  # the upstream's own count
+
+
+async def test_a_failure_mid_generation_of_a_whole_answer_is_retried(stack: Stack, http: httpx.AsyncClient) -> None:
+    # Nothing reached the client yet, so every delivery tries again (a stream's would not).
+    text = "x [sandbox tokens=6 fail_after=3 mark=whole-retry]"
+    response = await http.post("/chat/completions", json=chat("sandbox-chat", text))
+    assert response.status_code == 502
+    assert [e["outcome"] for e in await sandbox_events(stack, "whole-retry")] == ["aborted"] * 3  # max_deliver
 
 
 # ---- cancellation -----------------------------------------------------------------------------

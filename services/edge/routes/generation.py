@@ -106,7 +106,7 @@ class GenerationRoute:
             self._latency.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan) -> int:
-        exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY])
+        exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=bool(body.get("stream")))
         watcher: asyncio.Task[None] | None = None
 
         def watch() -> None:

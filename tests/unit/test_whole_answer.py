@@ -1,0 +1,58 @@
+"""A non-stream request's whole upstream answer: its shape on the bus, its usage, and what a
+broken answer becomes (scripted upstreams on loopback sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from libs.errors import UpstreamProtocolError
+from libs.http1 import HTTP1Pool
+from services.openai_worker.backend import _as_delta, _usage
+from services.openai_worker.config import Upstream
+from services.openai_worker.upstream import UpstreamCall
+from tests.unit.test_http1 import read_request, serve
+
+
+def test_a_whole_chat_choice_becomes_one_delta_with_numbered_tool_calls() -> None:
+    calls = [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+             {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{\"x\":1}"}}]
+    choice = {"index": 2, "message": {"role": "assistant", "content": None, "tool_calls": calls},
+              "logprobs": None, "finish_reason": "tool_calls"}
+    delta = _as_delta(choice)
+    assert delta["index"] == 2 and delta["finish_reason"] == "tool_calls"
+    assert [c["index"] for c in delta["delta"]["tool_calls"]] == [0, 1]
+    assert delta["delta"]["tool_calls"][1]["function"] == calls[1]["function"]
+
+
+def test_a_text_completion_choice_passes_as_it_is() -> None:
+    choice = {"index": 0, "text": "hello", "logprobs": None, "finish_reason": "stop"}
+    assert _as_delta(choice) is choice
+
+
+def test_usage_is_the_upstreams_else_an_estimate_marked_so() -> None:
+    body = {"messages": [{"role": "user", "content": "twelve chars"}]}
+    assert _usage({"prompt_tokens": 3, "completion_tokens": 4}, body, "ignored") == {
+        "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "estimated": False}
+    estimate = _usage(None, body, "eight ch")
+    assert estimate == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "estimated": True}
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"object": "chat.completion"}'])
+async def test_an_unreadable_whole_answer_is_a_protocol_error(body: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        upstream = Upstream("scripted", f"http://127.0.0.1:{server.port}/v1", "", ("m",))
+        call = UpstreamCall(None, pool, upstream, None, "/chat/completions", {"model": "m"})
+        try:
+            with pytest.raises(UpstreamProtocolError):
+                await call.answer()
+        finally:
+            await pool.aclose()
