@@ -135,3 +135,14 @@ async def ensure_pool_consumer(
             # the server updates editable fields itself; anything else needs an operator
             log.warning("consumer %s exists with an incompatible config: %s", durable, exc.description)
             return durable
+
+
+def delivery_count(ack_subject: str) -> int:
+    """How many times JetStream has delivered a message, read from its ack subject.
+
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`, or the
+    newer form with a domain and an account hash after `$JS.ACK` (12 tokens or more). nats-py's
+    `Msg.metadata` parses the same and builds a datetime besides, ten times slower, once per job.
+    """
+    tokens = ack_subject.split(".")
+    return int(tokens[4] if len(tokens) == 9 else tokens[6])

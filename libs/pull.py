@@ -64,9 +64,17 @@ class JobPuller:
         self._task = asyncio.create_task(self._pull_loop(), name="job-puller")
 
     def release(self) -> None:
-        """A job finished: its slot is free again."""
+        """A job finished: its slot is free again (the pull loop wakes only when it will ask)."""
         self.in_flight -= 1
-        self._wake.set()
+        if self._should_pull():
+            self._wake.set()
+
+    def _should_pull(self) -> bool:
+        # Ask again only once a few slots have freed up (or nothing is asked for at all): one
+        # outstanding credit already means "this worker has room", and fewer pull requests
+        # mean less work for the worker and the server under load.
+        want = self.capacity - self.in_flight - self.outstanding
+        return want > 0 and (self.outstanding == 0 or want >= self._refill)
 
     async def stop(self) -> None:
         """Stop asking for jobs; jobs still delivered afterwards are handed back (nak) until our
@@ -94,11 +102,8 @@ class JobPuller:
         while not self._stopping:
             if self._pause_until > loop.time():  # the server refused pulls (409): don't hammer it
                 await asyncio.sleep(self._pause_until - loop.time())
-            want = self.capacity - self.in_flight - self.outstanding
-            # Ask again only once a few slots have freed up (or nothing is asked for at all): one
-            # outstanding credit already means "this worker has room", and fewer pull requests
-            # mean less work for the worker and the server under load.
-            if want > 0 and (self.outstanding == 0 or want >= self._refill) and self._nc.is_connected:
+            if self._should_pull() and self._nc.is_connected:
+                want = self.capacity - self.in_flight - self.outstanding
                 request = {"batch": want, "expires": int(self._expires * 1e9)}
                 try:
                     await self._nc.publish(self._next_subject, orjson.dumps(request), reply=self._inbox)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -32,3 +34,10 @@ class WorkerMetrics:
         )
         self.info = Gauge("switchyard_worker_info", "Static worker facts", ["pool"], registry=registry)
         self.info.labels(**labels).set(1)
+        self._jobs_by: dict[str, Any] = {}  # outcome -> its counter child, looked up once
+
+    def count_job(self, outcome: str) -> None:
+        child = self._jobs_by.get(outcome)
+        if child is None:
+            child = self._jobs_by[outcome] = self.jobs.labels(outcome=outcome)
+        child.inc()

@@ -35,7 +35,7 @@ from nats.js import JetStreamContext
 
 import proto
 from libs import wire
-from libs.bus import ensure_pool_consumer
+from libs.bus import delivery_count, ensure_pool_consumer
 from libs.coalesce import coalesce
 from libs.errors import (
     DeadlineExceeded,
@@ -231,7 +231,7 @@ class WorkerRuntime:
     def _on_job(self, msg: Msg) -> None:
         try:
             job: Job = wire.decode(msg.data)  # type: ignore[assignment]
-            attempt = msg.metadata.num_delivered
+            attempt = delivery_count(msg.reply)
         except Exception:
             log.error("dropping a malformed job message")
             self._settle(msg.term())
@@ -239,7 +239,7 @@ class WorkerRuntime:
             return
         if time.time() > job["start_by"]:
             # the edge has already told its client there was no capacity
-            self.metrics.jobs.labels(outcome="expired").inc()
+            self.metrics.count_job("expired")
             self._settle(msg.term())
             self._release()
             return
@@ -344,7 +344,7 @@ class WorkerRuntime:
             if self._jobs.get(job["job_id"]) is running:  # a redelivery to us may have replaced it
                 del self._jobs[job["job_id"]]
             self.metrics.in_flight.set(len(self._jobs))
-            self.metrics.jobs.labels(outcome=outcome).inc()
+            self.metrics.count_job(outcome)
             if not running.acked:
                 with contextlib.suppress(Exception):
                     await running.msg.term()  # finished or failed for good: never redeliver
