@@ -69,8 +69,9 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
         raise BusError(f"cannot connect to NATS at {url}: {type(exc).__name__}") from exc
 
 
-async def ensure_chat_stream(js: JetStreamContext, max_age: float) -> None:
-    """The work-queue stream of chat jobs (owner: edge)."""
+async def ensure_chat_stream(js: JetStreamContext, max_age: float, duplicate_window: float = 120.0) -> None:
+    """The work-queue stream of chat jobs (owner: edge); jobs with a Nats-Msg-Id are de-duplicated
+    within `duplicate_window` (an edge publishes a job again to confirm it was stored)."""
     spec = proto.contract()["streams"]["chat"]
     config = js_api.StreamConfig(
         name=spec["name"],
@@ -79,6 +80,7 @@ async def ensure_chat_stream(js: JetStreamContext, max_age: float) -> None:
         storage=js_api.StorageType.MEMORY,
         max_age=max_age,
         discard=js_api.DiscardPolicy.OLD,
+        duplicate_window=duplicate_window,
         num_replicas=1,
     )
     await _add_or_update_stream(js, config)

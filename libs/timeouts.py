@@ -24,6 +24,9 @@ class Timeouts:
     drain: float = 30.0  # graceful shutdown: finish in-flight streams within this
     readiness_grace: float = 5.0  # edge: /readyz is 503 this long before it stops accepting
     publish_ack: float = 5.0  # edge: JetStream confirms it stored a job within this, else 503
+    # edge: after JetStream confirmed a pool's job, the pool's jobs within this are published
+    # without asking; one not started within it is confirmed then (0: confirm every job at once)
+    confirm_window: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Timeouts:

@@ -6,6 +6,13 @@ each published job arrives the same way (`sy.v1.puback.<edge>.*`) instead of bei
 request goes straight on to wait for its replies, and a refusal or a missing acknowledgement
 still ends it with 503 `bus_unavailable`.
 
+Once JetStream has confirmed a job of a pool, the pool's next jobs within `confirm_window` are
+published without asking (no reply subject, so JetStream stays silent) and with a `Nats-Msg-Id`.
+One of these not started within the window is published again, the same id now asking for the
+acknowledgement: JetStream's de-duplication answers with the stored copy's sequence, or stores
+it now if the first was lost; a refusal is a 503 as before. A busy pool so pays one confirmation
+per window instead of one per job, and a lost job is still noticed within a window.
+
 An exchange holds one or more jobs (n > 1 fanned out) and a bounded buffer: a client that reads
 slower than the worker writes overflows it and gets a typed error instead of an unbounded queue
 or a silent truncation. Replies for a job no exchange waits for get one `orphaned` cancel.
@@ -50,6 +57,7 @@ from services.edge.routing import RoutingTable
 log = logging.getLogger("switchyard.edge.dispatch")
 
 _DISCONNECTED = ("", b"")  # sentinel put on an exchange's queue when the client goes away
+_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplicates by it (the stream's duplicate window)
 _CANCELLED_MEMORY = 4096  # job ids cancelled lately: late replies of theirs need no second cancel
 
 
@@ -68,7 +76,11 @@ class _JobState:
     replies: JobReplies
     created: float  # monotonic
     created_at: float  # unix seconds, comparable with a worker's taken_at
+    pool: str = ""
     stream_seq: int | None = None
+    blind: bool = False  # published without asking for JetStream's acknowledgement
+    payload: bytes = b""  # kept while blind: published again (same Nats-Msg-Id) to confirm it
+    confirm_asked: float = 0.0  # monotonic: when the acknowledgement was asked for
     started: float | None = None
     last_message: float = 0.0
     streaming: bool = False
@@ -150,7 +162,7 @@ class Exchange:
                         token, payload = await queue.get()
                 except TimeoutError:
                     now = loop.time()
-                    self._raise_expired(now, t)
+                    await self._expire(now, t)
                     if keepalive is not None and now >= last_yield + keepalive:
                         last_yield = now
                         yield KeepAlive()
@@ -202,8 +214,10 @@ class Exchange:
 
     def _job_deadline(self, job: _JobState, t: Timeouts) -> float:
         if job.started is None:
+            if job.blind:  # unconfirmed: confirmed once the window has passed (see `_expire`)
+                return min(job.created + t.confirm_window, job.created + t.queue_wait)
             if job.stream_seq is None:  # not yet confirmed stored
-                return job.created + min(t.queue_wait, t.publish_ack)
+                return min(job.confirm_asked + t.publish_ack, job.created + t.queue_wait)
             return job.created + t.queue_wait
         if not job.streaming:
             # A dead worker's job comes back after ack_wait, then waits for a free worker again.
@@ -217,13 +231,17 @@ class Exchange:
         pending = [self._job_deadline(j, t) for j in self.jobs.values() if not j.done]
         return min([self.deadline, *pending])
 
-    def _raise_expired(self, now: float, t: Timeouts) -> None:
+    async def _expire(self, now: float, t: Timeouts) -> None:
+        """A limit passed: raise its error, or first confirm jobs published without confirmation."""
         if now >= self.deadline:
             raise DeadlineExceeded("the request's total time limit was reached")
         for job in self.jobs.values():
+            if job.blind and job.started is None and not job.done and now >= self._job_deadline(job, t):
+                await self.dispatcher.confirm(job, self.request_id)
+        for job in self.jobs.values():
             if job.done or now < self._job_deadline(job, t):
                 continue
-            if job.started is None and job.stream_seq is None and now >= job.created + t.publish_ack:
+            if job.started is None and job.stream_seq is None and now >= job.confirm_asked + t.publish_ack:
                 # Lost with a broken connection, most likely. Should the job have been stored
                 # after all, the worker that takes it is stopped by its first reply, which
                 # reaches no exchange here and draws an `orphaned` cancel.
@@ -279,6 +297,7 @@ class Dispatcher:
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         self._cancelled: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
+        self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
 
     async def start(self) -> None:
         self._subs.append(await self.nc.subscribe(
@@ -306,6 +325,10 @@ class Dispatcher:
             # request gave up, say): stop it once, so it stops spending upstream quota.
             await self.cancel(token, "orphaned")
 
+    def forget_confirmations(self) -> None:
+        """After a reconnect: the server may have lost its streams; confirm every job again."""
+        self._confirmed_until.clear()
+
     async def _on_puback(self, msg: Msg) -> None:
         token = msg.subject[self._puback_prefix_len:]
         exchange = self._exchanges.get(token)
@@ -314,6 +337,7 @@ class Dispatcher:
             return
         if not msg.data:  # a NATS status: 503 means no stream listens on the pool's subject
             status = (msg.headers or {}).get("Status", "?")
+            self._confirmed_until.pop(job.pool, None)  # refused: ask again for every job
             exchange.refuse(token, BusUnavailable(
                 f"no work queue took the request (NATS status {status}); the bus may be restarting", retry_after=1
             ))
@@ -326,9 +350,12 @@ class Dispatcher:
             error, seq = {"description": "an unreadable acknowledgement"}, None
         if seq is None:
             description = str(error.get("description", "refused") if isinstance(error, dict) else error)[:200]
+            self._confirmed_until.pop(job.pool, None)
             exchange.refuse(token, BusUnavailable(f"the bus refused the request: {description}", retry_after=1))
             return
         job.stream_seq = seq
+        if self.timeouts.confirm_window > 0:
+            self._confirmed_until[job.pool] = time.monotonic() + self.timeouts.confirm_window
 
     async def _on_announce(self, msg: Msg) -> None:
         try:
@@ -358,7 +385,9 @@ class Dispatcher:
             "deadline": now + t.total,
             "timeouts": {"first_token": t.first_token, "idle": t.idle, "heartbeat": t.heartbeat},
         }
-        state = _JobState(job_id=token, replies=JobReplies(token), created=time.monotonic(), created_at=now)
+        created = time.monotonic()
+        state = _JobState(job_id=token, replies=JobReplies(token), created=created, created_at=now, pool=pool,
+                          confirm_asked=created)
         encoded_body = orjson.dumps(body)
         if len(encoded_body) > self.inline_limit:
             await self._store_body(token, encoded_body)
@@ -370,17 +399,33 @@ class Dispatcher:
             payload = wire.encode(job)[:-1] + b',"body":' + encoded_body + b"}"
         exchange.jobs[token] = state
         self._exchanges[token] = exchange
+        headers = {wire.REQUEST_ID_HEADER: exchange.request_id}
         try:
-            # JetStream's acknowledgement comes back to `_on_puback`; nothing waits for it here.
-            await self.nc.publish(
-                proto.job_subject(pool), payload, reply=proto.puback_subject(self.edge_id, token),
-                headers={wire.REQUEST_ID_HEADER: exchange.request_id},
-            )
+            if created < self._confirmed_until.get(pool, 0.0):
+                state.blind, state.payload = True, payload
+                headers[_MSG_ID] = token
+                await self.nc.publish(proto.job_subject(pool), payload, headers=headers)
+            else:
+                # JetStream's acknowledgement comes back to `_on_puback`; nothing waits for it here.
+                await self.nc.publish(
+                    proto.job_subject(pool), payload, reply=proto.puback_subject(self.edge_id, token), headers=headers
+                )
         except Exception as exc:
             state.done = True
             raise BusUnavailable(
                 f"could not queue the request ({type(exc).__name__}); the bus may be restarting", retry_after=1
             ) from exc
+
+    async def confirm(self, job: _JobState, request_id: str) -> None:
+        """Publish a blind job again, the same Nats-Msg-Id asking for the acknowledgement now."""
+        payload, job.blind, job.payload = job.payload, False, b""
+        job.confirm_asked = time.monotonic()
+        headers = {wire.REQUEST_ID_HEADER: request_id, _MSG_ID: job.job_id}
+        with contextlib.suppress(Exception):  # else no acknowledgement: the publish-ack limit gives a 503
+            await self.nc.publish(
+                proto.job_subject(job.pool), payload, reply=proto.puback_subject(self.edge_id, job.job_id),
+                headers=headers,
+            )
 
     async def _store_body(self, name: str, data: bytes) -> None:
         if self._store is None:

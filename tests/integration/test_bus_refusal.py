@@ -3,7 +3,8 @@
 The edge does not wait for JetStream's acknowledgement of a published job; it arrives on
 `sy.v1.puback.<edge>.<token>` while the request already waits for its replies. These tests make
 the bus refuse jobs for real, on a private nats-server: with the work-queue stream deleted NATS
-answers "no responders", and with a full stream JetStream answers with an error.
+answers "no responders", and with a full stream JetStream answers with an error. Inside a confirm
+window jobs go out without asking; the refusal then comes when the window is over.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from pathlib import Path
 
 import httpx
 import nats
+import orjson
 import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 import proto
 from libs.devproc import Proc, start_nats_server
-from tests.conftest import AUTH_KEY, TIME_SCALE, start_edge
+from tests.conftest import AUTH_KEY, TIME_SCALE, Stack, start_edge, wait_for_models
 
 MODEL = "sandbox-refused"  # routed statically (sandbox-* → openai); no worker serves this bus
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "will the bus take me?"}]}
+
+
+def chat_body(text: str) -> dict[str, object]:
+    return {"model": "sandbox-chat", "messages": [{"role": "user", "content": text}]}
 QUEUE_WAIT = 10.0 * TIME_SCALE
 
 
@@ -130,3 +136,68 @@ async def test_a_job_nobody_acknowledges_fails_after_the_publish_ack_limit(bus: 
     publish_ack = 5.0 * TIME_SCALE
     assert publish_ack * 0.9 <= elapsed < QUEUE_WAIT, elapsed
     assert len(swallowed) == 1
+
+
+# ---- the confirm window: jobs published without asking, confirmed only when slow to start ------
+
+WINDOW = 3.0 * TIME_SCALE  # SY_TIMEOUT_CONFIRM_WINDOW=3, scaled like every limit
+
+
+async def test_a_blind_job_lost_with_its_stream_is_refused_after_the_window(log_dir: Path) -> None:
+    run_dir = log_dir / "refusal-window"
+    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
+    edge = start_edge(server.url, run_dir, name="edge-window-lost", SY_TIMEOUT_CONFIRM_WINDOW="3")
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    try:
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"},
+                                     timeout=30) as http:
+            first = asyncio.create_task(http.post("/chat/completions", json=BODY))  # confirmed, then waits
+            for _ in range(100):  # bounded: until JetStream stored (and confirmed) the first job
+                if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 1:
+                    break
+                await asyncio.sleep(0.01)
+            await js.delete_stream(proto.STREAM_CHAT)
+            started = time.monotonic()
+            second = await http.post("/chat/completions", json=BODY)  # blind: published into nothing
+            elapsed = time.monotonic() - started
+            await first
+    finally:
+        await nc.close()
+        edge.stop()
+        server.stop()
+    assert_bus_unavailable(second)
+    assert "no work queue took the request" in second.json()["error"]["message"]
+    assert elapsed < QUEUE_WAIT / 2, elapsed  # noticed when the window ran out, not at the queue wait
+
+
+async def test_jobs_within_the_window_are_not_acknowledged_one_by_one(stack: Stack, log_dir: Path) -> None:
+    edge = start_edge(stack.nats_url, log_dir, name="edge-window", SY_TIMEOUT_CONFIRM_WINDOW="3")
+    nc = await nats.connect(stack.nats_url)
+    acks: list[bytes] = []
+
+    async def on_ack(msg: Msg) -> None:
+        acks.append(msg.data)
+
+    await nc.subscribe(proto.puback_wildcard("edge-window"), cb=on_ack)
+    try:
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"},
+                                     timeout=30) as http:
+            await wait_for_models(Stack(stack.nats_url, edge.url, stack.sandbox_url, log_dir), {"sandbox-chat"})
+            first = await http.post("/chat/completions", json=chat_body("quick"))  # confirmed: the window opens
+            # the next five at once, inside the window; the slow one starts later than the window
+            # closes, so it is confirmed then, and JetStream finds the copy it stored
+            slow_text = f"slow [sandbox latency_ms={WINDOW * 2500:.0f} mark=window-slow]"
+            more = await asyncio.gather(*[http.post("/chat/completions", json=chat_body(text))
+                                          for text in ["quick"] * 4 + [slow_text]])
+            await nc.flush()
+            events = (await http.get(f"{stack.sandbox_url}/_sandbox/events", params={"mark": "window-slow"})).json()
+    finally:
+        await nc.close()
+        edge.stop()
+    assert [r.status_code for r in [first, *more]] == [200] * 6
+    stored = [orjson.loads(a) for a in acks]
+    assert stored[0].get("duplicate") is None  # the first job asked for its acknowledgement
+    assert 2 <= len(stored) < 6, stored  # not one per job
+    assert any(a.get("duplicate") for a in stored[1:])  # the slow one had been stored the first time
+    assert len(events["events"]) == 1  # and ran once
