@@ -112,20 +112,24 @@ async def test_a_job_past_its_start_by_is_dropped_unstarted(stack: Stack, wireta
     assert events == []  # no upstream quota spent on it
 
 
+def start_from_config(start_worker: Callable[..., Proc], config: Path, model: str, toml: str) -> None:
+    """A worker of the `tight` pool for `model`, its upstreams from this OPENAI_WORKER_CONFIG text."""
+    config.write_text(toml)
+    start_worker(name=model, pool="tight", models="unused", OPENAI_BASE_URL="", OPENAI_WORKER_CONFIG=str(config))
+
+
 async def test_upstream_failover_before_the_first_token(
     start_worker: Callable[..., Proc], stack: Stack, tmp_path: Path
 ) -> None:
-    config = tmp_path / "upstreams.toml"
-    config.write_text(
+    start_from_config(
+        start_worker, tmp_path / "upstreams.toml", "tight-failover",
         "[[upstreams]]\nname = 'down'\nbase_url = 'http://127.0.0.1:9/v1'\napi_key = 'sk-down-000000'\n"
         "models = ['tight-failover']\n\n"
         "[[upstreams]]\nname = 'refusing'\n"
         f"base_url = '{stack.sandbox_url}/v1'\napi_key = 'sk-wrong-key-111111'\nmodels = ['tight-failover']\n\n"
         "[[upstreams]]\nname = 'up'\n"
-        f"base_url = '{stack.sandbox_url}/v1'\napi_key = '{SANDBOX_KEY}'\nmodels = ['tight-failover']\n"
+        f"base_url = '{stack.sandbox_url}/v1'\napi_key = '{SANDBOX_KEY}'\nmodels = ['tight-failover']\n",
     )
-    start_worker(name="tight-failover", pool="tight", models="unused", OPENAI_BASE_URL="",
-                 OPENAI_WORKER_CONFIG=str(config))
     await wait_for_models(stack, {"tight-failover"})
     async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as http:
         # every request succeeds whichever upstream the rotation tries first
@@ -137,14 +141,12 @@ async def test_upstream_failover_before_the_first_token(
 async def test_whole_answers_false_streams_non_stream_requests_upstream(
     start_worker: Callable[..., Proc], stack: Stack, tmp_path: Path
 ) -> None:
-    config = tmp_path / "upstreams.toml"
-    config.write_text(
+    start_from_config(
+        start_worker, tmp_path / "upstreams.toml", "tight-streamed",
         "[[upstreams]]\nname = 'always-streamed'\n"
         f"base_url = '{stack.sandbox_url}/v1'\napi_key = '{SANDBOX_KEY}'\nmodels = ['tight-streamed']\n"
-        "whole_answers = false\n"
+        "whole_answers = false\n",
     )
-    start_worker(name="tight-streamed", pool="tight", models="unused", OPENAI_BASE_URL="",
-                 OPENAI_WORKER_CONFIG=str(config))
     await wait_for_models(stack, {"tight-streamed"})
     async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as http:
         reply = await http.post("/chat/completions", json=chat("tight-streamed", "hi [sandbox mark=always-streamed]"))
