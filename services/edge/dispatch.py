@@ -263,9 +263,14 @@ class Exchange:
         for job in self.jobs.values():
             if not job.done:
                 reason = "client_disconnected" if self.disconnected else "edge_error"
-                await self.dispatcher.cancel(job.job_id, reason)
+                unconfirmed = job.blind and job.started is None
+                # A worker may take an unconfirmed job after this cancel went out: its first reply
+                # then draws an `orphaned` cancel, so the job is not remembered as cancelled.
+                await self.dispatcher.cancel(job.job_id, reason, remember=not unconfirmed)
                 if job.stream_seq is not None and job.started is None:
                     self.dispatcher.discard_queued(job.stream_seq)
+                elif unconfirmed:
+                    self.dispatcher.discard_unconfirmed(job, self.request_id)
             if job.body_ref:
                 self.dispatcher.discard_body(job.body_ref)
 
@@ -435,11 +440,12 @@ class Dispatcher:
         except Exception as exc:
             raise BusError(f"could not store the request body: {type(exc).__name__}") from exc
 
-    async def cancel(self, job_id: str, reason: str, attempt: int | None = None) -> None:
+    async def cancel(self, job_id: str, reason: str, attempt: int | None = None, *, remember: bool = True) -> None:
         message: dict[str, Any] = {"type": "cancel", "job_id": job_id, "reason": reason}
-        self._cancelled[job_id] = None
-        if len(self._cancelled) > _CANCELLED_MEMORY:
-            del self._cancelled[next(iter(self._cancelled))]
+        if remember:
+            self._cancelled[job_id] = None
+            if len(self._cancelled) > _CANCELLED_MEMORY:
+                del self._cancelled[next(iter(self._cancelled))]
         if attempt is not None:
             message["attempt"] = attempt
         self.metrics.cancellations.labels(reason=reason).inc()
@@ -456,6 +462,19 @@ class Dispatcher:
         async def delete() -> None:
             with contextlib.suppress(Exception):
                 await self.js.delete_msg(proto.STREAM_CHAT, stream_seq)
+        self._in_background(delete())
+
+    def discard_unconfirmed(self, job: _JobState, request_id: str) -> None:
+        """Remove a job published without confirmation: publishing it again under its Nats-Msg-Id
+        gives the stored copy's sequence (or stores it, if it was lost), which is then deleted."""
+        headers = {wire.REQUEST_ID_HEADER: request_id, _MSG_ID: job.job_id}
+
+        async def delete() -> None:
+            with contextlib.suppress(Exception):
+                ack = await self.nc.request(
+                    proto.job_subject(job.pool), job.payload, timeout=self.timeouts.publish_ack, headers=headers
+                )
+                await self.js.delete_msg(proto.STREAM_CHAT, int(orjson.loads(ack.data)["seq"]))
         self._in_background(delete())
 
     def discard_body(self, name: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import nats
 import orjson
+import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js import api as js_api
@@ -201,3 +202,45 @@ async def test_jobs_within_the_window_are_not_acknowledged_one_by_one(stack: Sta
     assert 2 <= len(stored) < 6, stored  # not one per job
     assert any(a.get("duplicate") for a in stored[1:])  # the slow one had been stored the first time
     assert len(events["events"]) == 1  # and ran once
+
+
+async def test_a_blind_job_whose_client_left_is_taken_out_of_the_queue(log_dir: Path) -> None:
+    run_dir = log_dir / "refusal-window-gone"
+    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
+    edge = start_edge(server.url, run_dir, name="edge-window-gone", SY_TIMEOUT_CONFIRM_WINDOW="3")
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+
+    async def queued() -> int:
+        return (await js.stream_info(proto.STREAM_CHAT)).state.messages
+
+    try:
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"},
+                                     timeout=30) as http:
+            first = asyncio.create_task(http.post("/chat/completions", json=BODY))  # confirmed; no worker here
+            for _ in range(100):  # bounded: until it is stored
+                if await queued() == 1:
+                    break
+                await asyncio.sleep(0.01)
+            # published inside the window, so without confirmation; its client soon gives up
+            second = asyncio.create_task(http.post("/chat/completions", json=BODY, timeout=WINDOW / 2))
+            counts = [await queued()]
+            for _ in range(100):  # bounded: until both jobs are stored
+                if counts[-1] == 2:
+                    break
+                await asyncio.sleep(0.005)
+                counts.append(await queued())
+            with pytest.raises(httpx.ReadTimeout):
+                await second
+            for _ in range(100):  # bounded: until the edge has deleted the blind job again
+                counts.append(await queued())
+                if counts[-1] == 1:
+                    break
+                await asyncio.sleep(0.01)
+            first_pending = not first.done()  # so the job deleted was the blind one
+            await first
+    finally:
+        await nc.close()
+        edge.stop()
+        server.stop()
+    assert 2 in counts and counts[-1] == 1 and first_pending, counts  # stored blind, then taken out again
