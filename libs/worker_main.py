@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from libs.bus import connect
+from libs.gc_tuning import settle_after_startup
 from libs.metrics_http import metrics_response
 from libs.settings import env_int, env_str
 from libs.timeouts import Timeouts
@@ -108,6 +109,7 @@ async def run_worker(settings: WorkerProcessSettings, make_backend: Callable[[Wo
     ), metrics)
     holder.append(runtime)
     await runtime.start()
+    settle_after_startup()
     print(f"worker {settings.worker_id} ready (pool {settings.pool}, capacity {settings.capacity})", flush=True)
     await stop.wait()
     log.info("draining: %d job(s) in flight", runtime.in_flight)

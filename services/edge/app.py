@@ -17,6 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from libs.bus import connect, ensure_body_store, ensure_chat_stream
+from libs.gc_tuning import settle_after_startup
 from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
 from services.edge.metrics import EdgeMetrics
@@ -90,6 +91,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,
         )
         await state.dispatcher.start()
+        settle_after_startup()
         log.info("edge %s ready", settings.edge_id)
         try:
             yield
