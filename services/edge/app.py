@@ -77,9 +77,11 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             # at start-up, and again after a reconnect: a restarted server has lost memory streams
             js = nc.jetstream()
             t = settings.timeouts
-            # de-duplication must outlast a blind job's confirmation (Dispatcher.confirm)
-            await ensure_chat_stream(js, max_age=max(60.0, t.queue_wait * 4),
-                                     duplicate_window=max(2.0, 2 * (t.confirm_window + t.publish_ack)))
+            # de-duplication must outlast a blind job's confirmation (Dispatcher.confirm); JetStream
+            # wants it no longer than the stream's max_age
+            max_age = max(60.0, t.queue_wait * 4)
+            await ensure_chat_stream(js, max_age=max_age,
+                                     duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
             if hasattr(state, "dispatcher"):  # a reconnect: the server may have lost its streams
                 state.dispatcher.forget_confirmations()
