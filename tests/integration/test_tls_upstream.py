@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 import trustme
@@ -102,8 +103,9 @@ async def connect_proxy() -> AsyncIterator[ConnectProxy]:
         await asyncio.wait_for(server.wait_closed(), 2)
 
 
-async def ask(stack: Stack, model: str) -> httpx.Response:
-    body = {"model": model, "messages": [{"role": "user", "content": "hello over TLS [sandbox tokens=3]"}]}
+async def ask(stack: Stack, model: str, *, stream: bool = False) -> httpx.Response:
+    body = {"model": model, "stream": stream,
+            "messages": [{"role": "user", "content": "hello over TLS [sandbox tokens=3]"}]}
     async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as http:
         return await http.post("/chat/completions", json=body)
 
@@ -116,9 +118,14 @@ async def test_a_trusted_https_upstream_answers_and_an_untrusted_one_is_refused(
     start_worker(name="tls-untrusting", pool="tls-untrusted", models="tls-untrusted-model", **base)
     await wait_for_models(stack, {"tls-model", "tls-untrusted-model"})
 
-    response = await ask(stack, "tls-model")
+    response = await ask(stack, "tls-model")  # a whole answer
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"].strip()
+    words = response.json()["choices"][0]["message"]["content"]
+    assert words.strip()
+    streamed = await ask(stack, "tls-model", stream=True)  # and the same answer streamed
+    assert streamed.status_code == 200, streamed.text
+    chunks = [orjson.loads(line[6:]) for line in streamed.text.split("\n\n") if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == words
 
     refused = await ask(stack, "tls-untrusted-model")
     assert refused.status_code == 502, refused.text
