@@ -10,6 +10,7 @@ window jobs go out without asking; the refusal then comes when the window is ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 import proto
@@ -43,11 +45,12 @@ class PrivateBus:
     http: httpx.AsyncClient
 
 
-@pytest_asyncio.fixture
-async def bus(log_dir: Path) -> AsyncIterator[PrivateBus]:
-    run_dir = log_dir / "refusal"
+@contextlib.asynccontextmanager
+async def private_bus(log_dir: Path, name: str, **edge_env: str) -> AsyncIterator[PrivateBus]:
+    """A nats-server and an edge of their own (no worker), and a client of that edge."""
+    run_dir = log_dir / name
     server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
-    edge = start_edge(server.url, run_dir, name="edge-refusal")
+    edge = start_edge(server.url, run_dir, name=name, **edge_env)
     try:
         async with httpx.AsyncClient(
             base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"}, timeout=30
@@ -56,6 +59,16 @@ async def bus(log_dir: Path) -> AsyncIterator[PrivateBus]:
     finally:
         edge.stop()
         server.stop()
+
+
+@pytest_asyncio.fixture
+async def bus(log_dir: Path) -> AsyncIterator[PrivateBus]:
+    async with private_bus(log_dir, "edge-refusal") as private:
+        yield private
+
+
+async def queued(js: JetStreamContext) -> int:
+    return (await js.stream_info(proto.STREAM_CHAT)).state.messages
 
 
 async def timed_post(bus: PrivateBus) -> tuple[httpx.Response, float]:
@@ -145,28 +158,20 @@ WINDOW = 3.0 * TIME_SCALE  # SY_TIMEOUT_CONFIRM_WINDOW=3, scaled like every limi
 
 
 async def test_a_blind_job_lost_with_its_stream_is_refused_after_the_window(log_dir: Path) -> None:
-    run_dir = log_dir / "refusal-window"
-    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
-    edge = start_edge(server.url, run_dir, name="edge-window-lost", SY_TIMEOUT_CONFIRM_WINDOW="3")
-    nc = await nats.connect(server.url)
-    js = nc.jetstream()
-    try:
-        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"},
-                                     timeout=30) as http:
-            first = asyncio.create_task(http.post("/chat/completions", json=BODY))  # confirmed, then waits
+    async with private_bus(log_dir, "edge-window-lost", SY_TIMEOUT_CONFIRM_WINDOW="3") as private:
+        nc = await nats.connect(private.nats.url)
+        js = nc.jetstream()
+        try:
+            first = asyncio.create_task(private.http.post("/chat/completions", json=BODY))  # confirmed, then waits
             for _ in range(100):  # bounded: until JetStream stored (and confirmed) the first job
-                if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 1:
+                if await queued(js) == 1:
                     break
                 await asyncio.sleep(0.01)
             await js.delete_stream(proto.STREAM_CHAT)
-            started = time.monotonic()
-            second = await http.post("/chat/completions", json=BODY)  # blind: published into nothing
-            elapsed = time.monotonic() - started
+            second, elapsed = await timed_post(private)  # blind: published into nothing
             await first
-    finally:
-        await nc.close()
-        edge.stop()
-        server.stop()
+        finally:
+            await nc.close()
     assert_bus_unavailable(second)
     assert "no work queue took the request" in second.json()["error"]["message"]
     assert elapsed < QUEUE_WAIT / 2, elapsed  # noticed when the window ran out, not at the queue wait
@@ -205,42 +210,33 @@ async def test_jobs_within_the_window_are_not_acknowledged_one_by_one(stack: Sta
 
 
 async def test_a_blind_job_whose_client_left_is_taken_out_of_the_queue(log_dir: Path) -> None:
-    run_dir = log_dir / "refusal-window-gone"
-    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
-    edge = start_edge(server.url, run_dir, name="edge-window-gone", SY_TIMEOUT_CONFIRM_WINDOW="3")
-    nc = await nats.connect(server.url)
-    js = nc.jetstream()
-
-    async def queued() -> int:
-        return (await js.stream_info(proto.STREAM_CHAT)).state.messages
-
-    try:
-        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers={"authorization": f"Bearer {AUTH_KEY}"},
-                                     timeout=30) as http:
+    async with private_bus(log_dir, "edge-window-gone", SY_TIMEOUT_CONFIRM_WINDOW="3") as private:
+        nc = await nats.connect(private.nats.url)
+        js = nc.jetstream()
+        try:
+            http = private.http
             first = asyncio.create_task(http.post("/chat/completions", json=BODY))  # confirmed; no worker here
             for _ in range(100):  # bounded: until it is stored
-                if await queued() == 1:
+                if await queued(js) == 1:
                     break
                 await asyncio.sleep(0.01)
             # published inside the window, so without confirmation; its client soon gives up
             second = asyncio.create_task(http.post("/chat/completions", json=BODY, timeout=WINDOW / 2))
-            counts = [await queued()]
+            counts = [await queued(js)]
             for _ in range(100):  # bounded: until both jobs are stored
                 if counts[-1] == 2:
                     break
                 await asyncio.sleep(0.005)
-                counts.append(await queued())
+                counts.append(await queued(js))
             with pytest.raises(httpx.ReadTimeout):
                 await second
             for _ in range(100):  # bounded: until the edge has deleted the blind job again
-                counts.append(await queued())
+                counts.append(await queued(js))
                 if counts[-1] == 1:
                     break
                 await asyncio.sleep(0.01)
             first_pending = not first.done()  # so the job deleted was the blind one
             await first
-    finally:
-        await nc.close()
-        edge.stop()
-        server.stop()
+        finally:
+            await nc.close()
     assert 2 in counts and counts[-1] == 1 and first_pending, counts  # stored blind, then taken out again
