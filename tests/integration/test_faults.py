@@ -236,12 +236,15 @@ async def test_first_token_timeout_before_any_token_is_504(stack: Stack, nats_se
             streamed = await session.post("/chat/completions", json=chat("sandbox-chat", slow, stream=True))
             took = time.monotonic() - started
             # ... but a whole (non-streamed) answer takes as long as the generation: not held to it
-            whole = await session.post("/chat/completions", json=chat("sandbox-chat", slow))
+            marked = slow + " [sandbox mark=whole-slow]"
+            whole = await session.post("/chat/completions", json=chat("sandbox-chat", marked))
     finally:
         edge.stop()
     assert streamed.status_code == 504 and streamed.json()["error"]["code"] == "upstream_timeout"
     assert took < 1.5  # it did not wait for the slow first token
     assert whole.status_code == 200 and whole.json()["choices"][0]["message"]["content"]
+    # longer than ack_wait, yet asked once: in-progress acks kept the job from being redelivered
+    assert [e["outcome"] for e in await sandbox_events(stack, "whole-slow")] == ["completed"]
 
 
 async def test_non_stream_requests_go_upstream_whole(stack: Stack, http: httpx.AsyncClient) -> None:
@@ -254,6 +257,10 @@ async def test_non_stream_requests_go_upstream_whole(stack: Stack, http: httpx.A
     streamed = "".join(orjson.loads(e)["choices"][0]["delta"].get("content") or "" for e in sse_events(raw)[:-1])
     assert whole.json()["choices"][0]["message"]["content"] == streamed  # the same answer either way
     assert whole.json()["usage"]["completion_tokens"] == 5  # the upstream's own count
+    legacy = await http.post("/completions", json={"model": "sandbox-chat",
+                                                   "prompt": "same [sandbox tokens=5 mark=go-whole-legacy]"})
+    assert legacy.status_code == 200 and legacy.json()["choices"][0]["text"] == streamed
+    assert [e["stream"] for e in await sandbox_events(stack, "go-whole-legacy")] == [False]
 
 
 async def test_a_failure_mid_generation_of_a_whole_answer_is_retried(stack: Stack, http: httpx.AsyncClient) -> None:
