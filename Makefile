@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint fmt bench clean
+.PHONY: run test test-fast lint fmt bench bench-ab clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' \
@@ -40,6 +40,10 @@ fmt: $(STAMP)
 ## bench: sandbox direct vs core NATS vs the full gateway path; prints a table, writes JSON
 bench: $(STAMP)
 	$(PY) -m tools.bench
+
+## bench-ab REV=<git rev>: interleaved gateway-CPU A/B of REV against the working tree (tools/bench_ab.sh)
+bench-ab: $(STAMP)
+	tools/bench_ab.sh $(or $(REV),HEAD) $(or $(PAIRS),3)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache
