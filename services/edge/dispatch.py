@@ -78,8 +78,9 @@ class _JobState:
     created_at: float  # unix seconds, comparable with a worker's taken_at
     pool: str = ""
     stream_seq: int | None = None
-    blind: bool = False  # published without asking for JetStream's acknowledgement
-    payload: bytes = b""  # kept while blind: published again (same Nats-Msg-Id) to confirm it
+    # kept while the job is blind (published without asking for JetStream's acknowledgement):
+    # it is published again, under the same Nats-Msg-Id, to confirm or to remove it
+    payload: bytes = b""
     confirm_asked: float = 0.0  # monotonic: when the acknowledgement was asked for
     started: float | None = None
     last_message: float = 0.0
@@ -87,6 +88,10 @@ class _JobState:
     done: bool = False
     body_ref: str | None = None
     refused: SwitchyardError | None = None  # JetStream did not store the job
+
+    @property
+    def blind(self) -> bool:
+        return bool(self.payload)
 
 
 @dataclass
@@ -215,7 +220,7 @@ class Exchange:
     def _job_deadline(self, job: _JobState, t: Timeouts) -> float:
         if job.started is None:
             if job.blind:  # unconfirmed: confirmed once the window has passed (see `_expire`)
-                return min(job.created + t.confirm_window, job.created + t.queue_wait)
+                return job.created + min(t.confirm_window, t.queue_wait)
             if job.stream_seq is None:  # not yet confirmed stored
                 return min(job.confirm_asked + t.publish_ack, job.created + t.queue_wait)
             return job.created + t.queue_wait
@@ -342,8 +347,7 @@ class Dispatcher:
             return
         if not msg.data:  # a NATS status: 503 means no stream listens on the pool's subject
             status = (msg.headers or {}).get("Status", "?")
-            self._confirmed_until.pop(job.pool, None)  # refused: ask again for every job
-            exchange.refuse(token, BusUnavailable(
+            self._refuse(exchange, job, BusUnavailable(
                 f"no work queue took the request (NATS status {status}); the bus may be restarting", retry_after=1
             ))
             return
@@ -355,12 +359,15 @@ class Dispatcher:
             error, seq = {"description": "an unreadable acknowledgement"}, None
         if seq is None:
             description = str(error.get("description", "refused") if isinstance(error, dict) else error)[:200]
-            self._confirmed_until.pop(job.pool, None)
-            exchange.refuse(token, BusUnavailable(f"the bus refused the request: {description}", retry_after=1))
+            self._refuse(exchange, job, BusUnavailable(f"the bus refused the request: {description}", retry_after=1))
             return
         job.stream_seq = seq
         if self.timeouts.confirm_window > 0:
             self._confirmed_until[job.pool] = time.monotonic() + self.timeouts.confirm_window
+
+    def _refuse(self, exchange: Exchange, job: _JobState, error: BusUnavailable) -> None:
+        self._confirmed_until.pop(job.pool, None)  # refused: ask again for every job of the pool
+        exchange.refuse(job.job_id, error)
 
     async def _on_announce(self, msg: Msg) -> None:
         try:
@@ -404,33 +411,37 @@ class Dispatcher:
             payload = wire.encode(job)[:-1] + b',"body":' + encoded_body + b"}"
         exchange.jobs[token] = state
         self._exchanges[token] = exchange
-        headers = {wire.REQUEST_ID_HEADER: exchange.request_id}
+        blind = created < self._confirmed_until.get(pool, 0.0)
+        if blind:
+            state.payload = payload
         try:
-            if created < self._confirmed_until.get(pool, 0.0):
-                state.blind, state.payload = True, payload
-                headers[_MSG_ID] = token
-                await self.nc.publish(proto.job_subject(pool), payload, headers=headers)
-            else:
-                # JetStream's acknowledgement comes back to `_on_puback`; nothing waits for it here.
-                await self.nc.publish(
-                    proto.job_subject(pool), payload, reply=proto.puback_subject(self.edge_id, token), headers=headers
-                )
+            await self._publish_job(state, payload, exchange.request_id, ask=not blind)
         except Exception as exc:
             state.done = True
             raise BusUnavailable(
                 f"could not queue the request ({type(exc).__name__}); the bus may be restarting", retry_after=1
             ) from exc
 
+    @staticmethod
+    def _job_headers(job: _JobState, request_id: str) -> dict[str, str]:
+        headers = {wire.REQUEST_ID_HEADER: request_id}
+        if job.blind:  # JetStream de-duplicates its copies (to confirm or remove it) by this id
+            headers[_MSG_ID] = job.job_id
+        return headers
+
+    async def _publish_job(self, job: _JobState, payload: bytes, request_id: str, *, ask: bool) -> None:
+        """`ask`: JetStream's acknowledgement comes back to `_on_puback` (nothing waits for it
+        here). Without, JetStream stays silent, and the job is blind until confirmed."""
+        reply = proto.puback_subject(self.edge_id, job.job_id) if ask else ""
+        headers = self._job_headers(job, request_id)
+        await self.nc.publish(proto.job_subject(job.pool), payload, reply=reply, headers=headers)
+
     async def confirm(self, job: _JobState, request_id: str) -> None:
         """Publish a blind job again, the same Nats-Msg-Id asking for the acknowledgement now."""
-        payload, job.blind, job.payload = job.payload, False, b""
         job.confirm_asked = time.monotonic()
-        headers = {wire.REQUEST_ID_HEADER: request_id, _MSG_ID: job.job_id}
         with contextlib.suppress(Exception):  # else no acknowledgement: the publish-ack limit gives a 503
-            await self.nc.publish(
-                proto.job_subject(job.pool), payload, reply=proto.puback_subject(self.edge_id, job.job_id),
-                headers=headers,
-            )
+            await self._publish_job(job, job.payload, request_id, ask=True)
+        job.payload = b""  # confirmed from here on (or refused)
 
     async def _store_body(self, name: str, data: bytes) -> None:
         if self._store is None:
@@ -467,12 +478,12 @@ class Dispatcher:
     def discard_unconfirmed(self, job: _JobState, request_id: str) -> None:
         """Remove a job published without confirmation: publishing it again under its Nats-Msg-Id
         gives the stored copy's sequence (or stores it, if it was lost), which is then deleted."""
-        headers = {wire.REQUEST_ID_HEADER: request_id, _MSG_ID: job.job_id}
+        payload, headers = job.payload, self._job_headers(job, request_id)
 
         async def delete() -> None:
             with contextlib.suppress(Exception):
                 ack = await self.nc.request(
-                    proto.job_subject(job.pool), job.payload, timeout=self.timeouts.publish_ack, headers=headers
+                    proto.job_subject(job.pool), payload, timeout=self.timeouts.publish_ack, headers=headers
                 )
                 await self.js.delete_msg(proto.STREAM_CHAT, int(orjson.loads(ack.data)["seq"]))
         self._in_background(delete())

@@ -196,10 +196,26 @@ async def _answer(
     await _stream(send, frames, d, watch, event)
 
 
+def _cut(d: Directives) -> int | None:
+    """After how many tokens a fault (`fail_after`, `hang_after`) stops the generation, if one does."""
+    cuts = [int(c) for c in (d.get("fail_after"), d.get("hang_after")) if c is not None]
+    return min(cuts) if cuts else None
+
+
+async def _fault(d: Directives, cut: int, watch: ClientWatch | None, event: Event | None) -> None:
+    """At the cut: abort the connection (`fail_after`), else hang until the client goes away."""
+    if d.get("fail_after") is not None and int(d["fail_after"]) == cut:
+        if event is not None:
+            event["aborted_at"] = time.time()
+            event["outcome"] = "aborted"
+        raise InjectedAbort(f"fail_after={cut}")  # uvicorn closes the socket: nothing more is sent
+    if watch is not None:
+        await watch.until_gone()
+
+
 async def _generate_unstreamed(tokens: int, d: Directives, watch: ClientWatch | None, event: Event | None) -> bool:
     """Spend the generation time of a non-stream answer; True when a fault ended it (no answer)."""
-    cuts = [int(c) for c in (d.get("fail_after"), d.get("hang_after")) if c is not None]
-    cut = min(cuts) if cuts else None
+    cut = _cut(d)
     generated = tokens if cut is None else min(cut, tokens)
     if watch is not None:
         wait = int(d.get("first_token_ms", 0)) + max(0, generated - 1) * int(d.get("token_delay_ms", 0))
@@ -207,13 +223,7 @@ async def _generate_unstreamed(tokens: int, d: Directives, watch: ClientWatch | 
             await watch.sleep(wait / 1000)
     if cut is None:
         return False
-    if d.get("fail_after") is not None and int(d["fail_after"]) == cut:
-        if event is not None:
-            event["aborted_at"] = time.time()
-            event["outcome"] = "aborted"
-        raise InjectedAbort(f"fail_after={cut}")  # the connection closes with no answer
-    if watch is not None:
-        await watch.until_gone()
+    await _fault(d, cut, watch, event)
     return True
 
 
@@ -226,10 +236,7 @@ async def _stream(
         event["first_byte_at"] = time.time()
     first_ms = int(d.get("first_token_ms", 0))
     delay = int(d.get("token_delay_ms", 0)) / 1000
-    fail_after = d.get("fail_after")
-    hang_after = d.get("hang_after")
-    cuts = [int(c) for c in (fail_after, hang_after) if c is not None]
-    cut = min(cuts) if cuts else None
+    cut = _cut(d)
     contents = frames.contents
     limit = len(contents) if cut is None else min(cut, len(contents))
 
@@ -264,10 +271,4 @@ async def _stream(
     await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
     if event is not None:
         event["content_chunks"] = limit
-    if fail_after is not None and int(fail_after) == cut:
-        if event is not None:
-            event["aborted_at"] = time.time()
-            event["outcome"] = "aborted"
-        raise InjectedAbort(f"fail_after={cut}")  # uvicorn closes the socket: no final chunk, no [DONE]
-    if watch is not None:
-        await watch.until_gone()
+    await _fault(d, cut, watch, event)  # no final chunk, no [DONE]
