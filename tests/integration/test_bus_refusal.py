@@ -240,3 +240,15 @@ async def test_a_blind_job_whose_client_left_is_taken_out_of_the_queue(log_dir: 
         finally:
             await nc.close()
     assert 2 in counts and counts[-1] == 1 and first_pending, counts  # stored blind, then taken out again
+
+
+async def test_the_duplicate_window_stays_within_the_streams_max_age(log_dir: Path) -> None:
+    # A long publish-ack limit asks for a duplicate window longer than max_age, which JetStream
+    # refuses; the edge caps it, and starts.
+    async with private_bus(log_dir, "edge-long-ack", SY_TIMEOUT_PUBLISH_ACK="400") as private:
+        nc = await nats.connect(private.nats.url)
+        try:
+            config = (await nc.jetstream().stream_info(proto.STREAM_CHAT)).config
+        finally:
+            await nc.close()
+    assert config.duplicate_window == config.max_age == 60.0

@@ -235,8 +235,10 @@ async def test_first_token_timeout_before_any_token_is_504(stack: Stack, nats_se
             started = time.monotonic()
             streamed = await session.post("/chat/completions", json=chat("sandbox-chat", slow, stream=True))
             took = time.monotonic() - started
-            # ... but a whole (non-streamed) answer takes as long as the generation: not held to it
-            marked = slow + " [sandbox mark=whole-slow]"
+            # ... but a whole (non-streamed) answer takes as long as the generation: not held to it,
+            # neither by the worker nor by the edge's own backstop (first token + worker silence
+            # + ack_wait = 2.3 s after the start here)
+            marked = "slow [sandbox tokens=3 first_token_ms=4000 mark=whole-slow]"
             whole = await session.post("/chat/completions", json=chat("sandbox-chat", marked))
     finally:
         edge.stop()
