@@ -1,13 +1,15 @@
 """`make bench`: sandbox direct vs plain core NATS vs the full gateway path, in one run.
 
 Starts nats-server (JetStream), the sandbox upstream, one openai-worker, one edge and a tiny core
-NATS responder on 127.0.0.1; drives them from a separate load-generator process
-(tools/bench_client.py, an asyncio aiohttp client under uvloop) so that every process's CPU can be
-read from /proc per scenario. Prints a table with the issue's targets next to the figures and
-writes every number to bench-results.json. Every process it started is stopped by PID at the end.
+NATS responder on 127.0.0.1, and drives them from separate load-generator processes, so that every
+process's CPU can be read from /proc per scenario: `wrk` for the non-stream HTTP rows where it is
+installed (BENCH_WRK=0 turns it off), and tools/bench_client.py (an asyncio aiohttp client under
+uvloop) for streams, the NATS rows, warm-ups, and the non-stream rows where wrk is missing. Prints
+a table with the issue's targets next to the figures and writes every number to bench-results.json.
+Every process it started is stopped by PID at the end.
 
     python -m tools.bench                 # full run (~3-4 minutes on 2 cores)
-    BENCH_SCALE=0.2 python -m tools.bench  # quick run: request counts x0.2
+    BENCH_SCALE=0.2 python -m tools.bench  # quick run: request counts (and wrk's seconds) x0.2
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,6 +43,9 @@ ONLY = {k for k in os.environ.get("BENCH_ONLY", "").split(",") if k}  # scenario
 RUNS = max(1, int(os.environ.get("BENCH_RUNS", "1") or 1))  # repeat the scenarios; ranges are printed
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")  # py-spy profiles of edge and worker per gateway run
 PROFILE_FORMAT = os.environ.get("BENCH_PROFILE_FORMAT", "flamegraph")  # or raw (collapsed stacks), speedscope
+WRK = shutil.which("wrk") if os.environ.get("BENCH_WRK", "1") != "0" else None
+# wrk runs for a time, not a count: 5 s per non-stream row at scale 1
+WRK_SECONDS = min(TIME_CAP, max(2.0, 5.0 * SCALE))
 
 TARGETS = {
     "gateway_cpu_ms_per_request": 0.8,
@@ -225,8 +231,14 @@ def measured(
 ) -> dict[str, Any]:
     spies = profilers(profile_label, procs) if profile_label else []
     before = {name: cpu_seconds(pid) for name, pid in procs.items()}
-    result = loadgen.run(cmd)
+    if cmd["kind"] == "wrk":
+        result = run_wrk(cmd)
+        before["loadgen"], after_loadgen = 0.0, result.pop("loadgen_cpu_s")
+    else:
+        result = loadgen.run(cmd)
     after = {name: cpu_seconds(pid) for name, pid in procs.items()}
+    if cmd["kind"] == "wrk":
+        after["loadgen"] = after_loadgen
     for spy in spies:  # py-spy writes its output on SIGINT
         spy.send_signal(2)
     for spy in spies:
@@ -242,8 +254,11 @@ def measured(
     return result
 
 
-def http_cmd(url: str, stream: bool, conc: int, count: int) -> dict[str, Any]:
+def http_cmd(url: str, stream: bool, conc: int, count: int, *, by_wrk: bool = True) -> dict[str, Any]:
     tokens = STREAM_TOKENS if stream else NONSTREAM_TOKENS
+    if WRK and by_wrk and not stream:
+        return {"kind": "wrk", "url": url, "body": chat_body(tokens, False), "concurrency": conc,
+                "seconds": WRK_SECONDS, "count": f"{WRK_SECONDS:g} s of"}
     return {
         "kind": "http",
         "url": url,
@@ -273,33 +288,52 @@ def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def run_wrk(url: str, conc: int, seconds: int, log_dir: Path) -> dict[str, Any] | None:
-    """Optional cross-check for non-stream scenarios with wrk, when installed."""
-    wrk = shutil.which("wrk")
-    if not wrk:
-        return None
-    script = log_dir / "bench_post.lua"
-    body = json.dumps(chat_body(NONSTREAM_TOKENS, False))
+def run_wrk(cmd: dict[str, Any]) -> dict[str, Any]:
+    """One non-stream row driven by wrk (one thread, `concurrency` keep-alive connections, for
+    `seconds`): the same result fields as tools/bench_client.py, and wrk's own CPU from wait4."""
+    assert WRK is not None
+    script = Path(tempfile.mkdtemp(prefix="switchyard-wrk-")) / "post.lua"
     script.write_text(
-        f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(cmd["body"]))}\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
     )
+    seconds = max(1, round(cmd["seconds"]))
+    argv = [WRK, "-t1", f"-c{cmd['concurrency']}", f"-d{seconds}s", "--latency", "-s", str(script), cmd["url"]]
+    spent = resource.getrusage(resource.RUSAGE_CHILDREN)  # cumulative over waited-for children
+    popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        out = subprocess.run(
-            [wrk, "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 15,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    result: dict[str, Any] = {"raw": out}
+        out, _ = popen.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        out, _ = popen.communicate()
+    finally:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        shutil.rmtree(script.parent, ignore_errors=True)
+    result = parse_wrk(out)
+    result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime - spent.ru_utime - spent.ru_stime
+    return result
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """wrk's report: requests, errors (non-2xx responses and socket errors), rate, p50/p99."""
+    result: dict[str, Any] = {"ok": 0, "errors": 0, "rps": 0.0}
+    done = elapsed = 0.0
     for line in out.splitlines():
         parts = line.split()
-        if line.startswith("Requests/sec:"):
-            result["rps"] = float(parts[1])
+        if " requests in " in line:
+            done, elapsed = float(parts[0]), _wrk_ms(parts[3].rstrip(",")) / 1000
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            result["errors"] += int(parts[-1])
+        elif line.strip().startswith("Socket errors:"):
+            result["errors"] += sum(int(p.rstrip(",")) for p in parts[3::2])
         elif len(parts) == 2 and parts[0] in ("50%", "99%"):
             result[f"p{parts[0][:-1]}_ms"] = _wrk_ms(parts[1])
+    if not done:
+        return {**result, "fatal": f"wrk gave no result: {out[-500:]}"}
+    result["ok"] = max(0, int(done) - result["errors"])
+    result["rps"] = result["ok"] / elapsed if elapsed else 0.0
+    if result["errors"]:
+        result["first_error"] = "wrk counted errors (non-2xx responses or socket errors)"
     return result
 
 
@@ -390,16 +424,6 @@ def render(res: dict[str, Any]) -> str:
             )
             if r.get("first_error") or r.get("fatal"):
                 lines.append(f"    ! {r.get('first_error') or r.get('fatal')}")
-    wrk = res.get("wrk") or {}
-    if wrk:
-        lines.append("")
-        lines.append("wrk cross-check (non-stream, fixed duration):")
-        for name, r in wrk.items():
-            lines.append(
-                f"  {name:<24} {fmt(r.get('rps'), 0):>8} req/s  p50 {fmt(r.get('p50_ms'))} ms"
-                f"  p99 {fmt(r.get('p99_ms'))} ms"
-            )
-
     lines.append("")
     lines.append("CPU ms per request/stream, by process (gateway: edge + worker + nats-server; skeleton: "
                  "sk-front + sk-back + nats-server):")
@@ -585,9 +609,9 @@ def main() -> int:
 
         progress("warm-up")
         warm = {"count": max(50, round(200 * min(1.0, SCALE * 2))), "time_cap": 30.0}
-        loadgen.run({**http_cmd(skeleton_url, False, 8, 0), **warm})
+        loadgen.run({**http_cmd(skeleton_url, False, 8, 0, by_wrk=False), **warm})
         for url in (direct_url, gateway_url):
-            loadgen.run({**http_cmd(url, False, 8, 0), **warm})
+            loadgen.run({**http_cmd(url, False, 8, 0, by_wrk=False), **warm})
             loadgen.run({**http_cmd(url, True, 8, 0), "count": 40, "time_cap": 30.0})
         loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm})
         loadgen.run({**nats_cmd(nats_proc.url, 8, 0), **warm, "kind": "jetstream"})
@@ -618,16 +642,6 @@ def main() -> int:
                     )
             all_runs.append(scenarios)
 
-        wrk_results: dict[str, Any] = {}
-        if shutil.which("wrk") and os.environ.get("BENCH_WRK", "1") != "0":
-            seconds = max(2, round(5 * min(1.0, SCALE * 2)))
-            for name, url in (("direct", direct_url), ("gateway", gateway_url)):
-                for conc in (1, 64):
-                    progress(f"wrk {name} c{conc} for {seconds}s")
-                    r = run_wrk(url, conc, seconds, log_dir)
-                    if r:
-                        wrk_results[f"{name}_c{conc}"] = {k: v for k, v in r.items() if k != "raw"}
-
         rss = {
             name: status_kb(pid, "VmHWM") / 1024
             for name, pid in (
@@ -641,10 +655,10 @@ def main() -> int:
             "scale": SCALE,
             "time_cap_s": TIME_CAP,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "client": loadgen.description,
+            "client": (f"wrk (non-stream HTTP rows), {loadgen.description} (streams, NATS rows)" if WRK
+                       else loadgen.description),
             "payload": {"nonstream_tokens": NONSTREAM_TOKENS, "stream_tokens": STREAM_TOKENS, "model": MODEL},
             "scenarios": scenarios,
-            "wrk": wrk_results,
             "rss_mb": rss,
         }
         results["targets"] = evaluate(scenarios, rss)
