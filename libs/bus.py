@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
@@ -20,11 +22,6 @@ import proto
 from libs.errors import BusError
 
 log = logging.getLogger("switchyard.bus")
-
-# Reply streams can burst; nats-py drops messages past these limits (SlowConsumerError), which the
-# edge then detects as a sequence gap. Sized well above one edge's plausible in-flight volume.
-REPLY_PENDING_MSGS = 1_000_000
-REPLY_PENDING_BYTES = 512 * 1024 * 1024
 
 
 async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[None]] | None = None) -> NATS:
@@ -148,3 +145,34 @@ def delivery_count(ack_subject: str) -> int:
     """
     tokens = ack_subject.split(".")
     return int(tokens[4] if len(tokens) == 9 else tokens[6])
+
+
+class _Inline(asyncio.Queue[Msg]):
+    """Stands in for a subscription's pending queue: what nats-py's reader puts there is handled
+    at once, in the reader's own step, instead of by the subscription's task one loop turn later."""
+
+    def __init__(self, sub: Subscription, handler: Callable[[Msg], None]) -> None:
+        super().__init__()
+        self._sub = sub
+        self._handler = handler
+
+    def put_nowait(self, item: Msg) -> None:
+        self._sub._pending_size -= len(item.data)  # nothing stays pending
+        try:
+            self._handler(item)
+        except Exception:  # never into nats-py's read loop
+            log.exception("handling a message of %s failed", self._sub.subject)
+
+
+async def subscribe_inline(nc: NATS, subject: str, handler: Callable[[Msg], None]) -> Subscription:
+    """Subscribe with a synchronous `handler` called as each message is read.
+
+    nats-py hands every message to a per-subscription task through a queue: one more event-loop
+    turn (and task step) per message, on the hot path of every reply and every job. The handler
+    runs inside nats-py's read loop instead, so it must be quick and must not block; it may start
+    tasks. Relies on nats-py's `Subscription._pending_queue` (nats-py is pinned in
+    requirements.lock; tests/test_bus_inline.py checks the behaviour against the installed one).
+    """
+    sub = await nc.subscribe(subject)  # no callback: nats-py starts no task, only an unused iterator
+    sub._pending_queue = _Inline(sub, handler)
+    return sub

@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from libs.bus import subscribe_inline
 
 log = logging.getLogger("switchyard.pull")
 
@@ -57,10 +60,11 @@ class JobPuller:
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_pull = 0.0
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._sub = await subscribe_inline(self._nc, self._inbox, self._on_msg)  # a job starts as it is read
         self._task = asyncio.create_task(self._pull_loop(), name="job-puller")
 
     def release(self) -> None:
@@ -120,7 +124,7 @@ class JobPuller:
                 if loop.time() - self._last_pull > self._expires + 1.0:
                     self.outstanding = 0
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         headers = msg.headers
         if headers and _STATUS in headers and not msg.data:
             self._on_status(headers)
@@ -128,11 +132,15 @@ class JobPuller:
         self.outstanding = max(0, self.outstanding - 1)
         if self._stopping:
             # Draining: hand it straight back so another replica takes it now.
-            with contextlib.suppress(Exception):
-                await msg.nak()
+            self._in_background(msg.nak())
             return
         self.in_flight += 1
         self._on_job(msg)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get(_STATUS, "")

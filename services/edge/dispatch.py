@@ -35,7 +35,7 @@ from nats.js import JetStreamContext
 
 import proto
 from libs import wire
-from libs.bus import REPLY_PENDING_BYTES, REPLY_PENDING_MSGS
+from libs.bus import subscribe_inline
 from libs.errors import (
     BusError,
     BusUnavailable,
@@ -310,10 +310,8 @@ class Dispatcher:
         self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
 
     async def start(self) -> None:
-        self._subs.append(await self.nc.subscribe(
-            proto.reply_wildcard(self.edge_id), cb=self._on_reply,
-            pending_msgs_limit=REPLY_PENDING_MSGS, pending_bytes_limit=REPLY_PENDING_BYTES,
-        ))
+        # every reply is routed to its request as nats-py reads it: no queue, no task hop
+        self._subs.append(await subscribe_inline(self.nc, proto.reply_wildcard(self.edge_id), self._on_reply))
         self._subs.append(await self.nc.subscribe(proto.puback_wildcard(self.edge_id), cb=self._on_puback))
         self._subs.append(await self.nc.subscribe(proto.ANNOUNCE_SUBJECT, cb=self._on_announce))
         await self.nc.publish(proto.DISCOVER_SUBJECT, wire.encode({"type": "discover", "edge_id": self.edge_id}))
@@ -325,7 +323,7 @@ class Dispatcher:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[self._prefix_len:]
         exchange = self._exchanges.get(token)
         if exchange is not None:
@@ -333,7 +331,8 @@ class Dispatcher:
         elif token not in self._cancelled:
             # A worker streams a job no request here waits for (its PubAck was lost and the
             # request gave up, say): stop it once, so it stops spending upstream quota.
-            await self.cancel(token, "orphaned")
+            self._cancelled[token] = None  # its next replies, read before the cancel went out
+            self._in_background(self.cancel(token, "orphaned"))
 
     def forget_confirmations(self) -> None:
         """After a reconnect: the server may have lost its streams; confirm every job again."""

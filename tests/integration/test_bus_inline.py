@@ -1,0 +1,102 @@
+"""libs.bus.subscribe_inline against a real nats-server (a private one: the subjects here are not
+part of proto/, which the session's wiretap enforces)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from libs.bus import subscribe_inline
+from libs.devproc import Proc, start_nats_server
+
+
+@pytest.fixture(scope="module")
+def server(log_dir: Path) -> Iterator[Proc]:
+    proc = start_nats_server(log_dir=log_dir / "inline", store_dir=log_dir / "inline" / "js")
+    yield proc
+    proc.stop()
+
+
+@pytest_asyncio.fixture
+async def nc(server: Proc) -> AsyncIterator[NATS]:
+    client = await nats.connect(server.url)
+    yield client
+    if not client.is_closed:
+        await client.close()
+
+
+async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_their_own(nc: NATS) -> None:
+    seen: list[tuple[bytes, str]] = []
+
+    def handler(msg: Msg) -> None:
+        task = asyncio.current_task()
+        seen.append((msg.data, task.get_name() if task else ""))
+
+    sub = await subscribe_inline(nc, "inline.order", handler)
+    tasks_before = len(asyncio.all_tasks())
+    for i in range(200):
+        await nc.publish("inline.order", str(i).encode())
+    await nc.flush()
+    for _ in range(100):  # bounded: the replies are read by now, almost always
+        if len(seen) == 200:
+            break
+        await asyncio.sleep(0.01)
+    assert [data for data, _ in seen] == [str(i).encode() for i in range(200)]
+    assert nc._reading_task is not None
+    reader = nc._reading_task.get_name()  # nats-py's read loop, the one task that reads the socket
+    assert {name for _, name in seen} == {reader}
+    assert len(asyncio.all_tasks()) == tasks_before  # no task per subscription or message
+    assert sub.pending_msgs == 0 and sub.pending_bytes == 0  # nothing left counted as pending
+    await sub.unsubscribe()
+
+
+async def test_a_failing_handler_is_logged_and_the_connection_keeps_delivering(
+    nc: NATS, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[bytes] = []
+
+    def handler(msg: Msg) -> None:
+        if msg.data == b"boom":
+            raise RuntimeError("a bug in a handler")
+        seen.append(msg.data)
+
+    sub = await subscribe_inline(nc, "inline.fail", handler)
+    with caplog.at_level(logging.ERROR, logger="switchyard.bus"):
+        for data in (b"before", b"boom", b"after"):
+            await nc.publish("inline.fail", data)
+        await nc.flush()
+        for _ in range(100):
+            if b"after" in seen:
+                break
+            await asyncio.sleep(0.01)
+    assert seen == [b"before", b"after"]
+    assert nc.is_connected
+    assert any("inline.fail" in r.getMessage() for r in caplog.records)
+    await sub.unsubscribe()
+
+
+async def test_no_delivery_after_unsubscribe_and_drain_completes(nc: NATS) -> None:
+    seen: list[bytes] = []
+    sub = await subscribe_inline(nc, "inline.stop", lambda msg: seen.append(msg.data))
+    await nc.publish("inline.stop", b"one")
+    await nc.flush()
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    await sub.unsubscribe()
+    await nc.publish("inline.stop", b"two")
+    await nc.flush()
+    await asyncio.sleep(0.05)
+    assert seen == [b"one"]
+    await subscribe_inline(nc, "inline.drain", lambda msg: None)
+    await asyncio.wait_for(nc.drain(), timeout=5)  # its queue never holds anything to wait for
+    assert nc.is_closed
