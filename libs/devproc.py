@@ -133,6 +133,26 @@ def wait_http_ok(proc: Proc, url: str, *, timeout: float) -> None:
 _NATS_LISTEN = re.compile(rb"Listening for client connections on [^\s:]+:(\d+)")
 
 
+# Go's runtime settings for nats-server, measured with `make bench` at concurrency 1 on 2 cores:
+# - GOMAXPROCS=1 (unless set): on a small machine shared with the Python services, Go waking
+#   threads across cores for every message cost about 0.09 ms of CPU per gateway request
+#   (0.33-0.36 against 0.24-0.25 ms). In Kubernetes, Go (1.25+) sizes it from the CPU limit.
+# - schedtrace: Go parks its monitor thread (sysmon) whenever every P is idle, and the next
+#   syscall exit wakes it again. A server idle between messages pays that on every message: 6.1
+#   context switches per request instead of 2.3, about 0.07 ms of CPU (0.25 against 0.17 ms in
+#   six interleaved pairs). With a schedtrace period set, sysmon never parks: it polls, backing
+#   off to one wake-up per 10 ms when idle (about 0.5 % of a core). The period is the largest Go
+#   accepts (24.8 days between scheduler-trace lines in the log).
+NATS_SCHEDTRACE = "schedtrace=2147483647"
+
+
+def nats_godebug(given: str) -> str:
+    """GODEBUG for nats-server: the caller's settings, plus ours unless it sets schedtrace itself."""
+    if "schedtrace=" in given:
+        return given
+    return f"{given},{NATS_SCHEDTRACE}" if given else NATS_SCHEDTRACE
+
+
 def start_nats_server(*, log_dir: Path, store_dir: Path, port: int = 0, timeout: float = 15.0) -> Proc:
     """nats-server with JetStream on 127.0.0.1; with port 0 the bound port is read from its log."""
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -144,11 +164,7 @@ def start_nats_server(*, log_dir: Path, store_dir: Path, port: int = 0, timeout:
         "-sd", str(store_dir),
         "-m", "0",  # no monitoring port
     ]
-    # One scheduler thread unless GOMAXPROCS says otherwise: on a small machine shared with the
-    # Python services, Go waking threads across cores for every message cost nats-server about
-    # 0.09 ms of CPU per gateway request at concurrency 1 (0.33-0.36 vs 0.24-0.25 ms, make bench).
-    # In Kubernetes, Go (1.25+) sizes it from the container's CPU limit instead.
-    env = {"GOMAXPROCS": os.environ.get("GOMAXPROCS") or "1"}
+    env = {"GOMAXPROCS": os.environ.get("GOMAXPROCS") or "1", "GODEBUG": nats_godebug(os.environ.get("GODEBUG", ""))}
     proc = spawn("nats-server", argv, env=env, log_dir=log_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

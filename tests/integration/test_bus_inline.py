@@ -1,10 +1,11 @@
 """libs.bus.subscribe_inline against a real nats-server (a private one: the subjects here are not
-part of proto/, which the session's wiretap enforces)."""
+part of proto/, which the session's wiretap enforces), and the Go runtime settings it runs with."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from libs.bus import subscribe_inline
-from libs.devproc import Proc, start_nats_server
+from libs.devproc import NATS_SCHEDTRACE, Proc, nats_godebug, start_nats_server
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,20 @@ async def test_no_delivery_after_unsubscribe_and_drain_completes(nc: NATS) -> No
     await subscribe_inline(nc, "inline.drain", lambda msg: None)
     await asyncio.wait_for(nc.drain(), timeout=5)  # its queue never holds anything to wait for
     assert nc.is_closed
+
+
+def test_nats_server_runs_with_the_measured_go_settings(server: Proc) -> None:
+    environ = dict(
+        item.split("=", 1) for item in Path(f"/proc/{server.pid}/environ").read_text().split("\0") if "=" in item
+    )
+    assert environ["GOMAXPROCS"] == (os.environ.get("GOMAXPROCS") or "1")
+    assert NATS_SCHEDTRACE in environ["GODEBUG"].split(",")
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("", NATS_SCHEDTRACE),
+    ("madvdontneed=1", f"madvdontneed=1,{NATS_SCHEDTRACE}"),
+    ("schedtrace=5000", "schedtrace=5000"),  # the caller's own trace period wins
+])
+def test_godebug_keeps_the_callers_settings(given: str, expected: str) -> None:
+    assert nats_godebug(given) == expected
