@@ -47,6 +47,9 @@ def main() -> None:
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=int(settings.timeouts.drain) or 1,
         server_header=False,
+        # X-Forwarded-* would only rewrite the client address, which the edge never reads: skip
+        # uvicorn's middleware that parses them on every request
+        proxy_headers=False,
     )
     DrainingServer(config, state).run()
 
