@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,7 @@ from services.edge.routing import RoutingTable
 
 log = logging.getLogger("switchyard.edge.dispatch")
 
-_DISCONNECTED = ("", b"")  # sentinel put on an exchange's queue when the client goes away
+_DISCONNECTED = ("", b"")  # sentinel put in an exchange's inbox when the client goes away
 _MSG_ID = "Nats-Msg-Id"  # JetStream de-duplicates by it (the stream's duplicate window)
 _CANCELLED_MEMORY = 4096  # job ids cancelled lately: late replies of theirs need no second cancel
 
@@ -94,6 +95,43 @@ class _JobState:
         return bool(self.payload)
 
 
+class _Inbox:
+    """One request's replies in arrival order: a bounded FIFO read by the request's task alone.
+
+    asyncio.Queue does this with a dozen Python calls per item (waiter lists for many readers
+    and writers, task counting); one reader and writers that never wait need three."""
+
+    __slots__ = ("_items", "_limit", "_waiter")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[tuple[str, bytes]] = deque()
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: tuple[str, bytes]) -> bool:
+        """Add an item; False (and nothing added) when full."""
+        if len(self._items) >= self._limit:
+            return False
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def take(self) -> tuple[str, bytes] | None:
+        return self._items.popleft() if self._items else None
+
+    async def wait(self) -> None:
+        """Until there is an item to take (the caller bounds the wait)."""
+        if self._items:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 @dataclass
 class Exchange:
     """One client request's jobs and the replies they send back."""
@@ -106,21 +144,19 @@ class Exchange:
     # may be answered whole (a worker calls its upstream non-streamed), which takes as long as
     # the generation: the total limit bounds it, and heartbeats show the worker is alive.
     streamed: bool = True
-    queue: asyncio.Queue[tuple[str, bytes]] = field(init=False)
+    inbox: _Inbox = field(init=False)
     jobs: dict[str, _JobState] = field(default_factory=dict)
     overflowed: bool = False
     disconnected: bool = False
     owner: asyncio.Task[Any] | None = None  # the request's task, stopped when its buffer overflows
 
     def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.buffer)
+        self.inbox = _Inbox(self.buffer)
 
     def feed(self, token: str, payload: bytes) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait((token, payload))
-        except asyncio.QueueFull:
+        if not self.inbox.put((token, payload)):
             # The request's task may be blocked in `send` on a client that stopped reading, where
             # it would never look at the queue again: interrupt it (see `take_overflow`).
             self.overflowed = True
@@ -140,13 +176,11 @@ class Exchange:
         if job is None or job.done:
             return
         job.refused = error
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait((token, b""))
+        self.inbox.put((token, b""))
 
     def client_gone(self) -> None:
         self.disconnected = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(_DISCONNECTED)
+        self.inbox.put(_DISCONNECTED)
 
     # ---- the event loop of one request -----------------------------------------------------
 
@@ -155,16 +189,17 @@ class Exchange:
         t = self.dispatcher.timeouts
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
-        queue = self.queue
+        inbox = self.inbox
         while not all(j.done for j in self.jobs.values()):
-            if queue.empty():
+            item = inbox.take()
+            if item is None:
                 now = loop.time()
                 wake = self._next_deadline(t)
                 if keepalive is not None:
                     wake = min(wake, last_yield + keepalive)
                 try:
                     async with asyncio.timeout(max(0.0, wake - now)):
-                        token, payload = await queue.get()
+                        await inbox.wait()
                 except TimeoutError:
                     now = loop.time()
                     await self._expire(now, t)
@@ -172,8 +207,9 @@ class Exchange:
                         last_yield = now
                         yield KeepAlive()
                     continue
-            else:
-                token, payload = queue.get_nowait()
+                item = inbox.take()
+                assert item is not None  # one reader: what woke it is still there
+            token, payload = item
             if self.overflowed:
                 raise ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
             if not token:
