@@ -428,6 +428,16 @@ def test_first_violation_in_table_order_wins() -> None:
     expect_error(validate_chat_request, chat(temperature=5, tools="x"), "temperature", VALUE)
 
 
+def test_the_reported_violation_does_not_depend_on_the_order_of_the_fields() -> None:
+    # the body lists the later-in-table field first, at the top level and inside a message
+    body = {"tools": "x", "temperature": 5, "model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    expect_error(validate_chat_request, body, "temperature", VALUE)
+    body = {"model": "m", "messages": [{"name": 5, "content": 7, "role": "user"}]}
+    expect_error(validate_chat_request, body, "messages[0].content", "invalid_type")
+    body = {"stream": "yes", "model": "m"}  # a present field's error before a missing required one after it
+    expect_error(validate_chat_request, body, "messages", MISSING)
+
+
 def test_shared_rules_are_shared_objects() -> None:
     shared = set(CHAT_FIELDS) & set(COMPLETION_FIELDS) - {"logprobs", "max_tokens"}
     assert shared >= {"model", "frequency_penalty", "logit_bias", "n", "seed", "stop", "stream_options", "temperature"}
