@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import httptools
 
@@ -33,6 +33,10 @@ class ProtocolError(Exception):
 
 class InvalidHeader(ValueError):
     """A header name or value that would break the request (a line break, say)."""
+
+
+class BodyTooLarge(Exception):
+    """`read_all`: the body is longer than the caller's limit (the rest is not read)."""
 
 
 class Response(asyncio.Protocol):
@@ -129,16 +133,35 @@ class Response(asyncio.Protocol):
         """The body as it arrives (de-chunked), until the response is complete."""
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield chunk
+                yield self._pop()
             elif self._complete:
                 return
             else:
                 await self._wait()
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body once complete; BodyTooLarge past `limit` bytes. A plain coroutine: no
+        async generator to register, step through and close, for an answer wanted in one piece."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            while self._chunks:
+                chunk = self._pop()
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"the body is longer than {limit} bytes")
+                parts.append(chunk)
+            if self._complete:
+                return b"".join(parts)
+            await self._wait()
+
+    def _pop(self) -> bytes:
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
 
     async def read(self, limit: int) -> bytes:
         """Up to `limit` bytes of the body (an error body, say); the rest is not read."""
@@ -192,6 +215,53 @@ def _request_bytes(method: str, target: str, host: str, headers: Mapping[str, st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+class _Call:
+    """One request on a pooled connection, as an async context manager (a class, not a generator:
+    this runs for every upstream call). Entering sends the request and returns the response once
+    its headers are in; leaving gives a complete, keep-alive connection back, or closes it."""
+
+    __slots__ = ("_conn", "_key", "_pool", "_request")
+
+    def __init__(self, pool: HTTP1Pool, key: tuple[str, int], request: bytes) -> None:
+        self._pool = pool
+        self._key = key
+        self._request = request
+        self._conn: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        conn = self._pool._take(self._key)
+        try:
+            if conn is not None:
+                try:
+                    conn.send(self._request)
+                    await conn.wait_headers()
+                except ProtocolError:
+                    if conn.received_any:
+                        raise
+                    # The server closed this idle connection as we reused it, before answering
+                    # anything (keep-alive timeouts race like this): once more, on a new one.
+                    conn._close()
+                    conn = None
+            if conn is None:
+                conn = await self._pool._connect(*self._key)
+                conn.send(self._request)
+                await conn.wait_headers()
+        except BaseException:
+            if conn is not None:
+                conn._close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        conn = self._conn
+        assert conn is not None
+        if exc is None and conn.reusable:
+            self._pool._give_back(self._key, conn)
+        else:
+            conn._close()  # an error, a cancelled task, a body left unread, or the server said close
+
+
 class HTTP1Pool:
     """Keep-alive connections per (host, port); `request` is an async context manager."""
 
@@ -223,39 +293,12 @@ class HTTP1Pool:
             _, conn = await loop.create_connection(Response, host, port)
         return conn
 
-    @contextlib.asynccontextmanager
-    async def request(
+    def request(
         self, method: str, host: str, port: int, target: str, headers: Mapping[str, str], body: bytes
-    ) -> AsyncIterator[Response]:
-        """Send the request and yield the response once its headers are in; read its body inside."""
-        key = (host, port)
-        request = _request_bytes(method, target, host if port == 80 else f"{host}:{port}", headers, body)
-        conn = self._take(key)
-        try:
-            if conn is not None:
-                try:
-                    conn.send(request)
-                    await conn.wait_headers()
-                except ProtocolError:
-                    if conn.received_any:
-                        raise
-                    # The server closed this idle connection as we reused it, before answering
-                    # anything (keep-alive timeouts race like this): once more, on a new one.
-                    conn._close()
-                    conn = None
-            if conn is None:
-                conn = await self._connect(host, port)
-                conn.send(request)
-                await conn.wait_headers()
-            yield conn
-        except BaseException:
-            if conn is not None:
-                conn._close()
-            raise
-        if conn.reusable:
-            self._give_back(key, conn)
-        else:
-            conn._close()  # a body left unread, or the server said close
+    ) -> _Call:
+        """`async with pool.request(...) as response`: read the response's body inside the block."""
+        return _Call(self, (host, port), _request_bytes(method, target, host if port == 80 else f"{host}:{port}",
+                                                        headers, body))
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from libs.http1 import HTTP1Pool, InvalidHeader, ProtocolError
+from libs.http1 import BodyTooLarge, HTTP1Pool, InvalidHeader, ProtocolError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -253,6 +253,57 @@ async def test_a_large_body_read_slowly_arrives_whole() -> None:
                 parts.append(chunk)
                 await asyncio.sleep(0.001)
         assert b"".join(parts) == blob
+        await pool.aclose()
+
+
+async def test_read_all_returns_the_whole_body_past_the_pause_threshold_and_reuses_the_connection() -> None:
+    blob = bytes(range(256)) * 4096  # 1 MiB: reading pauses at 256 KiB buffered and must resume
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(blob))
+            for i in range(0, len(blob), 65536):
+                writer.write(blob[i:i + 65536])
+                await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        for _ in range(2):
+            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+                assert await asyncio.wait_for(response.read_all(len(blob)), 5) == blob
+        assert server.connections == 1  # complete and keep-alive: the one connection went back
+        await pool.aclose()
+
+
+async def test_read_all_refuses_a_body_over_its_limit_and_closes_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(OK_HEAD + chunked(b"x" * 600, b"y" * 600))
+            await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        with pytest.raises(BodyTooLarge):
+            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+                await response.read_all(1000)
+        async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            assert await response.read_all(1200) == b"x" * 600 + b"y" * 600
+        assert server.connections == 2  # the refused answer's connection was not reused
+        await pool.aclose()
+
+
+async def test_read_all_raises_when_the_server_cuts_the_body() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        with pytest.raises(ProtocolError, match="inside a response"):
+            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+                await response.read_all(1000)
         await pool.aclose()
 
 
