@@ -117,13 +117,20 @@ class OpenAIBackend:
         return ups[start:] + ups[:start]
 
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+        # One async generator for the whole job (each costs a registration with the loop and a
+        # step per item): the call to each upstream in turn is made inline.
         candidates = self._candidates(job["model"])
         for number, upstream in enumerate(candidates, start=1):
             sent_any = False
             try:
-                async for item in self._stream_one(upstream, job, body):
-                    sent_any = sent_any or not isinstance(item, WholeAnswer)
-                    yield item
+                call, whole = self._call(upstream, job, body)
+                if whole:
+                    yield WholeAnswer()
+                    yield await self._whole(call, body)
+                else:
+                    async for item in self._streamed(call, body):
+                        sent_any = True
+                        yield item
                 return
             except SwitchyardError as err:
                 if sent_any or isinstance(err, UpstreamBadRequest) or number == len(candidates):
@@ -131,7 +138,8 @@ class OpenAIBackend:
                 # failed over: counted here; the error that ends the job is counted by the runtime
                 self.metrics.upstream_errors.labels(code=err.code).inc()
 
-    async def _stream_one(self, upstream: Upstream, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+    def _call(self, upstream: Upstream, job: Job, body: dict[str, Any]) -> tuple[UpstreamCall, bool]:
+        """The call to make to this upstream, and whether it asks for the whole answer at once."""
         payload = dict(body)
         payload["model"] = job["model"]
         whole = upstream.whole_answers and not body.get("stream")
@@ -145,12 +153,7 @@ class OpenAIBackend:
             None if plain else self._client(), self._pool if plain else None, upstream,
             self._proxies[upstream.name], _PATHS[job["kind"]], payload,
         )
-        if whole:
-            yield WholeAnswer()
-            yield await self._whole(call, body)
-        else:
-            async for item in self._streamed(call, body):
-                yield item
+        return call, whole
 
     async def _whole(self, call: UpstreamCall, body: dict[str, Any]) -> StreamEnd:
         """A non-streamed answer as one end: its choices become one delta each."""

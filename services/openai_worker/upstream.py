@@ -29,7 +29,7 @@ from libs.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from libs.http1 import HTTP1Pool, InvalidHeader, ProtocolError
+from libs.http1 import BodyTooLarge, HTTP1Pool, InvalidHeader, ProtocolError, Response
 from libs.logs import redact
 from libs.sse import SSEDecoder
 from services.openai_worker.config import Upstream
@@ -118,8 +118,16 @@ class UpstreamCall:
 
     async def answer(self) -> dict[str, Any]:
         """The upstream's whole answer (`chat.completion` / `text_completion`), parsed."""
-        async with self._body("application/json") as body:
-            raw = await _read_whole(body, self.upstream.name)
+        headers = self._headers("application/json")
+        if self.pool is not None:  # plain coroutines all the way: no async generator per call
+            with _PlainFailures(self.upstream.name) as failures:
+                async with self._plain_call(headers) as response:
+                    failures.answered = True
+                    await _ensure_ok(response, self.upstream.name)
+                    raw = await response.read_all(_MAX_ANSWER_BODY)
+        else:
+            async with self._aiohttp(headers) as body:
+                raw = await _read_whole(body, self.upstream.name)
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -128,11 +136,20 @@ class UpstreamCall:
             raise UpstreamProtocolError(f"upstream {self.upstream.name} sent an answer without choices")
         return answer
 
-    def _body(self, accept: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+    def _headers(self, accept: str) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": accept}
         if self.upstream.api_key:
             headers["authorization"] = f"Bearer {self.upstream.api_key}"
+        return headers
+
+    def _body(self, accept: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        headers = self._headers(accept)
         return self._plain(headers) if self.pool is not None else self._aiohttp(headers)
+
+    def _plain_call(self, headers: dict[str, str]) -> contextlib.AbstractAsyncContextManager[Response]:
+        assert self.pool is not None
+        host, port, target = _plain_target(self.upstream.base_url + self.path)
+        return self.pool.request("POST", host, port, target, headers, orjson.dumps(self.body))
 
     # Both clients: the body of a 200 answer as it arrives. Failures inside the `async with` block
     # are converted here too. Leaving the block early (a cancelled task) closes the connection,
@@ -140,30 +157,14 @@ class UpstreamCall:
 
     @contextlib.asynccontextmanager
     async def _plain(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
-        assert self.pool is not None
-        name = self.upstream.name
-        host, port, target = _plain_target(self.upstream.base_url + self.path)
-        answered = False
-        try:
-            async with self.pool.request("POST", host, port, target, headers, orjson.dumps(self.body)) as response:
-                answered = True
-                if response.status != 200:
-                    raw = await response.read(_MAX_ERROR_BODY)
-                    raise error_for_status(response.status, raw, response.headers, name)
+        with _PlainFailures(self.upstream.name) as failures:
+            async with self._plain_call(headers) as response:
+                failures.answered = True
+                await _ensure_ok(response, self.upstream.name)
                 # Closed explicitly: an async generator left unfinished at [DONE] would be closed
                 # by the loop's finalizer hook instead, a thread-safe wake-up and a task per call.
                 async with contextlib.aclosing(response.body()) as body:
                     yield body
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream {name} timed out") from exc
-        except ProtocolError as exc:
-            if answered:
-                raise UpstreamProtocolError(f"upstream {name} broke off its answer") from exc
-            raise UpstreamError(f"cannot reach upstream {name}: the connection closed unanswered") from exc
-        except InvalidHeader as exc:
-            raise UpstreamError(f"cannot call upstream {name}: {exc}") from exc
-        except OSError as exc:
-            raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
     @contextlib.asynccontextmanager
     async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -205,6 +206,42 @@ class UpstreamCall:
             if batch:
                 yield batch, False
         raise UpstreamProtocolError(f"upstream {name} ended the stream without [DONE]")
+
+
+async def _ensure_ok(response: Response, upstream: str) -> None:
+    if response.status != 200:
+        raw = await response.read(_MAX_ERROR_BODY)
+        raise error_for_status(response.status, raw, response.headers, upstream)
+
+
+class _PlainFailures:
+    """A `with` block around one call of the plain client: its failures as our error types.
+    `answered` (set once the response's headers are in) tells a broken-off answer from a
+    connection that closed unanswered."""
+
+    __slots__ = ("answered", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.answered = False
+
+    def __enter__(self) -> _PlainFailures:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        name = self.name
+        if isinstance(exc, TimeoutError):
+            raise UpstreamTimeout(f"upstream {name} timed out") from exc
+        if isinstance(exc, BodyTooLarge):
+            raise UpstreamProtocolError(f"upstream {name} sent an answer over {_MAX_ANSWER_BODY >> 20} MiB") from exc
+        if isinstance(exc, ProtocolError):
+            if self.answered:
+                raise UpstreamProtocolError(f"upstream {name} broke off its answer") from exc
+            raise UpstreamError(f"cannot reach upstream {name}: the connection closed unanswered") from exc
+        if isinstance(exc, InvalidHeader):
+            raise UpstreamError(f"cannot call upstream {name}: {exc}") from exc
+        if isinstance(exc, OSError):
+            raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
 
 async def _read_whole(body: AsyncIterator[bytes], upstream: str) -> bytes:
