@@ -1,8 +1,11 @@
-"""The edge's Prometheus metrics (injected registry; bounded labels, never a key)."""
+"""The edge's Prometheus metrics (injected registry; bounded labels, never a key), updated from
+the event loop only (libs/loop_metrics.py)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+
+from libs.loop_metrics import Counter, Gauge, Histogram
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
