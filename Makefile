@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint fmt bench bench-ab clean
+.PHONY: run test test-fast lint fmt bench bench-ab bench-instr clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' \
@@ -44,6 +44,10 @@ bench: $(STAMP)
 ## bench-ab REV=<git rev>: interleaved gateway-CPU A/B of REV against the working tree (tools/bench_ab.sh)
 bench-ab: $(STAMP)
 	tools/bench_ab.sh $(or $(REV),HEAD) $(or $(PAIRS),3)
+
+## bench-instr: instructions per request of edge and worker under callgrind (steady whatever the load)
+bench-instr: $(STAMP)
+	$(PY) -m tools.bench_instructions
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache
