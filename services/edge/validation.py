@@ -76,21 +76,30 @@ def _expect(value: object, path: str, types: tuple[type, ...], expected: str) ->
         raise _type_error(value, path, expected)
 
 
-_REQUIRED: dict[int, tuple[str, ...]] = {}  # id(table) -> its required names; tables live as long as the module
+# id(table) -> (its rules with `Required` unwrapped, its required names); tables are built at
+# import and live as long as the module
+_COMPILED: dict[int, tuple[dict[str, Rule], tuple[str, ...]]] = {}
+
+
+def _compiled(table: Table) -> tuple[dict[str, Rule], tuple[str, ...]]:
+    compiled = _COMPILED.get(id(table))
+    if compiled is None:
+        rules = {name: entry.rule if isinstance(entry, Required) else entry for name, entry in table.items()}
+        required = tuple(name for name, entry in table.items() if isinstance(entry, Required))
+        compiled = _COMPILED[id(table)] = (rules, required)
+    return compiled
 
 
 def _check_fields(fields: Mapping[str, Any], table: Table, path: str) -> None:
     # A body names a few of a table's thirty-odd fields: check those it has, then the required
     # ones it lacks. Should anything be wrong, the table-order pass names the same first
     # violation whatever order the client wrote its fields in.
-    required = _REQUIRED.get(id(table))
-    if required is None:
-        required = _REQUIRED[id(table)] = tuple(name for name, entry in table.items() if isinstance(entry, Required))
+    rules, required = _compiled(table)
     try:
         for name, value in fields.items():
-            entry = table.get(name)
-            if entry is not None and value is not None:
-                (entry.rule if isinstance(entry, Required) else entry)(value, _join(path, name))
+            rule = rules.get(name)
+            if rule is not None and value is not None:
+                rule(value, f"{path}.{name}" if path else name)
         for name in required:
             if fields.get(name) is None:
                 raise _missing(_join(path, name))
@@ -128,9 +137,12 @@ def string(
     pattern: re.Pattern[str] | None = None,
     pattern_help: str = "",
 ) -> Rule:
+    allowed = frozenset(enum)
+
     def check(value: Any, path: str) -> None:
-        _expect(value, path, (str,), "a string")
-        if enum and value not in enum:
+        if type(value) is not str:  # the most common rule: _expect inlined
+            raise _type_error(value, path, "a string")
+        if allowed and value not in allowed:
             choices = ", ".join(repr(e) for e in enum)
             raise _value_error(path, f"Invalid value for '{path}': expected one of {choices}, but got {_show(value)}.")
         if non_empty and not value:
@@ -321,8 +333,9 @@ _ROLE: Table = {"role": Required(string(enum=tuple(_MESSAGE_TABLES)))}
 
 def _message(value: Any, path: str) -> None:
     _expect(value, path, (dict,), "an object")
-    _check_fields(value, _ROLE, path)
-    role = value["role"]
+    role = value.get("role")
+    if type(role) is not str or role not in _MESSAGE_TABLES:
+        _check_fields(value, _ROLE, path)  # names what is wrong with it
     # Only an assistant turn that calls a tool/function may omit its content.
     calls = role == "assistant" and (bool(value.get("tool_calls")) or value.get("function_call") is not None)
     if value.get("content") is None and not calls:
