@@ -106,30 +106,39 @@ class _Inbox:
     def __init__(self, limit: int) -> None:
         self._items: deque[tuple[str, bytes]] = deque()
         self._limit = limit
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
 
     def put(self, item: tuple[str, bytes]) -> bool:
         """Add an item; False (and nothing added) when full."""
         if len(self._items) >= self._limit:
             return False
         self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _settle(self._waiter, True)
         return True
 
     def take(self) -> tuple[str, bytes] | None:
         return self._items.popleft() if self._items else None
 
-    async def wait(self) -> None:
-        """Until there is an item to take (the caller bounds the wait)."""
+    async def wait(self, until: float) -> bool:
+        """True once there is an item to take; False when the loop's clock reached `until` first.
+
+        A timer that settles the waiter, rather than `asyncio.timeout`, which takes four Python
+        calls and a task lookup to set up and tear down on every wait."""
         if self._items:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(until, _settle, waiter, False)
         try:
-            await self._waiter
+            return await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+
+
+def _settle(waiter: asyncio.Future[bool] | None, arrived: bool) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(arrived)
 
 
 @dataclass
@@ -193,14 +202,10 @@ class Exchange:
         while not all(j.done for j in self.jobs.values()):
             item = inbox.take()
             if item is None:
-                now = loop.time()
-                wake = self._next_deadline(t)
+                wake = self._next_deadline(t)  # monotonic, the loop's clock too
                 if keepalive is not None:
                     wake = min(wake, last_yield + keepalive)
-                try:
-                    async with asyncio.timeout(max(0.0, wake - now)):
-                        await inbox.wait()
-                except TimeoutError:
+                if not await inbox.wait(wake):
                     now = loop.time()
                     await self._expire(now, t)
                     if keepalive is not None and now >= last_yield + keepalive:
