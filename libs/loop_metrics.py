@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
@@ -68,6 +68,8 @@ Child = TypeVar("Child", CounterChild, GaugeChild, HistogramChild)
 
 
 class _Family(Generic[Child]):
+    family_type: ClassVar[type[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]]
+
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
                  registry: CollectorRegistry) -> None:
         self.name = name
@@ -97,10 +99,12 @@ class _Family(Generic[Child]):
         return child
 
     def _family(self) -> Metric:
-        raise NotImplementedError
+        return self.family_type(self.name, self.documentation, labels=self.labelnames)
 
     def _add(self, family: Metric, key: tuple[str, ...], child: Child) -> None:
-        raise NotImplementedError
+        assert isinstance(child, CounterChild | GaugeChild)  # a histogram has its own
+        assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
+        family.add_metric(list(key), child.value)
 
     # ---- the collector interface ---------------------------------------------------------
 
@@ -115,21 +119,18 @@ class _Family(Generic[Child]):
 
 
 class Counter(_Family[CounterChild]):
+    family_type = CounterMetricFamily
+
     def _new_child(self) -> CounterChild:
         return CounterChild()
 
     def inc(self, amount: float = 1.0) -> None:
         self._unlabelled().inc(amount)
 
-    def _family(self) -> Metric:
-        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def _add(self, family: Metric, key: tuple[str, ...], child: CounterChild) -> None:
-        assert isinstance(family, CounterMetricFamily)
-        family.add_metric(key, child.value)
-
 
 class Gauge(_Family[GaugeChild]):
+    family_type = GaugeMetricFamily
+
     def _new_child(self) -> GaugeChild:
         return GaugeChild()
 
@@ -142,15 +143,10 @@ class Gauge(_Family[GaugeChild]):
     def set(self, value: float) -> None:
         self._unlabelled().set(value)
 
-    def _family(self) -> Metric:
-        return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def _add(self, family: Metric, key: tuple[str, ...], child: GaugeChild) -> None:
-        assert isinstance(family, GaugeMetricFamily)
-        family.add_metric(key, child.value)
-
 
 class Histogram(_Family[HistogramChild]):
+    family_type = HistogramMetricFamily
+
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
                  buckets: Sequence[float], registry: CollectorRegistry) -> None:
         bounds = sorted(float(b) for b in buckets)
@@ -164,9 +160,6 @@ class Histogram(_Family[HistogramChild]):
 
     def observe(self, value: float) -> None:
         self._unlabelled().observe(value)
-
-    def _family(self) -> Metric:
-        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def _add(self, family: Metric, key: tuple[str, ...], child: HistogramChild) -> None:
         assert isinstance(family, HistogramMetricFamily)

@@ -235,15 +235,20 @@ async def test_cancelling_the_reader_closes_the_connection() -> None:
         await pool.aclose()
 
 
+async def write_blob(writer: asyncio.StreamWriter, blob: bytes) -> None:
+    """A 200 answer with a content-length body, written in 64 KiB pieces."""
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(blob))
+    for i in range(0, len(blob), 65536):
+        writer.write(blob[i:i + 65536])
+        await writer.drain()
+
+
 async def test_a_large_body_read_slowly_arrives_whole() -> None:
     blob = bytes(range(256)) * 4096  # 1 MiB, above the pause threshold
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(blob))
-        for i in range(0, len(blob), 65536):
-            writer.write(blob[i:i + 65536])
-            await writer.drain()
+        await write_blob(writer, blob)
 
     async with serve(handler) as server:
         pool = HTTP1Pool()
@@ -262,10 +267,7 @@ async def test_read_all_returns_the_whole_body_past_the_pause_threshold_and_reus
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         for _ in range(2):
             await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(blob))
-            for i in range(0, len(blob), 65536):
-                writer.write(blob[i:i + 65536])
-                await writer.drain()
+            await write_blob(writer, blob)
 
     async with serve(handler) as server:
         pool = HTTP1Pool()
