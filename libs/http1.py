@@ -35,7 +35,7 @@ class InvalidHeader(ValueError):
     """A header name or value that would break the request (a line break, say)."""
 
 
-class BodyTooLarge(Exception):
+class ResponseTooLarge(Exception):
     """`read_all`: the body is longer than the caller's limit (the rest is not read)."""
 
 
@@ -140,7 +140,7 @@ class Response(asyncio.Protocol):
                 await self._wait()
 
     async def read_all(self, limit: int) -> bytes:
-        """The whole body once complete; BodyTooLarge past `limit` bytes. A plain coroutine: no
+        """The whole body once complete; ResponseTooLarge past `limit` bytes. A plain coroutine: no
         async generator to register, step through and close, for an answer wanted in one piece."""
         parts: list[bytes] = []
         size = 0
@@ -149,7 +149,7 @@ class Response(asyncio.Protocol):
                 chunk = self._pop()
                 size += len(chunk)
                 if size > limit:
-                    raise BodyTooLarge(f"the body is longer than {limit} bytes")
+                    raise ResponseTooLarge(f"the body is longer than {limit} bytes")
                 parts.append(chunk)
             if self._complete:
                 return b"".join(parts)

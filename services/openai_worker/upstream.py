@@ -29,7 +29,7 @@ from libs.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from libs.http1 import BodyTooLarge, HTTP1Pool, InvalidHeader, ProtocolError, Response
+from libs.http1 import HTTP1Pool, InvalidHeader, ProtocolError, Response, ResponseTooLarge
 from libs.logs import redact
 from libs.sse import SSEDecoder
 from services.openai_worker.config import Upstream
@@ -232,7 +232,7 @@ class _PlainFailures:
         name = self.name
         if isinstance(exc, TimeoutError):
             raise UpstreamTimeout(f"upstream {name} timed out") from exc
-        if isinstance(exc, BodyTooLarge):
+        if isinstance(exc, ResponseTooLarge):
             raise UpstreamProtocolError(f"upstream {name} sent an answer over {_MAX_ANSWER_BODY >> 20} MiB") from exc
         if isinstance(exc, ProtocolError):
             if self.answered:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from libs.http1 import BodyTooLarge, HTTP1Pool, InvalidHeader, ProtocolError
+from libs.http1 import HTTP1Pool, InvalidHeader, ProtocolError, ResponseTooLarge
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -287,7 +287,7 @@ async def test_read_all_refuses_a_body_over_its_limit_and_closes_the_connection(
 
     async with serve(handler) as server:
         pool = HTTP1Pool()
-        with pytest.raises(BodyTooLarge):
+        with pytest.raises(ResponseTooLarge):
             async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
                 await response.read_all(1000)
         async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
