@@ -75,6 +75,8 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it")
         async def ensure_jetstream() -> None:
             # at start-up, and again after a reconnect: a restarted server has lost memory streams
+            if hasattr(state, "dispatcher"):  # a reconnect: confirm every job again, from now on
+                state.dispatcher.forget_confirmations()
             js = nc.jetstream()
             t = settings.timeouts
             # de-duplication must outlast a blind job's confirmation (Dispatcher.confirm); JetStream
@@ -83,8 +85,6 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             await ensure_chat_stream(js, max_age=max_age,
                                      duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
-            if hasattr(state, "dispatcher"):  # a reconnect: the server may have lost its streams
-                state.dispatcher.forget_confirmations()
 
         nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=ensure_jetstream)
         await ensure_jetstream()

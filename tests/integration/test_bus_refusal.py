@@ -252,3 +252,47 @@ async def test_the_duplicate_window_stays_within_the_streams_max_age(log_dir: Pa
         finally:
             await nc.close()
     assert config.duplicate_window == config.max_age == 60.0
+
+
+async def test_after_a_reconnect_the_next_job_is_confirmed_again(log_dir: Path) -> None:
+    # A restarted server may have lost its streams, so a confirmation from before the restart
+    # proves nothing: the first job after the reconnect asks for JetStream's acknowledgement
+    # when it is published, though the confirm window (60 s here) is still open. A blind job is
+    # acknowledged too, but only when it is confirmed later, as a duplicate of its stored copy.
+    name = "edge-window-reconnect"
+    acks: list[dict[str, object]] = []
+
+    async def note(msg: Msg) -> None:
+        acks.append(orjson.loads(msg.data) if msg.data else {"status": (msg.headers or {}).get("Status")})
+
+    async def listen(url: str) -> nats.NATS:
+        client = await nats.connect(url)
+        await client.subscribe(proto.puback_wildcard(name), cb=note)
+        await client.flush()
+        return client
+
+    async with private_bus(log_dir, name, SY_TIMEOUT_CONFIRM_WINDOW="600") as private:
+        port = int(private.nats.url.rsplit(":", 1)[1])
+        listener = await listen(private.nats.url)
+        statuses = [(await private.http.post("/chat/completions", json=BODY)).status_code]  # confirmed
+        statuses.append((await private.http.post("/chat/completions", json=BODY)).status_code)  # blind
+        await listener.flush()
+        await listener.close()
+        private.nats.stop()
+        restarted = start_nats_server(log_dir=log_dir / name, store_dir=log_dir / name / "js2", port=port)
+        try:
+            listener = await listen(restarted.url)
+            js = listener.jetstream()
+            for _ in range(200):  # bounded: until the edge has reconnected and recreated its stream
+                with contextlib.suppress(Exception):
+                    await js.stream_info(proto.STREAM_CHAT)
+                    break
+                await asyncio.sleep(0.05)
+            statuses.append((await private.http.post("/chat/completions", json=BODY)).status_code)
+            await listener.flush()
+            await listener.close()
+        finally:
+            restarted.stop()
+    assert statuses == [503, 503, 503]  # no worker serves this bus: each waits out the queue wait
+    # confirmed; blind, then confirmed as a duplicate; after the reconnect asked at once again
+    assert [bool(a.get("duplicate")) for a in acks] == [False, True, False], acks
