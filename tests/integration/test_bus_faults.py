@@ -10,6 +10,7 @@ wiretap checks it); only the behaviour is wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -331,6 +332,39 @@ async def test_replies_no_request_waits_for_get_one_cancel(rogue_edge: Proc, wor
     await wait_for(lambda: worker.cancels_of(token), within=2)
     await asyncio.sleep(0.3)  # any further cancel would have arrived by now
     assert worker.cancels_of(token) == [{"type": "cancel", "job_id": token, "reason": "orphaned"}]
+
+
+async def test_a_blind_job_answered_after_its_client_left_draws_an_orphaned_cancel(
+    nats_server: Proc, log_dir: Path, worker: FakeWorker
+) -> None:
+    # A job published inside a confirm window whose client leaves before any reply: the edge
+    # cancels it but does not remember the cancel (a worker may take the job after the cancel
+    # went out), so the first reply that arrives later still draws an `orphaned` cancel.
+    edge = start_edge(nats_server.url, log_dir, name="edge-rogue-window", SY_TIMEOUT_CONFIRM_WINDOW="30",
+                      SWITCHYARD_CONFIG=routing_config(log_dir))
+    try:
+        first_id, blind_id = request_id("window-open"), request_id("window-blind")
+        first = asyncio.create_task(stream_raw(edge, first_id))
+        first_msg, first_job = await worker.take(first_id)  # stored and confirmed: the window opens
+        blind = asyncio.create_task(stream_raw(edge, blind_id))
+        msg, job = await worker.take(blind_id)
+        assert (msg.headers or {}).get("Nats-Msg-Id") == job["job_id"]  # it went out unconfirmed
+        blind.cancel()  # the client leaves before any reply
+        with contextlib.suppress(asyncio.CancelledError):
+            await blind
+        await wait_for(lambda: worker.cancels_of(job["job_id"]), within=3)
+        assert [c["reason"] for c in worker.cancels_of(job["job_id"])] == ["client_disconnected"]
+        await worker.start(job, 1)  # the worker that holds it answers regardless
+        await wait_for(lambda: len(worker.cancels_of(job["job_id"])) == 2, within=3)
+        assert worker.cancels_of(job["job_id"])[1]["reason"] == "orphaned"
+        await msg.term()
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await first_msg.term()
+        assert first_job["job_id"] != job["job_id"]
+    finally:
+        edge.stop()
 
 
 async def first_token_sent(
