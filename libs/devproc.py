@@ -142,7 +142,8 @@ _NATS_LISTEN = re.compile(rb"Listening for client connections on [^\s:]+:(\d+)")
 #   context switches per request instead of 2.3, about 0.07 ms of CPU (0.25 against 0.17 ms in
 #   six interleaved pairs). With a schedtrace period set, sysmon never parks: it polls, backing
 #   off to one wake-up per 10 ms when idle (about 0.5 % of a core). The period is the largest Go
-#   accepts (24.8 days between scheduler-trace lines in the log).
+#   accepts: a one-line scheduler trace in the log every 24.8 days (and one at start on a machine
+#   up for longer than that, as Go counts from boot).
 NATS_SCHEDTRACE = "schedtrace=2147483647"
 
 
