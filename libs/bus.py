@@ -171,7 +171,7 @@ async def subscribe_inline(nc: NATS, subject: str, handler: Callable[[Msg], None
     turn (and task step) per message, on the hot path of every reply and every job. The handler
     runs inside nats-py's read loop instead, so it must be quick and must not block; it may start
     tasks. Relies on nats-py's `Subscription._pending_queue` (nats-py is pinned in
-    requirements.lock; tests/test_bus_inline.py checks the behaviour against the installed one).
+    requirements.lock; tests/integration/test_bus_inline.py checks the behaviour against the installed one).
     """
     sub = await nc.subscribe(subject)  # no callback: nats-py starts no task, only an unused iterator
     sub._pending_queue = _Inline(sub, handler)
