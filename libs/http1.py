@@ -15,7 +15,6 @@ upstream learns that its caller has gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
@@ -140,19 +139,30 @@ class Response(asyncio.Protocol):
                 await self._wait()
 
     async def read_all(self, limit: int) -> bytes:
-        """The whole body once complete; ResponseTooLarge past `limit` bytes. A plain coroutine: no
-        async generator to register, step through and close, for an answer wanted in one piece."""
+        """The whole body once complete; ResponseTooLarge past `limit` bytes."""
+        data, over = await self._collect(limit)
+        if over:
+            raise ResponseTooLarge(f"the body is longer than {limit} bytes")
+        return data
+
+    async def read(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body (an error body, say); the rest is not read."""
+        return (await self._collect(limit))[0][:limit]
+
+    async def _collect(self, limit: int) -> tuple[bytes, bool]:
+        """The body until it is complete or has gone past `limit` bytes (then True). A plain
+        coroutine: no async generator to register, step through and close per call."""
         parts: list[bytes] = []
         size = 0
         while True:
             while self._chunks:
                 chunk = self._pop()
+                parts.append(chunk)
                 size += len(chunk)
                 if size > limit:
-                    raise ResponseTooLarge(f"the body is longer than {limit} bytes")
-                parts.append(chunk)
+                    return b"".join(parts), True
             if self._complete:
-                return b"".join(parts)
+                return b"".join(parts), False
             await self._wait()
 
     def _pop(self) -> bytes:
@@ -162,18 +172,6 @@ class Response(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return chunk
-
-    async def read(self, limit: int) -> bytes:
-        """Up to `limit` bytes of the body (an error body, say); the rest is not read."""
-        parts: list[bytes] = []
-        size = 0
-        async with contextlib.aclosing(self.body()) as body:  # closed now, not by the loop's finalizer
-            async for chunk in body:
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    break
-        return b"".join(parts)[:limit]
 
     @property
     def reusable(self) -> bool:

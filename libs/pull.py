@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
 
 log = logging.getLogger("switchyard.pull")
@@ -60,7 +60,7 @@ class JobPuller:
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_pull = 0.0
-        self._background: set[asyncio.Task[None]] = set()
+        self._naks = BackgroundTasks()  # jobs handed back while draining
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -132,15 +132,10 @@ class JobPuller:
         self.outstanding = max(0, self.outstanding - 1)
         if self._stopping:
             # Draining: hand it straight back so another replica takes it now.
-            self._in_background(msg.nak())
+            self._naks.start(msg.nak())
             return
         self.in_flight += 1
         self._on_job(msg)
-
-    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get(_STATUS, "")

@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 
 import proto
 from libs import wire
+from libs.background import BackgroundTasks
 from libs.bus import delivery_count, ensure_pool_consumer
 from libs.coalesce import coalesce
 from libs.errors import (
@@ -129,7 +130,7 @@ class WorkerRuntime:
         self._subs: list[Any] = []
         self._body_store: Any = None
         self._idle = asyncio.Event()  # set whenever no job is running (drain waits on it)
-        self._acks: set[asyncio.Task[None]] = set()
+        self._acks = BackgroundTasks()  # terms of jobs dropped on arrival
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -234,13 +235,13 @@ class WorkerRuntime:
             attempt = delivery_count(msg.reply)
         except Exception:
             log.error("dropping a malformed job message")
-            self._settle(msg.term())
+            self._acks.start(msg.term())
             self._release()
             return
         if time.time() > job["start_by"]:
             # the edge has already told its client there was no capacity
             self.metrics.count_job("expired")
-            self._settle(msg.term())
+            self._acks.start(msg.term())
             self._release()
             return
         running = _Running(job=job, msg=msg, attempt=attempt)
@@ -254,11 +255,6 @@ class WorkerRuntime:
         if attempt > 1:
             self.metrics.retries.inc()
         running.task = asyncio.create_task(self._run(running), name=f"job-{job['job_id']}")
-
-    def _settle(self, ack: Any) -> None:
-        task = asyncio.ensure_future(ack)
-        self._acks.add(task)
-        task.add_done_callback(self._acks.discard)
 
     def _release(self) -> None:
         if not self._jobs:

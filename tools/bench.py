@@ -231,14 +231,10 @@ def measured(
 ) -> dict[str, Any]:
     spies = profilers(profile_label, procs) if profile_label else []
     before = {name: cpu_seconds(pid) for name, pid in procs.items()}
-    if cmd["kind"] == "wrk":
-        result = run_wrk(cmd)
-        before["loadgen"], after_loadgen = 0.0, result.pop("loadgen_cpu_s")
-    else:
-        result = loadgen.run(cmd)
+    result = run_wrk(cmd) if cmd["kind"] == "wrk" else loadgen.run(cmd)
     after = {name: cpu_seconds(pid) for name, pid in procs.items()}
-    if cmd["kind"] == "wrk":
-        after["loadgen"] = after_loadgen
+    if "loadgen_cpu_s" in result:  # wrk's own, from rusage (the asyncio client idled meanwhile)
+        before["loadgen"], after["loadgen"] = 0.0, result.pop("loadgen_cpu_s")
     for spy in spies:  # py-spy writes its output on SIGINT
         spy.send_signal(2)
     for spy in spies:
@@ -290,7 +286,7 @@ def progress(text: str) -> None:
 
 def run_wrk(cmd: dict[str, Any]) -> dict[str, Any]:
     """One non-stream row driven by wrk (one thread, `concurrency` keep-alive connections, for
-    `seconds`): the same result fields as tools/bench_client.py, and wrk's own CPU from wait4."""
+    `seconds`): the same result fields as tools/bench_client.py, and wrk's own CPU from getrusage."""
     assert WRK is not None
     script = Path(tempfile.mkdtemp(prefix="switchyard-wrk-")) / "post.lua"
     script.write_text(

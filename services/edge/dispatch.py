@@ -36,6 +36,7 @@ from nats.js import JetStreamContext
 
 import proto
 from libs import wire
+from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
 from libs.errors import (
     BusError,
@@ -346,7 +347,7 @@ class Dispatcher:
         self._puback_prefix_len = len(proto.puback_subject(edge_id, ""))
         self._subs: list[Any] = []
         self._store: Any = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()
         self._cancelled: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
 
@@ -361,8 +362,7 @@ class Dispatcher:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
 
     def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[self._prefix_len:]
@@ -372,8 +372,8 @@ class Dispatcher:
         elif token not in self._cancelled:
             # A worker streams a job no request here waits for (its PubAck was lost and the
             # request gave up, say): stop it once, so it stops spending upstream quota.
-            self._cancelled[token] = None  # its next replies, read before the cancel went out
-            self._in_background(self.cancel(token, "orphaned"))
+            self._remember_cancel(token)  # now: its next replies may be read before the cancel goes out
+            self._background.start(self.cancel(token, "orphaned", remember=False))
 
     def forget_confirmations(self) -> None:
         """After a reconnect: the server may have lost its streams; confirm every job again."""
@@ -494,26 +494,24 @@ class Dispatcher:
     async def cancel(self, job_id: str, reason: str, attempt: int | None = None, *, remember: bool = True) -> None:
         message: dict[str, Any] = {"type": "cancel", "job_id": job_id, "reason": reason}
         if remember:
-            self._cancelled[job_id] = None
-            if len(self._cancelled) > _CANCELLED_MEMORY:
-                del self._cancelled[next(iter(self._cancelled))]
+            self._remember_cancel(job_id)
         if attempt is not None:
             message["attempt"] = attempt
         self.metrics.cancellations.labels(reason=reason).inc()
         with contextlib.suppress(Exception):
             await self.nc.publish(proto.CANCEL_SUBJECT, wire.encode(message))
 
-    def _in_background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _remember_cancel(self, job_id: str) -> None:
+        self._cancelled[job_id] = None
+        if len(self._cancelled) > _CANCELLED_MEMORY:
+            del self._cancelled[next(iter(self._cancelled))]
 
     def discard_queued(self, stream_seq: int) -> None:
         """Remove a job nobody started from the work queue, so no worker wastes upstream quota on it."""
         async def delete() -> None:
             with contextlib.suppress(Exception):
                 await self.js.delete_msg(proto.STREAM_CHAT, stream_seq)
-        self._in_background(delete())
+        self._background.start(delete())
 
     def discard_unconfirmed(self, job: _JobState, request_id: str) -> None:
         """Remove a job published without confirmation: publishing it again under its Nats-Msg-Id
@@ -526,10 +524,10 @@ class Dispatcher:
                     proto.job_subject(job.pool), payload, timeout=self.timeouts.publish_ack, headers=headers
                 )
                 await self.js.delete_msg(proto.STREAM_CHAT, int(orjson.loads(ack.data)["seq"]))
-        self._in_background(delete())
+        self._background.start(delete())
 
     def discard_body(self, name: str) -> None:
         async def delete() -> None:
             with contextlib.suppress(Exception):
                 await self._store.delete(name)
-        self._in_background(delete())
+        self._background.start(delete())

@@ -233,7 +233,7 @@ class _PlainFailures:
         if isinstance(exc, TimeoutError):
             raise UpstreamTimeout(f"upstream {name} timed out") from exc
         if isinstance(exc, ResponseTooLarge):
-            raise UpstreamProtocolError(f"upstream {name} sent an answer over {_MAX_ANSWER_BODY >> 20} MiB") from exc
+            raise _answer_too_large(name) from exc
         if isinstance(exc, ProtocolError):
             if self.answered:
                 raise UpstreamProtocolError(f"upstream {name} broke off its answer") from exc
@@ -244,12 +244,16 @@ class _PlainFailures:
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
 
 
+def _answer_too_large(upstream: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(f"upstream {upstream} sent an answer over {_MAX_ANSWER_BODY >> 20} MiB")
+
+
 async def _read_whole(body: AsyncIterator[bytes], upstream: str) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for part in body:
         size += len(part)
         if size > _MAX_ANSWER_BODY:
-            raise UpstreamProtocolError(f"upstream {upstream} sent an answer over {_MAX_ANSWER_BODY >> 20} MiB")
+            raise _answer_too_large(upstream)
         parts.append(part)
     return b"".join(parts)
