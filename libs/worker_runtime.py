@@ -37,6 +37,7 @@ import proto
 from libs import wire
 from libs.background import BackgroundTasks
 from libs.bus import delivery_count, ensure_pool_consumer
+from libs.bus_write import DirectPublisher, pub_command
 from libs.coalesce import coalesce
 from libs.errors import (
     DeadlineExceeded,
@@ -120,6 +121,7 @@ class WorkerRuntime:
     def __init__(self, nc: NATS, backend: Backend, config: WorkerConfig, metrics: WorkerMetrics) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        self._publisher = DirectPublisher(nc)
         self.backend = backend
         self.config = config
         self.metrics = metrics
@@ -233,6 +235,8 @@ class WorkerRuntime:
         try:
             job: Job = wire.decode(msg.data)  # type: ignore[assignment]
             attempt = delivery_count(msg.reply)
+            if not proto.is_reply_subject(job["reply"]):  # it goes on the wire as it is
+                raise ValueError("not a reply subject")
         except Exception:
             log.error("dropping a malformed job message")
             self._acks.start(msg.term())
@@ -280,11 +284,19 @@ class WorkerRuntime:
         running.outbox.append(message)
 
     async def _flush(self, running: _Running) -> None:
-        """Send the staged replies as one message: one NATS message for the edge to handle."""
+        """Send the staged replies as one message: one NATS message for the edge to handle. Once
+        it carries the first delta, the job's ack goes out in the same write: from here on there
+        is no retry, since tokens reached the edge."""
         out, running.outbox = running.outbox, []
+        commands = b""
         if out:
             running.last_sent = time.monotonic()
-            await self.nc.publish(running.job["reply"], wire.encode(out[0] if len(out) == 1 else out))
+            commands = pub_command(running.job["reply"], wire.encode(out[0] if len(out) == 1 else out))
+        if running.last_delta is not None and not running.acked:
+            running.acked = True
+            commands += pub_command(running.msg.reply, b"+ACK")
+        if commands:
+            await self._publisher.publish(commands)
 
     async def _send(self, running: _Running, message: dict[str, Any]) -> None:
         self._stage(running, message)
@@ -299,11 +311,6 @@ class WorkerRuntime:
         for merged in coalesce(choices, running.job["index_offset"]):
             self._stage(running, {"type": "delta", "choices": merged})
         running.last_delta = time.monotonic()
-
-    async def _ack_once_delivered(self, running: _Running) -> None:
-        if running.last_delta is not None and not running.acked:
-            running.acked = True  # from here on there is no retry: tokens reached the edge
-            await running.msg.ack()
 
     async def _run(self, running: _Running) -> None:
         job = running.job
@@ -323,12 +330,10 @@ class WorkerRuntime:
                 if item:
                     self._stage_deltas(running, item)
                     await self._flush(running)
-                    await self._ack_once_delivered(running)
             if end.choices:
                 self._stage_deltas(running, end.choices)
             self._stage(running, {"type": "end", "usage": end.usage, "system_fingerprint": end.system_fingerprint})
             await self._flush(running)
-            await self._ack_once_delivered(running)
         except asyncio.CancelledError:
             outcome = await self._on_stopped(running)
         except SwitchyardError as err:

@@ -44,6 +44,14 @@ def reply_subject(edge_id: str, token: str) -> str:
     return f"sy.v1.reply.{edge_id}.{token}"
 
 
+_REPLY_SUBJECT = re.compile(r"sy\.v1\.reply\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def is_reply_subject(subject: object) -> bool:
+    """Whether a reply subject read off the bus (a job's `reply`) is one `reply_subject` builds."""
+    return isinstance(subject, str) and _REPLY_SUBJECT.fullmatch(subject) is not None
+
+
 def reply_wildcard(edge_id: str) -> str:
     return f"sy.v1.reply.{check_token(edge_id)}.*"
 

@@ -38,6 +38,7 @@ import proto
 from libs import wire
 from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
+from libs.bus_write import DirectPublisher, header_block, pub_command
 from libs.errors import (
     BusError,
     BusUnavailable,
@@ -336,6 +337,7 @@ class Dispatcher:
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        self._publisher = DirectPublisher(nc)
         self.routing = routing
         self.timeouts = timeouts
         self.metrics = metrics
@@ -473,8 +475,8 @@ class Dispatcher:
         """`ask`: JetStream's acknowledgement comes back to `_on_puback` (nothing waits for it
         here). Without, JetStream stays silent, and the job is blind until confirmed."""
         reply = proto.puback_subject(self.edge_id, job.job_id) if ask else ""
-        headers = self._job_headers(job, request_id)
-        await self.nc.publish(proto.job_subject(job.pool), payload, reply=reply, headers=headers)
+        headers = header_block(self._job_headers(job, request_id))
+        await self._publisher.publish(pub_command(proto.job_subject(job.pool), payload, reply, headers))
 
     async def confirm(self, job: _JobState, request_id: str) -> None:
         """Publish a blind job again, the same Nats-Msg-Id asking for the acknowledgement now."""

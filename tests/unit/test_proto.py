@@ -394,3 +394,17 @@ def test_error_to_wire_validates_against_reply_schema() -> None:
     for err in (UpstreamRateLimited("r", retry_after=3), UpstreamTimeout("t"), InvalidRequest("x", param="n")):
         message = {"type": "error", "job_id": "j", "attempt": 1, "seq": 1, "error": err.to_wire()}
         validator("switchyard.v1.reply").validate(message)
+
+
+@pytest.mark.parametrize("subject,ok", [
+    (proto.reply_subject("edge-1", "tok_2"), True),
+    ("sy.v1.reply.edge.tok extra", False),
+    ("sy.v1.reply.edge.tok\r\nPUB x 0", False),
+    ("sy.v1.reply.edge", False),
+    ("sy.v1.reply.edge.tok.more", False),
+    ("sy.v1.cancel", False),
+    (None, False),
+    (42, False),
+])
+def test_only_reply_subjects_proto_builds_pass_as_reply_subjects(subject: object, ok: bool) -> None:
+    assert proto.is_reply_subject(subject) is ok

@@ -1,0 +1,184 @@
+"""libs.bus_write against a real nats-server (a private one: the subjects here are not part of
+proto/, which the session's wiretap enforces): what goes on the wire, the order of messages
+against nats-py's own queue, and behaviour while disconnected and once closed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+import pytest_asyncio
+from nats import errors as nats_errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+import proto
+from libs.bus import ensure_chat_stream
+from libs.bus_write import DirectPublisher, header_block, pub_command
+from libs.devproc import Proc, free_port, start_nats_server
+from tests.conftest import start_worker_proc
+
+
+@pytest.fixture(scope="module")
+def server(log_dir: Path) -> Iterator[Proc]:
+    proc = start_nats_server(log_dir=log_dir / "write", store_dir=log_dir / "write" / "js")
+    yield proc
+    proc.stop()
+
+
+@pytest_asyncio.fixture
+async def nc(server: Proc) -> AsyncIterator[NATS]:
+    client = await nats.connect(server.url)
+    yield client
+    if not client.is_closed:
+        await client.close()
+
+
+async def collect(nc: NATS, subject: str) -> list[Msg]:
+    """The messages that arrive on `subject` from now on, in arrival order."""
+    seen: list[Msg] = []
+
+    async def on_msg(msg: Msg) -> None:
+        seen.append(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return seen
+
+
+async def wait_for(seen: list[Msg], count: int, within: float = 5.0) -> None:
+    for _ in range(int(within / 0.01)):  # bounded
+        if len(seen) >= count:
+            break
+        await asyncio.sleep(0.01)
+    assert len(seen) == count, f"{len(seen)} of {count} messages arrived"
+
+
+def test_commands_are_the_nats_protocol() -> None:
+    assert pub_command("a.b", b"hi") == b"PUB a.b  2\r\nhi\r\n"
+    assert pub_command("a.b", b"hi", reply="r.1") == b"PUB a.b r.1 2\r\nhi\r\n"
+    headers = header_block({"Sy-Request-Id": "req-1", "Nats-Msg-Id": "j1"})
+    assert headers == b"NATS/1.0\r\nSy-Request-Id: req-1\r\nNats-Msg-Id: j1\r\n\r\n"
+    command = pub_command("a.b", b"hi", headers=headers)
+    assert command == b"HPUB a.b  %d %d\r\n" % (len(headers), len(headers) + 2) + headers + b"hi\r\n"
+    assert pub_command("a.b", b"") == b"PUB a.b  0\r\n\r\n"
+
+
+@pytest.mark.parametrize("headers", [{"Bad Name": "x"}, {"Name:": "x"}, {"": "x"}, {"Ok": "line\r\nPUB x 0"},
+                                     {"Ok": "a\nb"}])
+def test_a_header_that_could_break_the_protocol_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        header_block(headers)
+
+
+async def test_a_direct_publish_arrives_with_headers_reply_and_payload(nc: NATS) -> None:
+    seen = await collect(nc, "write.one")
+    publisher = DirectPublisher(nc)
+    headers = header_block({"Sy-Request-Id": "req.ü-1"})
+    payload = bytes(range(256)) * 40  # binary and larger than one read of nats-py
+    await publisher.publish(pub_command("write.one", payload, reply="write.reply.7", headers=headers))
+    await wait_for(seen, 1)
+    msg = seen[0]
+    assert msg.data == payload and msg.reply == "write.reply.7"
+    assert msg.headers == {"Sy-Request-Id": "req.ü-1"}
+
+
+async def test_concatenated_commands_arrive_as_separate_messages_in_order(nc: NATS) -> None:
+    seen = await collect(nc, "write.pair.*")
+    publisher = DirectPublisher(nc)
+    assert publisher.write_now(pub_command("write.pair.a", b"reply") + pub_command("write.pair.b", b"+ACK"))
+    await wait_for(seen, 2)
+    assert [(m.subject, m.data) for m in seen] == [("write.pair.a", b"reply"), ("write.pair.b", b"+ACK")]
+
+
+async def test_it_queues_behind_what_nats_py_has_not_written_yet(nc: NATS) -> None:
+    seen = await collect(nc, "write.order")
+    publisher = DirectPublisher(nc)
+    expected = []
+    for i in range(50):
+        # nats-py's publish only queues (its flusher writes a loop turn later): a direct write
+        # now would overtake it, so the publisher must queue too, and order is kept
+        await nc.publish("write.order", b"py-%d" % i)
+        assert not publisher.write_now(pub_command("write.order", b"never"))
+        await publisher.publish(pub_command("write.order", b"direct-%d" % i))
+        expected += [b"py-%d" % i, b"direct-%d" % i]
+    await nc.flush()
+    await wait_for(seen, 100)
+    assert [m.data for m in seen] == expected
+    assert publisher.write_now(pub_command("write.order", b"last"))  # all written: direct again
+    await wait_for(seen, 101)
+
+
+async def test_a_closed_connection_raises_like_nats_py(nc: NATS) -> None:
+    publisher = DirectPublisher(nc)
+    await nc.close()
+    with pytest.raises(nats_errors.ConnectionClosedError):
+        await publisher.publish(pub_command("write.closed", b"x"))
+
+
+async def test_while_disconnected_it_is_buffered_and_sent_after_the_reconnect(log_dir: Path) -> None:
+    port = free_port()
+    run_dir = log_dir / "write-reconnect"
+    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js", port=port)
+    client = await nats.connect(server.url, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+    try:
+        seen = await collect(client, "write.later")
+        server.stop()
+        for _ in range(200):  # bounded: nats-py notices the closed socket quickly
+            if not client.is_connected:
+                break
+            await asyncio.sleep(0.01)
+        assert not client.is_connected
+        publisher = DirectPublisher(client)
+        assert not publisher.write_now(pub_command("write.later", b"x"))
+        await publisher.publish(pub_command("write.later", b"kept"))  # buffered by nats-py
+        server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js2", port=port)
+        await wait_for(seen, 1, within=10)
+        assert seen[0].data == b"kept"
+    finally:
+        await client.close()
+        server.stop()
+
+
+def job(reply: str, model: str = "sandbox-chat") -> dict[str, object]:
+    now = time.time()
+    return {
+        "type": "job", "job_id": "j" + uuid.uuid4().hex, "request_id": "req-w", "kind": "chat", "model": model,
+        "pool": "wpool", "reply": reply, "index_offset": 0, "created": now, "start_by": now + 30, "deadline": now + 60,
+        "timeouts": {"first_token": 30, "idle": 30, "heartbeat": 5},
+        "body": {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    }
+
+
+async def test_a_worker_drops_a_job_whose_reply_subject_would_break_the_protocol(
+    server: Proc, sandbox: Proc, log_dir: Path
+) -> None:
+    """A worker writes a job's reply subject to the wire as it is: a job whose `reply` is not one
+    proto/ builds (here, one smuggling a command) is terminated unanswered; the next job is served."""
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    await ensure_chat_stream(js, max_age=600)
+    worker = start_worker_proc(server.url, sandbox.url, log_dir / "write", name="write-worker", pool="wpool",
+                               models="sandbox-chat")
+    try:
+        smuggled = await collect(nc, "evil")
+        replies = await collect(nc, "sy.v1.reply.wedge.*")
+        bad = job("sy.v1.reply.wedge.t1 5\r\nPUB evil 4\r\nboom\r\nPUB x")
+        await nc.publish(proto.job_subject("wpool"), orjson.dumps(bad))
+        good = job("sy.v1.reply.wedge.t2")
+        await nc.publish(proto.job_subject("wpool"), orjson.dumps(good))
+        await wait_for(replies, 1, within=10)
+        assert {m.subject for m in replies} == {"sy.v1.reply.wedge.t2"}
+        assert b'"type":"end"' in replies[0].data
+        assert smuggled == []
+        info = await js.stream_info(proto.STREAM_CHAT)
+        assert info.state.messages == 0  # both jobs left the work queue: one terminated, one acked
+    finally:
+        worker.stop()
+        await nc.close()
