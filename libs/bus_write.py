@@ -13,7 +13,7 @@ publish, with nats-py's errors and its buffering across a reconnect.
 
 Subjects and header values go on the wire as given: they must be built by proto/ (whose tokens
 are checked) or checked by the caller (`proto.is_reply_subject` for a reply subject read off the
-bus). Relies on nats-py's private `_pending`, `_status` and `_transport` (nats-py is pinned in
+bus). Relies on nats-py's private `_pending`, `_status`, `_transport` and `_max_payload` (pinned in
 requirements.lock; tests/integration/test_bus_write.py checks it against the installed one).
 """
 
@@ -56,6 +56,13 @@ class DirectPublisher:
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
+
+    def command(self, subject: str, payload: bytes, reply: str = "", headers: bytes = b"") -> bytes:
+        """`pub_command`, refused (as nats-py does) above the server's max payload, which would
+        otherwise make the server close the connection."""
+        if len(payload) + len(headers) > self._nc._max_payload:
+            raise nats_errors.MaxPayloadError
+        return pub_command(subject, payload, reply, headers)
 
     async def publish(self, command: bytes) -> None:
         """Send one or more concatenated commands; raises nats-py's errors when it cannot."""

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 
 import proto
@@ -291,7 +292,14 @@ class WorkerRuntime:
         commands = b""
         if out:
             running.last_sent = time.monotonic()
-            commands = pub_command(running.job["reply"], wire.encode(out[0] if len(out) == 1 else out))
+            reply = running.job["reply"]
+            payload = wire.encode(out[0] if len(out) == 1 else out)
+            try:
+                commands = self._publisher.command(reply, payload)
+            except MaxPayloadError:  # a large whole answer, say: in parts the bus can carry
+                parts = wire.fragments(payload, self.nc.max_payload, running.job["job_id"], running.attempt,
+                                       out[0]["seq"])
+                commands = b"".join([self._publisher.command(reply, part) for part in parts])
         if running.last_delta is not None and not running.acked:
             running.acked = True
             commands += pub_command(running.msg.reply, b"+ACK")

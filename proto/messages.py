@@ -90,7 +90,19 @@ class Error(TypedDict):
     error: WireError
 
 
-Reply = Start | Delta | Heartbeat | End | Error
+class Fragment(TypedDict):
+    """One part of a reply payload too large for one bus message (see reply.json)."""
+
+    type: Literal["fragment"]
+    job_id: str
+    attempt: int
+    seq: int
+    part: int
+    last: bool
+    data: str
+
+
+Reply = Start | Delta | Heartbeat | End | Error | Fragment
 
 
 class Cancel(TypedDict):
@@ -123,7 +135,7 @@ class Discover(TypedDict):
 # schema $id -> TypedDicts that must list exactly the schema's properties
 SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
     "switchyard.v1.job": (Job,),
-    "switchyard.v1.reply": (Start, Delta, Heartbeat, End, Error),
+    "switchyard.v1.reply": (Start, Delta, Heartbeat, End, Error, Fragment),
     "switchyard.v1.cancel": (Cancel,),
     "switchyard.v1.announce": (Announce,),
     "switchyard.v1.discover": (Discover,),

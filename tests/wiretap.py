@@ -20,6 +20,7 @@ class Wiretap:
         self.messages: list[tuple[str, dict[str, Any]]] = []  # (schema id, message), application only
         self._validators: dict[str, Draft202012Validator] = {}
         self._tolerated: set[str] = set()  # subjects a test breaks the contract on, on purpose
+        self._fragments: dict[tuple[str, object], list[str]] = {}  # (subject, attempt) -> parts so far
 
     async def attach(self, nc: NATS) -> None:
         await nc.subscribe(">", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
@@ -60,6 +61,22 @@ class Wiretap:
             self._check_batch(subject, rule.schema, message)
             return
         self._check_one(subject, rule.schema, message)
+        if isinstance(message, dict) and message.get("type") == "fragment":
+            self._join_fragment(subject, message)
+
+    def _join_fragment(self, subject: str, fragment: dict[str, Any]) -> None:
+        """Parts 0,1,2,... in order; the joined payload is checked like any other."""
+        key = (subject, fragment.get("attempt"))
+        parts = self._fragments.setdefault(key, [])
+        if fragment.get("part") != len(parts):
+            self.violations.append(f"{subject}: fragment {fragment.get('part')} where {len(parts)} was due")
+            del self._fragments[key]
+            return
+        parts.append(str(fragment.get("data")))
+        if fragment.get("last") is True:
+            del self._fragments[key]
+            self.seen["fragmented"] += 1
+            self.check(subject, "".join(parts).encode())
 
     def _check_one(self, subject: str, schema_id: str, message: Any) -> None:
         errors = sorted(self._validator(schema_id).iter_errors(message), key=lambda e: e.path)

@@ -38,7 +38,7 @@ import proto
 from libs import wire
 from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
-from libs.bus_write import DirectPublisher, header_block, pub_command
+from libs.bus_write import DirectPublisher, header_block
 from libs.errors import (
     BusError,
     BusUnavailable,
@@ -54,7 +54,7 @@ from libs.ids import new_id
 from libs.timeouts import Timeouts
 from proto.messages import Job
 from services.edge.metrics import EdgeMetrics
-from services.edge.replies import Alive, Deltas, Failed, Finished, JobReplies, Stale, Started
+from services.edge.replies import Alive, Deltas, Failed, Finished, Fragments, JobReplies, Stale, Started
 from services.edge.routing import RoutingTable
 
 log = logging.getLogger("switchyard.edge.dispatch")
@@ -91,6 +91,7 @@ class _JobState:
     done: bool = False
     body_ref: str | None = None
     refused: SwitchyardError | None = None  # JetStream did not store the job
+    fragments: Fragments | None = None  # parts of a reply payload too large for one message
 
     @property
     def blind(self) -> bool:
@@ -230,6 +231,14 @@ class Exchange:
             try:
                 # a worker sends what it has at one moment as one message: a list of replies
                 messages = wire.decode_batch(payload)
+                if messages[0].get("type") == "fragment":  # one part of a payload above the max payload
+                    if job.fragments is None:
+                        job.fragments = Fragments()
+                    whole = job.fragments.add(messages[0])  # ReplyGap if a part is missing
+                    job.last_message = loop.time()
+                    if whole is None:
+                        continue
+                    messages = wire.decode_batch(whole)
             except ValueError:  # the job stays open, so close() cancels the worker
                 raise ReplyGap("a reply from the worker could not be read") from None
             now = loop.time()
@@ -342,7 +351,8 @@ class Dispatcher:
         self.timeouts = timeouts
         self.metrics = metrics
         self.edge_id = proto.check_token(edge_id)
-        self.inline_limit = inline_limit
+        # the job's envelope must fit beside the body in one bus message, whatever INLINE_BODY_BYTES says
+        self.inline_limit = min(inline_limit, nc.max_payload // 2)
         self.reply_buffer = reply_buffer
         self._exchanges: dict[str, Exchange] = {}
         self._prefix_len = len(proto.reply_subject(edge_id, ""))
@@ -476,7 +486,7 @@ class Dispatcher:
         here). Without, JetStream stays silent, and the job is blind until confirmed."""
         reply = proto.puback_subject(self.edge_id, job.job_id) if ask else ""
         headers = header_block(self._job_headers(job, request_id))
-        await self._publisher.publish(pub_command(proto.job_subject(job.pool), payload, reply, headers))
+        await self._publisher.publish(self._publisher.command(proto.job_subject(job.pool), payload, reply, headers))
 
     async def confirm(self, job: _JobState, request_id: str) -> None:
         """Publish a blind job again, the same Nats-Msg-Id asking for the acknowledgement now."""

@@ -1,6 +1,7 @@
 """One job's reply stream as the edge sees it: fencing of stale attempts and sequence checks.
 
-Pure logic, no I/O: `JobReplies.accept` takes a decoded reply message and says what it means.
+Pure logic, no I/O: `JobReplies.accept` takes a decoded reply message and says what it means;
+`Fragments` joins the parts of a reply payload too large for one bus message.
 """
 
 from __future__ import annotations
@@ -89,3 +90,32 @@ class JobReplies:
             self.done = True
             return Failed(from_wire(message.get("error") or {}))
         return None
+
+
+FRAGMENTED_LIMIT = 256 * 1024 * 1024  # characters of one fragmented payload (a worker's answers stay far below)
+
+
+@dataclass
+class Fragments:
+    """The parts of fragmented reply payloads of one job, per attempt, until each is complete."""
+
+    parts: dict[int, list[str]] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)
+
+    def add(self, message: dict[str, Any]) -> bytes | None:
+        """The whole payload once its last part is in, else None; ReplyGap if a part is missing."""
+        attempt = message.get("attempt")
+        data = message.get("data")
+        if not isinstance(attempt, int) or not isinstance(data, str):
+            raise ReplyGap("a part of a large reply could not be read")
+        parts = self.parts.setdefault(attempt, [])
+        if message.get("part") != len(parts):
+            raise ReplyGap(f"part {len(parts)} of a large reply was lost on the bus")
+        size = self.sizes[attempt] = self.sizes.get(attempt, 0) + len(data)
+        if size > FRAGMENTED_LIMIT:
+            raise ReplyGap("a large reply went past the size the edge accepts")
+        parts.append(data)
+        if message.get("last") is not True:
+            return None
+        del self.parts[attempt], self.sizes[attempt]
+        return "".join(parts).encode()

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 import proto
+from libs import wire
 from libs.bus import ensure_pool_consumer
 from libs.devproc import Proc
 from libs.timeouts import Timeouts
@@ -412,6 +413,49 @@ async def test_a_batch_of_replies_is_one_answer(rogue_edge: Proc, worker: FakeWo
     # each reply of the batch is still its own chunk: the finish keeps a chunk of its own
     finishes = [c["finish_reason"] for e in events[:-1] for c in orjson.loads(e)["choices"]]
     assert finishes == [None, None, "stop"]
+
+
+def fragmented_answer(job: dict[str, Any], text: str) -> list[bytes]:
+    """Delta, finish and end of attempt 1 (after a start), cut into fragments of at most 600 bytes."""
+    base = {"job_id": job["job_id"], "attempt": 1}
+    batch = [
+        {**base, "seq": 1, "type": "delta", "choices": [{"index": 0, "delta": {"content": text}}]},
+        {**base, "seq": 2, "type": "delta", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**base, "seq": 3, "type": "end", "usage": None, "system_fingerprint": None},
+    ]
+    return wire.fragments(orjson.dumps(batch), 600, job["job_id"], 1, 1)
+
+
+async def test_fragments_are_joined_into_one_answer(rogue_edge: Proc, worker: FakeWorker) -> None:
+    rid = request_id("fragments")
+    client = asyncio.create_task(stream_raw(rogue_edge, rid))
+    msg, job = await worker.take(rid)
+    await worker.start(job, 1)
+    text = 'a "long" answer, ü 😀 ' * 40
+    parts = fragmented_answer(job, text)
+    assert len(parts) > 3
+    for part in parts:
+        await worker.nc.publish(job["reply"], part)
+    await msg.ack()
+    status, raw = await asyncio.wait_for(client, 5)
+    events = sse_events(raw)
+    assert status == 200 and streamed_text(events) == text and events[-1] == b"[DONE]"
+
+
+async def test_a_lost_fragment_is_a_reply_gap_and_a_cancel(
+    rogue_edge: Proc, worker: FakeWorker, wiretap: Wiretap
+) -> None:
+    client, job = await first_token_sent(rogue_edge, worker, "fragment-gap", "fine so far")
+    wiretap.tolerate(job["reply"])  # a missing part breaks the contract: the point here
+    parts = fragmented_answer(job, "never whole " * 40)
+    for part in parts[:1] + parts[2:]:  # part 1 is lost
+        await worker.nc.publish(job["reply"], part)
+    status, raw = await asyncio.wait_for(client, 5)
+    assert status == 200
+    events = assert_in_band_error(raw, "reply_gap")
+    assert streamed_text(events) == "fine so far"
+    assert b"never whole" not in raw
+    await wait_for(lambda: worker.cancels_of(job["job_id"]), within=2)
 
 
 @pytest.mark.parametrize("payload", [b"not json", b"[]", b"[1, 2]", b'"text"'])

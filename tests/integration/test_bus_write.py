@@ -182,3 +182,12 @@ async def test_a_worker_drops_a_job_whose_reply_subject_would_break_the_protocol
     finally:
         worker.stop()
         await nc.close()
+
+
+async def test_a_command_above_the_max_payload_is_refused_before_it_reaches_the_server(nc: NATS) -> None:
+    publisher = DirectPublisher(nc)
+    headers = header_block({"A": "b"})
+    fits = b"x" * (nc.max_payload - len(headers))
+    assert publisher.command("write.big", fits, headers=headers).endswith(fits + b"\r\n")
+    with pytest.raises(nats_errors.MaxPayloadError):
+        publisher.command("write.big", fits + b"x", headers=headers)

@@ -15,7 +15,7 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from tests.conftest import AUTH_KEY, Stack
+from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack
 from tests.wiretap import Wiretap
 
 
@@ -244,3 +244,25 @@ async def test_browser_requests_get_cors_headers_sdk_requests_take_the_hot_path(
     assert "access-control-allow-origin" not in sdk.headers
     assert browser.json()["choices"][0]["message"] == sdk.json()["choices"][0]["message"]
     assert unauthorised.status_code == 401 and "x-request-id" in unauthorised.headers
+
+
+async def test_an_answer_larger_than_the_bus_max_payload_arrives_whole(
+    stack: Stack, client: openai.AsyncOpenAI, wiretap: Wiretap
+) -> None:
+    """A whole answer of about 2 MB travels as `fragment` replies (NATS carries 1 MB per message):
+    the client gets exactly what the upstream said, the worker's connection survives, and the
+    wiretap checks the joined payload against proto/ too."""
+    prompt = user("a long one [sandbox tokens=300000]")
+    fragmented_before = wiretap.seen["fragmented"]
+    reply = await client.chat.completions.create(model="sandbox-chat", messages=prompt, max_tokens=400000)
+    async with httpx.AsyncClient(timeout=30) as plain:
+        direct = (await plain.post(f"{stack.sandbox_url}/v1/chat/completions", json={
+            "model": "sandbox-chat", "messages": prompt, "max_tokens": 400000,
+        }, headers={"authorization": f"Bearer {SANDBOX_KEY}"})).json()
+    content = reply.choices[0].message.content
+    assert content is not None and len(content.encode()) > 1_500_000
+    assert content == direct["choices"][0]["message"]["content"]
+    assert reply.usage is not None and reply.usage.completion_tokens == 300000
+    assert wiretap.seen["fragmented"] > fragmented_before
+    after = await client.chat.completions.create(model="sandbox-chat", messages=user("still there [sandbox tokens=3]"))
+    assert after.choices[0].message.content

@@ -181,3 +181,24 @@ async def test_allowed_origins(stack: Stack, nats_server: Proc, log_dir: Path) -
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
     finally:
         edge.stop()
+
+
+async def test_an_inline_limit_above_the_bus_max_payload_still_sends_large_bodies_by_reference(
+    stack: Stack, nats_server: Proc, log_dir: Path, wiretap: Wiretap
+) -> None:
+    """INLINE_BODY_BYTES set past what one NATS message carries: a 1.5 MB body still travels
+    through the object store instead of failing the publish."""
+    edge = start_edge(nats_server.url, log_dir, name="edge-inline", INLINE_BODY_BYTES=str(8 * 1024 * 1024))
+    try:
+        await wait_for_models(Stack(stack.nats_url, edge.url, stack.sandbox_url, log_dir), {"sandbox-chat"})
+        words = 300_000
+        body = {"model": "sandbox-chat", "messages": [{"role": "system", "content": "word " * words},
+                                                       {"role": "user", "content": "sum it up"}]}
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.post(edge.url + "/v1/chat/completions", json=body, headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["prompt_tokens"] >= words
+        jobs = [m for m in wiretap.find("switchyard.v1.job") if "body_ref" in m]
+        assert jobs and jobs[-1]["body_ref"]["size"] > 1_400_000
+    finally:
+        edge.stop()

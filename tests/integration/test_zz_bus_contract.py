@@ -21,7 +21,8 @@ def test_every_application_subject_was_exercised(stack: Stack, wiretap: Wiretap)
     schemas = {s["schema"] for s in proto.contract()["subjects"]}
     assert schemas <= set(wiretap.seen), f"never seen on the bus: {schemas - set(wiretap.seen)}"
     kinds = {m["type"] for s, m in wiretap.messages if s == "switchyard.v1.reply"}
-    assert kinds == {"start", "delta", "heartbeat", "end", "error"}
+    assert kinds == {"start", "delta", "heartbeat", "end", "error", "fragment"}
+    assert wiretap.seen["fragmented"] > 0  # a payload above the max payload, joined and checked
     assert wiretap.seen["system"] > 0  # JetStream API and acks travelled too
     assert wiretap.seen["batch"] > 0  # workers sent what they had at one moment as one message
 
@@ -47,3 +48,12 @@ def test_wiretap_rejects_what_proto_does_not_name() -> None:
     tap.check("sy.v1.reply.e.t", orjson.dumps([{**hb, "seq": 1}, {**hb, "seq": 2, "attempt": 2}]))
     tap.check("sy.v1.cancel", orjson.dumps([{"type": "cancel"}, {"type": "cancel"}]))  # not a batch subject
     assert len(tap.violations) == 10
+    # fragments: parts in order, and the payload they join to is checked like any other
+    frag = {"type": "fragment", "job_id": "j", "attempt": 1, "seq": 1}
+    joined = orjson.dumps([{**hb, "seq": 1}, {**hb, "seq": 2}]).decode()
+    tap.check("sy.v1.reply.e.t", orjson.dumps({**frag, "part": 0, "last": False, "data": joined[:9]}))
+    tap.check("sy.v1.reply.e.t", orjson.dumps({**frag, "part": 1, "last": True, "data": joined[9:]}))
+    assert len(tap.violations) == 10 and tap.seen["fragmented"] == 1
+    tap.check("sy.v1.reply.e.t", orjson.dumps({**frag, "part": 1, "last": True, "data": "{}"}))  # part 0 missing
+    tap.check("sy.v1.reply.e.t", orjson.dumps({**frag, "part": 0, "last": True, "data": '{"type": "x"}'}))
+    assert len(tap.violations) == 12

@@ -16,7 +16,8 @@ from libs.errors import (
     UpstreamTimeout,
     WorkerLost,
 )
-from services.edge.replies import Alive, Deltas, Failed, Finished, JobReplies, Stale, Started
+from services.edge import replies
+from services.edge.replies import Alive, Deltas, Failed, Finished, Fragments, JobReplies, Stale, Started
 
 JOB = "job-1"
 
@@ -253,3 +254,34 @@ def test_nothing_after_done(finisher: Any) -> None:
     assert replies.done
     for late in (delta(1, 2), delta(1, 3), heartbeat(1, 3), end(1, 3), start(2, "w2"), delta(2, 1)):
         assert replies.accept(late) is None
+
+
+def fragment(part: int, data: str, *, last: bool = False, attempt: int = 1) -> dict[str, Any]:
+    return {"type": "fragment", "job_id": "j", "attempt": attempt, "seq": 1, "part": part, "last": last, "data": data}
+
+
+def test_fragments_join_once_the_last_part_is_in_per_attempt() -> None:
+    fragments = Fragments()
+    assert fragments.add(fragment(0, '{"a":')) is None
+    assert fragments.add(fragment(0, "[1,", attempt=2)) is None  # another attempt's parts stay apart
+    assert fragments.add(fragment(1, ' "ü"}', last=True)) == '{"a": "ü"}'.encode()
+    assert fragments.add(fragment(1, "2]", last=True, attempt=2)) == b"[1,2]"
+    assert fragments.parts == {} and fragments.sizes == {}
+
+
+@pytest.mark.parametrize("broken", [
+    fragment(1, "x"),  # part 0 never came
+    {**fragment(0, "x"), "data": 7},
+    {**fragment(0, "x"), "attempt": "1"},
+])
+def test_a_missing_or_unreadable_part_is_a_reply_gap(broken: dict[str, Any]) -> None:
+    with pytest.raises(ReplyGap):
+        Fragments().add(broken)
+
+
+def test_a_fragmented_payload_past_the_limit_is_a_reply_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replies, "FRAGMENTED_LIMIT", 10)
+    fragments = Fragments()
+    assert fragments.add(fragment(0, "12345")) is None
+    with pytest.raises(ReplyGap):
+        fragments.add(fragment(1, "678901"))
