@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -50,20 +49,44 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
             restoring.add(task)
             task.add_done_callback(restoring.discard)
 
+    nc = BusClient()
     try:
-        return await nats.connect(
+        await nc.connect(
             servers=[url],
             name=name,
             error_cb=error_cb,
             disconnected_cb=disconnected_cb,
             reconnected_cb=reconnected_cb,
             max_reconnect_attempts=-1,  # a service outlives NATS restarts
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int; it is a sleep in seconds
             connect_timeout=5,
             allow_reconnect=True,
         )
     except Exception as exc:
         raise BusError(f"cannot connect to NATS at {url}: {type(exc).__name__}") from exc
+    return nc
+
+
+class BusClient(NATS):
+    """nats-py's client, reading message headers (every job carries some) with less work."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        """What nats-py's version returns (a unit test compares them), without a generator step
+        per character of each name to look for whitespace in it."""
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            name = name.strip()
+            if not name.isascii():
+                continue
+            key = name.decode()
+            if key and key.split() != [key]:  # whitespace in a name: not a header
+                continue
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
 
 
 async def ensure_chat_stream(js: JetStreamContext, max_age: float, duplicate_window: float = 120.0) -> None:

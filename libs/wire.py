@@ -23,10 +23,14 @@ def decode(payload: bytes) -> dict[str, Any]:
 def decode_batch(payload: bytes) -> list[dict[str, Any]]:
     """A reply payload: one message, or a JSON array of them (a batch); ValueError if neither."""
     value = orjson.loads(payload)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return [value]
-    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        return value
+    if type(value) is list and value:
+        for item in value:  # a loop, not all(<generator>): this runs for every reply
+            if type(item) is not dict:
+                break
+        else:
+            return value
     raise ValueError("bus message is neither a JSON object nor a list of them")
 
 

@@ -32,6 +32,7 @@ def check_token(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # on every job's publish; pools are a handful
 def job_subject(pool: str) -> str:
     return f"sy.v1.chat.jobs.{check_token(pool)}"
 
