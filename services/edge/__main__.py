@@ -17,6 +17,7 @@ import uvicorn
 from libs.logs import setup_logging
 from libs.settings import env_str
 from services.edge.app import create_app
+from services.edge.http_protocol import EdgeHttpProtocol
 from services.edge.settings import EdgeSettings
 from services.edge.state import EdgeState
 
@@ -44,7 +45,7 @@ def main() -> None:
     settings = EdgeSettings.from_env()
     app, state = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=settings.host, port=settings.port, loop="uvloop", http=EdgeHttpProtocol, lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=int(settings.timeouts.drain) or 1,
         server_header=False,
         # X-Forwarded-* would only rewrite the client address, which the edge never reads: skip
