@@ -4,6 +4,7 @@ than one loop step for it (real sockets, and a real uvicorn server with the edge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,33 +90,58 @@ async def test_closing_sends_a_held_head_first(connection: tuple[Counted, socket
     assert read_exactly(peer, len(HEAD)) == HEAD
 
 
-async def test_a_served_head_is_not_held_back_while_the_body_is_slow() -> None:
-    """uvicorn with the edge's protocol: an app that sends its head, then its body 0.5 s later.
-    The client has the head long before the body."""
-    body_sent = asyncio.Event()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
-        await asyncio.sleep(0.5)
-        body_sent.set()
-        await send({"type": "http.response.body", "body": b"late"})
-
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[int]:
+    """A real uvicorn server with the edge's protocol on a free loopback port."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=EdgeHttpProtocol, lifespan="off",
                                           log_level="warning"))
-    serving = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve())
     try:
         for _ in range(100):  # bounded: uvicorn binds within milliseconds
             if server.started:
                 break
             await asyncio.sleep(0.02)
-        url = f"http://127.0.0.1:{port}/"
-        async with httpx.AsyncClient(timeout=5) as client, client.stream("GET", url) as response:
-            assert response.status_code == 200
-            assert not body_sent.is_set()  # the head arrived on its own
-            assert await response.aread() == b"late"
+        yield port
     finally:
         server.should_exit = True
-        await serving
+        await task
+
+
+async def test_a_served_head_is_not_held_back_while_the_body_is_slow() -> None:
+    """An app that sends its head, then its body 0.5 s later: the client has the head long before."""
+    body_sent = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await asyncio.sleep(0.5)
+        body_sent.set()
+        await send({"type": "http.response.body", "body": b"late"})
+
+    async with serving(app) as port, httpx.AsyncClient(timeout=5) as client, client.stream(
+        "GET", f"http://127.0.0.1:{port}/"
+    ) as response:
+        assert response.status_code == 200
+        assert not body_sent.is_set()  # the head arrived on its own
+        assert await response.aread() == b"late"
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    """uvicorn's `100 Continue` looks like a response head: it must not wait for a body that the
+    client only sends once it has it."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async with serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        continue_line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert continue_line == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        response = await asyncio.wait_for(reader.readuntil(b"hello"), 2)
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+        writer.close()
