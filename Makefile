@@ -41,9 +41,9 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tools.bench
 
-## bench-ab REV=<git rev>: interleaved gateway-CPU A/B of REV against the working tree (tools/bench_ab.sh)
+## bench-ab REV=<git rev>: gateway CPU of REV against the working tree, both running, interleaved (tools/bench_ab.py)
 bench-ab: $(STAMP)
-	tools/bench_ab.sh $(or $(REV),HEAD) $(or $(PAIRS),3)
+	$(PY) -m tools.bench_ab $(or $(REV),HEAD)
 
 ## bench-instr: instructions per request of edge and worker under callgrind (steady whatever the load)
 bench-instr: $(STAMP)

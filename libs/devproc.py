@@ -89,7 +89,10 @@ def spawn(
     *,
     env: Mapping[str, str] | None = None,
     log_dir: Path,
+    cwd: Path | None = None,
 ) -> Proc:
+    """Start `argv` in its own session, output to `log_dir/<name>.log`; `cwd` defaults to the repo
+    (where `python -m` finds the code it runs)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     full_env = dict(os.environ)
@@ -101,16 +104,17 @@ def spawn(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=REPO_ROOT,
+            cwd=cwd or REPO_ROOT,
             start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops us by PID
         )
     return Proc(name=name, popen=popen, log_path=log_path)
 
 
 def spawn_python_service(
-    name: str, module: str, *, env: Mapping[str, str], log_dir: Path, health_url: str | None, timeout: float = 30.0
+    name: str, module: str, *, env: Mapping[str, str], log_dir: Path, health_url: str | None, timeout: float = 30.0,
+    cwd: Path | None = None,
 ) -> Proc:
-    proc = spawn(name, [sys.executable, "-m", module], env=env, log_dir=log_dir)
+    proc = spawn(name, [sys.executable, "-m", module], env=env, log_dir=log_dir, cwd=cwd)
     if health_url:
         wait_http_ok(proc, health_url, timeout=timeout)
         parts = urlsplit(health_url)
