@@ -191,3 +191,18 @@ async def test_a_command_above_the_max_payload_is_refused_before_it_reaches_the_
     assert publisher.command("write.big", fits, headers=headers).endswith(fits + b"\r\n")
     with pytest.raises(nats_errors.MaxPayloadError):
         publisher.command("write.big", fits + b"x", headers=headers)
+
+
+async def test_only_the_first_write_of_a_loop_step_is_direct_the_rest_go_out_together(nc: NATS) -> None:
+    seen = await collect(nc, "write.step")
+    publisher = DirectPublisher(nc)
+    assert publisher.write_now(pub_command("write.step", b"first"))
+    assert not publisher.write_now(pub_command("write.step", b"never"))  # a busy step: nats-py batches the rest
+    for i in range(20):
+        await publisher.publish(pub_command("write.step", b"queued-%d" % i))
+    assert len(nc._pending) == 20  # waiting for nats-py's flusher, to go out in one write
+    await wait_for(seen, 21)
+    assert [m.data for m in seen] == [b"first"] + [b"queued-%d" % i for i in range(20)]
+    await asyncio.sleep(0)  # a new step, nothing pending: direct again
+    assert publisher.write_now(pub_command("write.step", b"next"))
+    await wait_for(seen, 22)
