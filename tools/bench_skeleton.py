@@ -6,7 +6,9 @@
 No validation, no routing, no JetStream, no ack, no retries, no SSE, no metrics: the front
 forwards the request body over core NATS request/reply, the back POSTs it to the upstream with
 libs/http1.py and returns the upstream's body as it is. What this chain costs per request is what
-any edge + worker design on nats-py and uvicorn pays before doing anything useful.
+any edge + worker design on nats-py and uvicorn pays before doing anything useful. It uses the
+gateway's transport-level savings too (the edge's HTTP protocol, which sends a response's head
+with its body, and libs/bus_write.py for the reply), so it stays a floor.
 Env: NATS_URL, PORT (front), UPSTREAM_URL (back, e.g. http://127.0.0.1:8090/v1/chat/completions).
 """
 
@@ -21,7 +23,9 @@ import nats
 import uvicorn
 from nats.aio.msg import Msg
 
+from libs.bus_write import DirectPublisher
 from libs.http1 import HTTP1Pool
+from services.edge.http_protocol import EdgeHttpProtocol
 from tools.bench_responder import serve_until_signalled
 
 SUBJECT = "bench.skeleton"
@@ -45,7 +49,7 @@ async def front() -> None:
                     "headers": [*_JSON, (b"content-length", str(len(reply.data)).encode())]})
         await send({"type": "http.response.body", "body": reply.data})
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", http="httptools",
+    config = uvicorn.Config(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", http=EdgeHttpProtocol,
                             lifespan="off", access_log=False, log_level="warning")
     await uvicorn.Server(config).serve()
     await nc.drain()
@@ -56,11 +60,12 @@ async def back() -> None:
     url = urlsplit(os.environ["UPSTREAM_URL"])
     pool = HTTP1Pool()
     headers = {"content-type": "application/json"}
+    publisher = DirectPublisher(nc)
 
     async def handle(msg: Msg) -> None:
         async with pool.request("POST", url.hostname or "", url.port or 80, url.path, headers, msg.data) as response:
-            body = b"".join([chunk async for chunk in response.body()])
-        await nc.publish(msg.reply, body)
+            body = await response.read_all(64 * 1024 * 1024)
+        await publisher.publish(publisher.command(msg.reply, body))
 
     await nc.subscribe(SUBJECT, queue="skeleton", cb=handle)
     await nc.flush()
