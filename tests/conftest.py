@@ -18,6 +18,7 @@ from pathlib import Path
 import nats
 import pytest
 import pytest_asyncio
+from nats.aio.client import Client as NATS
 
 from libs.devproc import Proc, free_port, spawn_python_service, start_nats_server
 from tests.wiretap import Wiretap
@@ -63,6 +64,24 @@ def nats_server(log_dir: Path) -> Iterator[Proc]:
     proc = start_nats_server(log_dir=log_dir, store_dir=log_dir / "jetstream")
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def private_nats(log_dir: Path, request: pytest.FixtureRequest) -> Iterator[Proc]:
+    """A nats-server of the test module's own, for subjects proto/ does not name (the session's
+    wiretap would rightly flag them on the shared one)."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    proc = start_nats_server(log_dir=log_dir / name, store_dir=log_dir / name / "js")
+    yield proc
+    proc.stop()
+
+
+@pytest_asyncio.fixture
+async def private_nc(private_nats: Proc) -> AsyncIterator[NATS]:
+    client = await nats.connect(private_nats.url)
+    yield client
+    if not client.is_closed:
+        await client.close()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -6,53 +6,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from libs.bus import subscribe_inline
-from libs.devproc import NATS_SCHEDTRACE, Proc, nats_godebug, start_nats_server
+from libs.devproc import NATS_SCHEDTRACE, Proc, nats_godebug
 
 
-@pytest.fixture(scope="module")
-def server(log_dir: Path) -> Iterator[Proc]:
-    proc = start_nats_server(log_dir=log_dir / "inline", store_dir=log_dir / "inline" / "js")
-    yield proc
-    proc.stop()
-
-
-@pytest_asyncio.fixture
-async def nc(server: Proc) -> AsyncIterator[NATS]:
-    client = await nats.connect(server.url)
-    yield client
-    if not client.is_closed:
-        await client.close()
-
-
-async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_their_own(nc: NATS) -> None:
+async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_their_own(private_nc: NATS) -> None:
     seen: list[tuple[bytes, str]] = []
 
     def handler(msg: Msg) -> None:
         task = asyncio.current_task()
         seen.append((msg.data, task.get_name() if task else ""))
 
-    sub = await subscribe_inline(nc, "inline.order", handler)
+    sub = await subscribe_inline(private_nc, "inline.order", handler)
     tasks_before = len(asyncio.all_tasks())
     for i in range(200):
-        await nc.publish("inline.order", str(i).encode())
-    await nc.flush()
+        await private_nc.publish("inline.order", str(i).encode())
+    await private_nc.flush()
     for _ in range(100):  # bounded: the replies are read by now, almost always
         if len(seen) == 200:
             break
         await asyncio.sleep(0.01)
     assert [data for data, _ in seen] == [str(i).encode() for i in range(200)]
-    assert nc._reading_task is not None
-    reader = nc._reading_task.get_name()  # nats-py's read loop, the one task that reads the socket
+    assert private_nc._reading_task is not None
+    reader = private_nc._reading_task.get_name()  # nats-py's read loop, the one task that reads the socket
     assert {name for _, name in seen} == {reader}
     assert len(asyncio.all_tasks()) == tasks_before  # no task per subscription or message
     assert sub.pending_msgs == 0 and sub.pending_bytes == 0  # nothing left counted as pending
@@ -60,7 +42,7 @@ async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_the
 
 
 async def test_a_failing_handler_is_logged_and_the_connection_keeps_delivering(
-    nc: NATS, caplog: pytest.LogCaptureFixture
+    private_nc: NATS, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[bytes] = []
 
@@ -69,43 +51,43 @@ async def test_a_failing_handler_is_logged_and_the_connection_keeps_delivering(
             raise RuntimeError("a bug in a handler")
         seen.append(msg.data)
 
-    sub = await subscribe_inline(nc, "inline.fail", handler)
+    sub = await subscribe_inline(private_nc, "inline.fail", handler)
     with caplog.at_level(logging.ERROR, logger="switchyard.bus"):
         for data in (b"before", b"boom", b"after"):
-            await nc.publish("inline.fail", data)
-        await nc.flush()
+            await private_nc.publish("inline.fail", data)
+        await private_nc.flush()
         for _ in range(100):
             if b"after" in seen:
                 break
             await asyncio.sleep(0.01)
     assert seen == [b"before", b"after"]
-    assert nc.is_connected
+    assert private_nc.is_connected
     assert any("inline.fail" in r.getMessage() for r in caplog.records)
     await sub.unsubscribe()
 
 
-async def test_no_delivery_after_unsubscribe_and_drain_completes(nc: NATS) -> None:
+async def test_no_delivery_after_unsubscribe_and_drain_completes(private_nc: NATS) -> None:
     seen: list[bytes] = []
-    sub = await subscribe_inline(nc, "inline.stop", lambda msg: seen.append(msg.data))
-    await nc.publish("inline.stop", b"one")
-    await nc.flush()
+    sub = await subscribe_inline(private_nc, "inline.stop", lambda msg: seen.append(msg.data))
+    await private_nc.publish("inline.stop", b"one")
+    await private_nc.flush()
     for _ in range(100):
         if seen:
             break
         await asyncio.sleep(0.01)
     await sub.unsubscribe()
-    await nc.publish("inline.stop", b"two")
-    await nc.flush()
+    await private_nc.publish("inline.stop", b"two")
+    await private_nc.flush()
     await asyncio.sleep(0.05)
     assert seen == [b"one"]
-    await subscribe_inline(nc, "inline.drain", lambda msg: None)
-    await asyncio.wait_for(nc.drain(), timeout=5)  # its queue never holds anything to wait for
-    assert nc.is_closed
+    await subscribe_inline(private_nc, "inline.drain", lambda msg: None)
+    await asyncio.wait_for(private_nc.drain(), timeout=5)  # its queue never holds anything to wait for
+    assert private_nc.is_closed
 
 
-def test_nats_server_runs_with_the_measured_go_settings(server: Proc) -> None:
+def test_nats_server_runs_with_the_measured_go_settings(private_nats: Proc) -> None:
     environ = dict(
-        item.split("=", 1) for item in Path(f"/proc/{server.pid}/environ").read_text().split("\0") if "=" in item
+        item.split("=", 1) for item in Path(f"/proc/{private_nats.pid}/environ").read_text().split("\0") if "=" in item
     )
     assert environ["GOMAXPROCS"] == (os.environ.get("GOMAXPROCS") or "1")
     assert NATS_SCHEDTRACE in environ["GODEBUG"].split(",")

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
 import orjson
 import pytest
-import pytest_asyncio
 from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -23,21 +21,6 @@ from libs.bus import ensure_chat_stream
 from libs.bus_write import DirectPublisher, header_block, pub_command
 from libs.devproc import Proc, free_port, start_nats_server
 from tests.conftest import start_worker_proc
-
-
-@pytest.fixture(scope="module")
-def server(log_dir: Path) -> Iterator[Proc]:
-    proc = start_nats_server(log_dir=log_dir / "write", store_dir=log_dir / "write" / "js")
-    yield proc
-    proc.stop()
-
-
-@pytest_asyncio.fixture
-async def nc(server: Proc) -> AsyncIterator[NATS]:
-    client = await nats.connect(server.url)
-    yield client
-    if not client.is_closed:
-        await client.close()
 
 
 async def collect(nc: NATS, subject: str) -> list[Msg]:
@@ -77,9 +60,9 @@ def test_a_header_that_could_break_the_protocol_is_refused(headers: dict[str, st
         header_block(headers)
 
 
-async def test_a_direct_publish_arrives_with_headers_reply_and_payload(nc: NATS) -> None:
-    seen = await collect(nc, "write.one")
-    publisher = DirectPublisher(nc)
+async def test_a_direct_publish_arrives_with_headers_reply_and_payload(private_nc: NATS) -> None:
+    seen = await collect(private_nc, "write.one")
+    publisher = DirectPublisher(private_nc)
     headers = header_block({"Sy-Request-Id": "req.ü-1"})
     payload = bytes(range(256)) * 40  # binary and larger than one read of nats-py
     await publisher.publish(pub_command("write.one", payload, reply="write.reply.7", headers=headers))
@@ -89,35 +72,35 @@ async def test_a_direct_publish_arrives_with_headers_reply_and_payload(nc: NATS)
     assert msg.headers == {"Sy-Request-Id": "req.ü-1"}
 
 
-async def test_concatenated_commands_arrive_as_separate_messages_in_order(nc: NATS) -> None:
-    seen = await collect(nc, "write.pair.*")
-    publisher = DirectPublisher(nc)
+async def test_concatenated_commands_arrive_as_separate_messages_in_order(private_nc: NATS) -> None:
+    seen = await collect(private_nc, "write.pair.*")
+    publisher = DirectPublisher(private_nc)
     assert publisher.write_now(pub_command("write.pair.a", b"reply") + pub_command("write.pair.b", b"+ACK"))
     await wait_for(seen, 2)
     assert [(m.subject, m.data) for m in seen] == [("write.pair.a", b"reply"), ("write.pair.b", b"+ACK")]
 
 
-async def test_it_queues_behind_what_nats_py_has_not_written_yet(nc: NATS) -> None:
-    seen = await collect(nc, "write.order")
-    publisher = DirectPublisher(nc)
+async def test_it_queues_behind_what_nats_py_has_not_written_yet(private_nc: NATS) -> None:
+    seen = await collect(private_nc, "write.order")
+    publisher = DirectPublisher(private_nc)
     expected = []
     for i in range(50):
         # nats-py's publish only queues (its flusher writes a loop turn later): a direct write
         # now would overtake it, so the publisher must queue too, and order is kept
-        await nc.publish("write.order", b"py-%d" % i)
+        await private_nc.publish("write.order", b"py-%d" % i)
         assert not publisher.write_now(pub_command("write.order", b"never"))
         await publisher.publish(pub_command("write.order", b"direct-%d" % i))
         expected += [b"py-%d" % i, b"direct-%d" % i]
-    await nc.flush()
+    await private_nc.flush()
     await wait_for(seen, 100)
     assert [m.data for m in seen] == expected
     assert publisher.write_now(pub_command("write.order", b"last"))  # all written: direct again
     await wait_for(seen, 101)
 
 
-async def test_a_closed_connection_raises_like_nats_py(nc: NATS) -> None:
-    publisher = DirectPublisher(nc)
-    await nc.close()
+async def test_a_closed_connection_raises_like_nats_py(private_nc: NATS) -> None:
+    publisher = DirectPublisher(private_nc)
+    await private_nc.close()
     with pytest.raises(nats_errors.ConnectionClosedError):
         await publisher.publish(pub_command("write.closed", b"x"))
 
@@ -157,22 +140,22 @@ def job(reply: str, model: str = "sandbox-chat") -> dict[str, object]:
 
 
 async def test_a_worker_drops_a_job_whose_reply_subject_would_break_the_protocol(
-    server: Proc, sandbox: Proc, log_dir: Path
+    private_nats: Proc, sandbox: Proc, log_dir: Path
 ) -> None:
     """A worker writes a job's reply subject to the wire as it is: a job whose `reply` is not one
     proto/ builds (here, one smuggling a command) is terminated unanswered; the next job is served."""
-    nc = await nats.connect(server.url)
-    js = nc.jetstream()
+    client = await nats.connect(private_nats.url)
+    js = client.jetstream()
     await ensure_chat_stream(js, max_age=600)
-    worker = start_worker_proc(server.url, sandbox.url, log_dir / "write", name="write-worker", pool="wpool",
+    worker = start_worker_proc(private_nats.url, sandbox.url, log_dir / "write", name="write-worker", pool="wpool",
                                models="sandbox-chat")
     try:
-        smuggled = await collect(nc, "evil")
-        replies = await collect(nc, "sy.v1.reply.wedge.*")
+        smuggled = await collect(client, "evil")
+        replies = await collect(client, "sy.v1.reply.wedge.*")
         bad = job("sy.v1.reply.wedge.t1 5\r\nPUB evil 4\r\nboom\r\nPUB x")
-        await nc.publish(proto.job_subject("wpool"), orjson.dumps(bad))
+        await client.publish(proto.job_subject("wpool"), orjson.dumps(bad))
         good = job("sy.v1.reply.wedge.t2")
-        await nc.publish(proto.job_subject("wpool"), orjson.dumps(good))
+        await client.publish(proto.job_subject("wpool"), orjson.dumps(good))
         await wait_for(replies, 1, within=10)
         assert {m.subject for m in replies} == {"sy.v1.reply.wedge.t2"}
         assert b'"type":"end"' in replies[0].data
@@ -181,26 +164,26 @@ async def test_a_worker_drops_a_job_whose_reply_subject_would_break_the_protocol
         assert info.state.messages == 0  # both jobs left the work queue: one terminated, one acked
     finally:
         worker.stop()
-        await nc.close()
+        await client.close()
 
 
-async def test_a_command_above_the_max_payload_is_refused_before_it_reaches_the_server(nc: NATS) -> None:
-    publisher = DirectPublisher(nc)
+async def test_a_command_above_the_max_payload_is_refused_before_it_reaches_the_server(private_nc: NATS) -> None:
+    publisher = DirectPublisher(private_nc)
     headers = header_block({"A": "b"})
-    fits = b"x" * (nc.max_payload - len(headers))
+    fits = b"x" * (private_nc.max_payload - len(headers))
     assert publisher.command("write.big", fits, headers=headers).endswith(fits + b"\r\n")
     with pytest.raises(nats_errors.MaxPayloadError):
         publisher.command("write.big", fits + b"x", headers=headers)
 
 
-async def test_only_the_first_write_of_a_loop_step_is_direct_the_rest_go_out_together(nc: NATS) -> None:
-    seen = await collect(nc, "write.step")
-    publisher = DirectPublisher(nc)
+async def test_only_the_first_write_of_a_loop_step_is_direct_the_rest_go_out_together(private_nc: NATS) -> None:
+    seen = await collect(private_nc, "write.step")
+    publisher = DirectPublisher(private_nc)
     assert publisher.write_now(pub_command("write.step", b"first"))
     assert not publisher.write_now(pub_command("write.step", b"never"))  # a busy step: nats-py batches the rest
     for i in range(20):
         await publisher.publish(pub_command("write.step", b"queued-%d" % i))
-    assert len(nc._pending) == 20  # waiting for nats-py's flusher, to go out in one write
+    assert len(private_nc._pending) == 20  # waiting for nats-py's flusher, to go out in one write
     await wait_for(seen, 21)
     assert [m.data for m in seen] == [b"first"] + [b"queued-%d" % i for i in range(20)]
     await asyncio.sleep(0)  # a new step, nothing pending: direct again

@@ -35,14 +35,15 @@ class Counted:
 
 
 @pytest_asyncio.fixture
-async def connection() -> AsyncIterator[tuple[Counted, socket.socket]]:
-    """(a counted client transport, the server's end of the socket)."""
+async def connection() -> AsyncIterator[tuple[HeadWithBody, Counted, socket.socket]]:
+    """(HeadWithBody over a counted real transport, that transport, the server's end of the socket)."""
     listener = socket.create_server(("127.0.0.1", 0))
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(asyncio.Protocol, *listener.getsockname())
     peer, _ = listener.accept()
     peer.settimeout(5)
-    yield Counted(transport), peer
+    counted = Counted(transport)
+    yield HeadWithBody(counted, loop), counted, peer  # type: ignore[arg-type]
     transport.close()
     peer.close()
     listener.close()
@@ -56,10 +57,9 @@ def read_exactly(peer: socket.socket, size: int) -> bytes:
 
 
 async def test_a_head_and_the_body_sent_right_after_it_are_one_write(
-    connection: tuple[Counted, socket.socket],
+    connection: tuple[HeadWithBody, Counted, socket.socket],
 ) -> None:
-    counted, peer = connection
-    wrapped = HeadWithBody(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    wrapped, counted, peer = connection
     wrapped.write(HEAD)
     wrapped.write(b"hello")
     wrapped.write(b"more")
@@ -70,10 +70,9 @@ async def test_a_head_and_the_body_sent_right_after_it_are_one_write(
 
 
 async def test_a_head_without_a_body_in_the_same_step_goes_out_at_the_next(
-    connection: tuple[Counted, socket.socket],
+    connection: tuple[HeadWithBody, Counted, socket.socket],
 ) -> None:
-    counted, peer = connection
-    wrapped = HeadWithBody(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    wrapped, counted, peer = connection
     wrapped.write(HEAD)
     assert counted.writes == []
     await asyncio.sleep(0)
@@ -81,9 +80,8 @@ async def test_a_head_without_a_body_in_the_same_step_goes_out_at_the_next(
     assert read_exactly(peer, len(HEAD)) == HEAD
 
 
-async def test_closing_sends_a_held_head_first(connection: tuple[Counted, socket.socket]) -> None:
-    counted, peer = connection
-    wrapped = HeadWithBody(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+async def test_closing_sends_a_held_head_first(connection: tuple[HeadWithBody, Counted, socket.socket]) -> None:
+    wrapped, counted, peer = connection
     wrapped.write(HEAD)
     wrapped.close()
     assert counted.writes == [HEAD]
