@@ -22,7 +22,8 @@ CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN_CHARS = r"[A-Za-z0-9_-]+"
+_TOKEN = re.compile(_TOKEN_CHARS)
 
 
 def check_token(value: str) -> str:
@@ -41,11 +42,12 @@ def consumer_name(pool: str) -> str:
     return f"sy_v1_chat_{check_token(pool)}"
 
 
+_REPLY_PREFIX = "sy.v1.reply."
+_REPLY_SUBJECT = re.compile(re.escape(_REPLY_PREFIX) + _TOKEN_CHARS + r"\." + _TOKEN_CHARS)
+
+
 def reply_subject(edge_id: str, token: str) -> str:
-    return f"sy.v1.reply.{edge_id}.{token}"
-
-
-_REPLY_SUBJECT = re.compile(r"sy\.v1\.reply\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+    return f"{_REPLY_PREFIX}{edge_id}.{token}"
 
 
 def is_reply_subject(subject: object) -> bool:
@@ -54,7 +56,7 @@ def is_reply_subject(subject: object) -> bool:
 
 
 def reply_wildcard(edge_id: str) -> str:
-    return f"sy.v1.reply.{check_token(edge_id)}.*"
+    return f"{_REPLY_PREFIX}{check_token(edge_id)}.*"
 
 
 def puback_subject(edge_id: str, token: str) -> str:

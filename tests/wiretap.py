@@ -11,6 +11,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 import proto
+from libs.errors import ReplyGap
+from services.edge.replies import Fragments
 
 
 class Wiretap:
@@ -20,7 +22,7 @@ class Wiretap:
         self.messages: list[tuple[str, dict[str, Any]]] = []  # (schema id, message), application only
         self._validators: dict[str, Draft202012Validator] = {}
         self._tolerated: set[str] = set()  # subjects a test breaks the contract on, on purpose
-        self._fragments: dict[tuple[str, object], list[str]] = {}  # (subject, attempt) -> parts so far
+        self._fragments: dict[str, Fragments] = {}  # reply subject -> parts so far (the edge's joiner)
 
     async def attach(self, nc: NATS) -> None:
         await nc.subscribe(">", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
@@ -65,18 +67,17 @@ class Wiretap:
             self._join_fragment(subject, message)
 
     def _join_fragment(self, subject: str, fragment: dict[str, Any]) -> None:
-        """Parts 0,1,2,... in order; the joined payload is checked like any other."""
-        key = (subject, fragment.get("attempt"))
-        parts = self._fragments.setdefault(key, [])
-        if fragment.get("part") != len(parts):
-            self.violations.append(f"{subject}: fragment {fragment.get('part')} where {len(parts)} was due")
-            del self._fragments[key]
+        """Parts 0,1,2,... in order; the payload they join to is checked like any other."""
+        fragments = self._fragments.setdefault(subject, Fragments())
+        try:
+            whole = fragments.add(fragment)
+        except ReplyGap as gap:
+            self.violations.append(f"{subject}: {gap}")
+            del self._fragments[subject]
             return
-        parts.append(str(fragment.get("data")))
-        if fragment.get("last") is True:
-            del self._fragments[key]
+        if whole is not None:
             self.seen["fragmented"] += 1
-            self.check(subject, "".join(parts).encode())
+            self.check(subject, whole)
 
     def _check_one(self, subject: str, schema_id: str, message: Any) -> None:
         errors = sorted(self._validator(schema_id).iter_errors(message), key=lambda e: e.path)

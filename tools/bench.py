@@ -36,6 +36,7 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1.0") or 1.0)
 RESULTS_PATH = REPO_ROOT / "bench-results.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODEL = "sandbox-chat"
+QUIET = {"NO_LOG": "1", "LOG_LEVEL": "WARNING"}  # the services' env: no request logs to write
 NONSTREAM_TOKENS = 8
 STREAM_TOKENS = 50
 TIME_CAP = float(os.environ.get("BENCH_TIME_CAP", "25"))  # seconds per scenario, at most
@@ -190,6 +191,28 @@ def start_skeleton(nats_url: str, sandbox_url: str, log_dir: Path) -> tuple[Proc
                 return back, front, url
         time.sleep(0.05)
     raise RuntimeError(f"skeleton not ready:\n{back.log()}\n{front.log()}")
+
+
+def clean_environment() -> None:
+    """The services this process starts run open, and never through a proxy on loopback."""
+    for var in ("AUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(var, None)
+
+
+def start_gateway(nats_url: str, sandbox_url: str, log_dir: Path, *, suffix: str = "",
+                  code: Path | None = None) -> tuple[Proc, Proc]:
+    """(edge, worker) serving MODEL from the sandbox; `code`: a checkout to run instead of this one."""
+    w_port, e_port = free_port(), free_port()
+    worker = spawn_python_service(f"worker{suffix}", "services.openai_worker", env={
+        "PORT": str(w_port), "NATS_URL": nats_url, "WORKER_POOL": "openai", "WORKER_CAPACITY": "128",
+        "WORKER_ID": f"bench-worker{suffix}", "OPENAI_BASE_URL": sandbox_url + "/v1", "OPENAI_API_KEY": "x",
+        "OPENAI_MODELS": MODEL, **QUIET,
+    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{w_port}/readyz", cwd=code)
+    edge = spawn_python_service(f"edge{suffix}", "services.edge", env={
+        "PORT": str(e_port), "NATS_URL": nats_url, "SY_ROUTES": "sandbox-*=openai", "EDGE_ID": f"bench-edge{suffix}",
+        **QUIET,
+    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{e_port}/readyz", cwd=code)
+    return edge, worker
 
 
 def wait_for_model(edge_url: str, within: float = 20.0) -> None:
@@ -525,8 +548,7 @@ def evaluate(sc: dict[str, Any], rss: dict[str, float]) -> list[dict[str, Any]]:
 
 def main() -> int:
     started = time.monotonic()
-    for var in ("AUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)  # open mode, and never a proxy on loopback
+    clean_environment()
     procs: list[Proc] = []
     loadgen: LoadGen | None = None
     tmp = tempfile.TemporaryDirectory(prefix="switchyard-bench-")
@@ -536,52 +558,19 @@ def main() -> int:
         progress(f"starting the stack (logs in {log_dir}), BENCH_SCALE={SCALE}")
         nats_proc = start_nats_server(log_dir=log_dir, store_dir=log_dir / "jetstream")
         procs.append(nats_proc)
-        quiet = {"NO_LOG": "1", "LOG_LEVEL": "WARNING"}
         sb_port = free_port()
         sandbox = spawn_python_service(
             "sandbox",
             "services.sandbox",
-            env={"PORT": str(sb_port), **quiet},
+            env={"PORT": str(sb_port), **QUIET},
             log_dir=log_dir,
             health_url=f"http://127.0.0.1:{sb_port}/healthz",
         )
         procs.append(sandbox)
         sandbox_url = f"http://127.0.0.1:{sb_port}"
-        w_port = free_port()
-        worker = spawn_python_service(
-            "worker",
-            "services.openai_worker",
-            env={
-                "PORT": str(w_port),
-                "NATS_URL": nats_proc.url,
-                "WORKER_POOL": "openai",
-                "WORKER_CAPACITY": "128",
-                "WORKER_ID": "bench-worker",
-                "OPENAI_BASE_URL": sandbox_url + "/v1",
-                "OPENAI_API_KEY": "x",
-                "OPENAI_MODELS": MODEL,
-                **quiet,
-            },
-            log_dir=log_dir,
-            health_url=f"http://127.0.0.1:{w_port}/readyz",
-        )
-        procs.append(worker)
-        e_port = free_port()
-        edge = spawn_python_service(
-            "edge",
-            "services.edge",
-            env={
-                "PORT": str(e_port),
-                "NATS_URL": nats_proc.url,
-                "SY_ROUTES": "sandbox-*=openai",
-                "EDGE_ID": "bench-edge",
-                **quiet,
-            },
-            log_dir=log_dir,
-            health_url=f"http://127.0.0.1:{e_port}/readyz",
-        )
-        procs.append(edge)
-        edge_url = f"http://127.0.0.1:{e_port}"
+        edge, worker = start_gateway(nats_proc.url, sandbox_url, log_dir)
+        procs += [worker, edge]
+        edge_url = edge.url
         responder = start_responder(nats_proc.url, log_dir)
         procs.append(responder)
         sk_back, sk_front, skeleton_url = start_skeleton(nats_proc.url, sandbox_url, log_dir)

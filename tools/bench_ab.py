@@ -16,9 +16,7 @@ editable install, which A's code does not import). Needs wrk. Every process is s
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,38 +24,30 @@ import tempfile
 from pathlib import Path
 
 from libs.devproc import REPO_ROOT, Proc, free_port, spawn_python_service, start_nats_server
-from tools.bench import MODEL, NONSTREAM_TOKENS, STREAM_TOKENS, chat_body, cpu_seconds, parse_wrk, wait_for_model
+from tools.bench import (
+    NONSTREAM_TOKENS,
+    QUIET,
+    STREAM_TOKENS,
+    WRK,
+    chat_body,
+    clean_environment,
+    cpu_seconds,
+    run_wrk,
+    start_gateway,
+    wait_for_model,
+)
 
 ROUNDS = int(os.environ.get("ROUNDS", "20"))
 SECONDS = int(os.environ.get("SECONDS", "2"))
 CONCURRENCY = int(os.environ.get("CONCURRENCY", "1"))
 STREAM = os.environ.get("STREAM", "0") not in ("", "0")
-QUIET = {"NO_LOG": "1", "LOG_LEVEL": "WARNING"}
 MEASURED = ("edge", "worker", "nats")
 
 
-def start_gateway(side: str, code: Path, upstream: str, log_dir: Path) -> tuple[str, dict[str, Proc]]:
-    """(chat URL, the measured processes) of one side's gateway, running the code in `code`."""
-    nats = start_nats_server(log_dir=log_dir / side, store_dir=log_dir / side / "jetstream")
-    w_port, e_port = free_port(), free_port()
-    worker = spawn_python_service(f"worker-{side}", "services.openai_worker", env={
-        "PORT": str(w_port), "NATS_URL": nats.url, "WORKER_POOL": "openai", "WORKER_CAPACITY": "128",
-        "WORKER_ID": f"ab-worker-{side}", "OPENAI_BASE_URL": upstream + "/v1", "OPENAI_API_KEY": "x",
-        "OPENAI_MODELS": MODEL, **QUIET,
-    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{w_port}/readyz", cwd=code)
-    edge = spawn_python_service(f"edge-{side}", "services.edge", env={
-        "PORT": str(e_port), "NATS_URL": nats.url, "SY_ROUTES": "sandbox-*=openai", "EDGE_ID": f"ab-edge-{side}",
-        **QUIET,
-    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{e_port}/readyz", cwd=code)
-    url = f"http://127.0.0.1:{e_port}"
-    wait_for_model(url)
-    return url + "/v1/chat/completions", {"edge": edge, "worker": worker, "nats": nats}
-
-
-def wrk(wrk_path: str, script: Path, url: str, seconds: int) -> int:
+def wrk(url: str) -> int:
     """Requests answered in one wrk run; raises on errors (a broken side must not look cheap)."""
-    argv = [wrk_path, "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "-s", str(script), url]
-    result = parse_wrk(subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout)
+    tokens = STREAM_TOKENS if STREAM else NONSTREAM_TOKENS
+    result = run_wrk({"url": url, "body": chat_body(tokens, STREAM), "concurrency": CONCURRENCY, "seconds": SECONDS})
     if result.get("fatal") or result["errors"]:
         raise RuntimeError(f"wrk against {url}: {result.get('fatal') or result.get('first_error')}")
     return int(result["ok"])
@@ -67,12 +57,10 @@ def main() -> int:
     if len(sys.argv) != 2:
         print("usage: python -m tools.bench_ab <git rev>", file=sys.stderr)
         return 2
-    wrk_path = shutil.which("wrk")
-    if wrk_path is None:
+    if WRK is None:
         print("bench-ab needs wrk (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 1
-    for var in ("AUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)
+    clean_environment()
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="switchyard-ab-") as tmp:
         work = Path(tmp)
@@ -85,14 +73,14 @@ def main() -> int:
                                               log_dir=work / "logs", health_url=f"http://127.0.0.1:{port}/healthz"))
             sides: dict[str, tuple[str, dict[str, Proc]]] = {}
             for side, code in (("A", a_code), ("B", REPO_ROOT)):
-                sides[side] = start_gateway(side, code, f"http://127.0.0.1:{port}", work / "logs")
-                procs += list(sides[side][1].values())
-            tokens = STREAM_TOKENS if STREAM else NONSTREAM_TOKENS
-            script = work / "post.lua"
-            script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(chat_body(tokens, STREAM)))}\n'
-                              'wrk.headers["Content-Type"] = "application/json"\n')
+                nats = start_nats_server(log_dir=work / side, store_dir=work / side / "jetstream")
+                edge, worker = start_gateway(nats.url, f"http://127.0.0.1:{port}", work / "logs", suffix=f"-{side}",
+                                             code=code)
+                procs += [nats, worker, edge]
+                wait_for_model(edge.url)
+                sides[side] = (edge.url + "/v1/chat/completions", {"edge": edge, "worker": worker, "nats": nats})
             for url, _ in sides.values():  # warm-up
-                wrk(wrk_path, script, url, 2)
+                wrk(url)
             what = f"{'50-token streams' if STREAM else 'non-stream requests'} at c={CONCURRENCY}"
             print(f"A = {sys.argv[1]}, B = the working tree; {ROUNDS} rounds of {SECONDS} s each, {what}")
             totals: dict[str, list[float]] = {"A": [], "B": []}
@@ -100,7 +88,7 @@ def main() -> int:
                 for side in ("A", "B") if number % 2 == 0 else ("B", "A"):
                     url, measured = sides[side]
                     before = {name: cpu_seconds(proc.pid) for name, proc in measured.items()}
-                    answered = wrk(wrk_path, script, url, SECONDS)
+                    answered = wrk(url)
                     per_request = {name: (cpu_seconds(proc.pid) - before[name]) * 1000 / answered
                                    for name, proc in measured.items()}
                     total = sum(per_request.values())

@@ -25,12 +25,11 @@ from pathlib import Path
 import httpx
 
 from libs.devproc import Proc, free_port, spawn, spawn_python_service, start_nats_server, wait_http_ok
-from tools.bench import MODEL, NONSTREAM_TOKENS, chat_body, wait_for_model
+from tools.bench import MODEL, NONSTREAM_TOKENS, QUIET, chat_body, wait_for_model
 
 N = int(os.environ.get("BENCH_INSTR_N", "300"))
 WARM = 150
 SKELETON = os.environ.get("BENCH_INSTR_SKELETON", "") not in ("", "0")
-QUIET = {"NO_LOG": "1", "LOG_LEVEL": "WARNING"}
 
 
 def under_callgrind(name: str, argv: list[str], env: dict[str, str], out_dir: Path, health: str | None) -> Proc:
