@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 import proto
-from libs.bus import ensure_chat_stream
+from libs.bus import BusClient, connect, ensure_chat_stream
 from libs.bus_write import DirectPublisher, header_block, pub_command
 from libs.devproc import Proc, free_port, start_nats_server
 from tests.conftest import start_worker_proc
@@ -189,3 +189,15 @@ async def test_only_the_first_write_of_a_loop_step_is_direct_the_rest_go_out_tog
     await asyncio.sleep(0)  # a new step, nothing pending: direct again
     assert publisher.write_now(pub_command("write.step", b"next"))
     await wait_for(seen, 22)
+
+
+async def test_services_connect_with_the_quicker_header_reader(private_nats: Proc) -> None:
+    client = await connect(private_nats.url, "write-headers")
+    try:
+        assert isinstance(client, BusClient)
+        seen = await collect(client, "write.headers")
+        await client.publish("write.headers", b"x", headers={"Sy-Request-Id": "req-7", "Nats-Msg-Id": "j7"})
+        await wait_for(seen, 1)
+        assert seen[0].headers == {"Sy-Request-Id": "req-7", "Nats-Msg-Id": "j7"}
+    finally:
+        await client.close()
