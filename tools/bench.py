@@ -20,6 +20,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -45,8 +46,12 @@ RUNS = max(1, int(os.environ.get("BENCH_RUNS", "1") or 1))  # repeat the scenari
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")  # py-spy profiles of edge and worker per gateway run
 PROFILE_FORMAT = os.environ.get("BENCH_PROFILE_FORMAT", "flamegraph")  # or raw (collapsed stacks), speedscope
 WRK = shutil.which("wrk") if os.environ.get("BENCH_WRK", "1") != "0" else None
-# wrk runs for a time, not a count: 5 s per non-stream row at scale 1
-WRK_SECONDS = min(TIME_CAP, max(2.0, 5.0 * SCALE))
+# wrk runs for a time, not a count. A non-stream row is measured in SLICES short runs that take
+# turns with the other wrk rows of its scenario (direct, skeleton, gateway): this machine's speed
+# drifts by up to 30 % within seconds, and interleaving puts every row through the same spells.
+# A row reports the median slice; its per-slice figures and its mean are kept beside it.
+SLICES = max(1, int(os.environ.get("BENCH_SLICES", "5") or 5))
+WRK_SECONDS = min(TIME_CAP / SLICES, max(1.0, 2.0 * SCALE))  # per slice: 5 x 2 s per row at scale 1
 
 TARGETS = {
     "gateway_cpu_ms_per_request": 0.8,
@@ -273,11 +278,61 @@ def measured(
     return result
 
 
+def measured_slices(
+    loadgen: LoadGen, procs: dict[str, int], rows: list[tuple[str, dict[str, Any]]], profile_label: str = ""
+) -> dict[str, dict[str, Any]]:
+    """wrk rows measured in SLICES turns each, interleaved (A B C, A B C, ...): one result per row,
+    the median slice's figures, with every slice's gateway CPU and the mean over all slices kept."""
+    slices: dict[str, list[dict[str, Any]]] = {path: [] for path, _cmd in rows}
+    for turn in range(SLICES):
+        for path, cmd in rows:
+            label = profile_label if path == "gateway" and turn == 0 else ""
+            slices[path].append(measured(loadgen, procs, cmd, label))
+    return {path: combine_slices(got) for path, got in slices.items()}
+
+
+def combine_slices(got: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from its slices: totals for counts, medians for rates, latencies and CPU per request."""
+    ok = sum(r.get("ok", 0) for r in got)
+    busy = sum(r["ok"] / r["rps"] for r in got if r.get("ok") and r.get("rps"))
+    result: dict[str, Any] = {
+        "ok": ok,
+        "errors": sum(r.get("errors", 0) for r in got),
+        "rps": ok / busy if busy else 0.0,
+        "slices": len(got),
+        "cmd": got[0]["cmd"],
+    }
+    for field in ("p50_ms", "p99_ms"):
+        values = [r[field] for r in got if r.get(field) is not None]
+        result[field] = statistics.median(values) if values else None
+    for field in ("first_error", "fatal"):
+        first = next((r[field] for r in got if r.get(field)), None)
+        if first:
+            result[field] = first
+    names = got[0]["cpu_ms_total"].keys()
+    result["cpu_ms_total"] = {n: round(sum(r["cpu_ms_total"][n] for r in got), 1) for n in names}
+    result["cpu_ms_per_op"] = {
+        n: _median_or_none([r["cpu_ms_per_op"][n] for r in got]) for n in names
+    }
+    per_slice = [r["gateway_cpu_ms_per_op"] for r in got]
+    result["gateway_cpu_ms_per_op"] = _median_or_none(per_slice)
+    result["gateway_cpu_ms_per_op_slices"] = per_slice
+    result["gateway_cpu_ms_per_op_mean"] = (
+        sum(result["cpu_ms_total"].get(k, 0.0) for k in GATEWAY_PROCESSES) / ok if ok else None
+    )
+    return result
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
 def http_cmd(url: str, stream: bool, conc: int, count: int, *, by_wrk: bool = True) -> dict[str, Any]:
     tokens = STREAM_TOKENS if stream else NONSTREAM_TOKENS
     if WRK and by_wrk and not stream:
         return {"kind": "wrk", "url": url, "body": chat_body(tokens, False), "concurrency": conc,
-                "seconds": WRK_SECONDS, "count": f"{WRK_SECONDS:g} s of"}
+                "seconds": WRK_SECONDS, "count": f"{SLICES} x {WRK_SECONDS:g} s of"}
     return {
         "kind": "http",
         "url": url,
@@ -462,6 +517,18 @@ def render(res: dict[str, Any]) -> str:
                 + f"{fmt(r['gateway_cpu_ms_per_op'], 3):>10}"
             )
 
+    sliced = [
+        (key, path, r) for key, *_ in SHAPES for path in ("skeleton", "gateway")
+        if (r := sc.get(key, {}).get(path)) and r.get("gateway_cpu_ms_per_op_slices")
+    ]
+    if sliced:
+        lines.append("")
+        lines.append(f"Non-stream HTTP rows: the median of {sliced[0][2]['slices']} interleaved slices "
+                     "(direct, skeleton, gateway in turn). CPU ms per request of each slice, and the mean over all:")
+        for key, path, r in sliced:
+            each = " ".join(fmt(v, 3) for v in r["gateway_cpu_ms_per_op_slices"])
+            lines.append(f"  {key:<16}{path:<10}{each}   mean {fmt(r['gateway_cpu_ms_per_op_mean'], 3)}")
+
     lines.append("")
     lines.append("Targets:")
     for item in res["targets"]:
@@ -616,7 +683,17 @@ def main() -> int:
                     runs.append(("jetstream", {**nats_cmd(nats_proc.url, conc, count), "kind": "jetstream"}))
                     runs.append(("skeleton", http_cmd(skeleton_url, stream, conc, count)))
                 runs.append(("gateway", http_cmd(gateway_url, stream, conc, count)))
+                sliced = [(path, cmd) for path, cmd in runs if cmd["kind"] == "wrk"]
+                if sliced:
+                    names = ", ".join(path for path, _cmd in sliced)
+                    progress(f"{key} {names}: {SLICES} interleaved slices of {WRK_SECONDS:g} s each, at c{conc}")
+                    scenarios[key].update(measured_slices(loadgen, pids, sliced, f"{key}-gateway-run{run}"))
                 for path, cmd in runs:
+                    if cmd["kind"] == "wrk":
+                        r = scenarios[key][path]
+                        progress(f"  {path} -> {r.get('ok')} ok, {r.get('errors')} errors, {fmt(r.get('rps'), 0)}/s, "
+                                 f"p50 {fmt(r.get('p50_ms'))} ms")
+                        continue
                     progress(f"{key} {path}: {cmd['count']} {'streams' if stream else 'requests'} at c{conc}")
                     label = f"{key}-{path}-run{run}" if path == "gateway" else ""
                     scenarios[key][path] = measured(loadgen, pids, cmd, label)
