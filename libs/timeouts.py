@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from libs.settings import env_float
 
 
+# Limits where 0 is a documented setting rather than a mistake; every other limit must be > 0.
+_ZERO_ALLOWED = frozenset({"confirm_window"})
+
+
 @dataclass(frozen=True)
 class Timeouts:
     queue_wait: float = 10.0  # until a worker starts the job, else 503 no_capacity
@@ -34,7 +38,7 @@ class Timeouts:
         base = cls()
 
         def read(field: str, default: float) -> float:
-            return env_float(f"SY_TIMEOUT_{field.upper()}", default, env) * scale
+            return env_float(f"SY_TIMEOUT_{field.upper()}", default, env, zero=field in _ZERO_ALLOWED) * scale
 
         return cls(**{name: read(name, getattr(base, name)) for name in cls.__dataclass_fields__})
 
