@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from libs import sse
 from libs.errors import ClientTooSlow, InvalidRequest, SwitchyardError
+from libs.tokens import estimate_tokens
 from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
 from services.edge.dispatch import ClientGone, Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY
@@ -212,5 +213,5 @@ class GenerationRoute:
             tokens["completion", "upstream"].inc(builder.usage["completion_tokens"])
             return
         tokens["prompt", "estimated"].inc(builder.usage["prompt_tokens"])
-        completion = max(builder.usage["completion_tokens"], (builder.delivered_chars + 3) // 4)
+        completion = max(builder.usage["completion_tokens"], estimate_tokens(builder.delivered_chars))
         tokens["completion", "estimated"].inc(completion)
