@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from libs.settings import env_float
 
-
 # Limits where 0 is a documented setting rather than a mistake; every other limit must be > 0.
 _ZERO_ALLOWED = frozenset({"confirm_window"})
 
