@@ -2,12 +2,12 @@
 
 The rule: the edge validates strictly what the gateway itself acts on, and only the JSON type of
 what it merely forwards. Acted on: `model` (routing), `messages` (a non-empty array of objects,
-each with a string `role`), `prompt` (split into choices), `n` (fan-out; at least 1, and at most
-MAX_N, which the route checks), `stream`, `stream_options` (rewritten by the worker, so it is
-judged here, `stream` true included), and `best_of` against `n` (the fan-out changes `n`). Every
-other known field is checked for its JSON type only (a number, a string, an array of objects...),
-never for its value: OpenAI adds enum values and widens ranges often (`reasoning_effort: "none"`,
-`tools: [{"type": "custom"}]`), and the upstream judges them. Unknown fields are forwarded as they are.
+each with a string `role`), `prompt` (split into choices), `n` (fan-out; at least 1, at most the
+gateway's MAX_N), `stream`, `stream_options` (rewritten by the worker, so judged here, `stream`
+true included), and `best_of` against `n` (a fan-out changes `n`). Every other known field is
+checked for its JSON type only (a number, a string, an array of objects...), never for its value:
+OpenAI adds enum values and widens ranges often (`reasoning_effort: "none"`, `tools: [{"type":
+"custom"}]`), and the upstream judges them. Unknown fields are forwarded as they are.
 
 Each endpoint is one declarative FIELD TABLE (field name → rule, in the order of OpenAI's docs);
 a rule is a function `(value, path) -> None` that raises `InvalidRequest` naming the exact path
@@ -222,7 +222,7 @@ _OBJECT = obj()
 _OBJECTS = array(_OBJECT)
 _MODEL = Required(string(non_empty=True))
 _LOGIT_BIAS = mapping(_NUMBER)
-_N = integer(lo=1)  # its upper bound is MAX_N, the gateway's own, checked by the route
+_N = integer(lo=1)  # its upper bound is the gateway's MAX_N, passed in by the route (see `_validate`)
 _STOP = one_of("a string or an array of strings", {str: _STRING, list: _STRINGS})
 _STREAM_OPTIONS = obj({"include_usage": _BOOL})
 _TYPED = obj({"type": _STRING})  # tools, tool_choice, response_format: whatever `type` OpenAI adds next
