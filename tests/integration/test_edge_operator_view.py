@@ -124,6 +124,11 @@ async def test_values_openai_added_reach_the_upstream(stack: Stack, wiretap: Wir
     assert {k: published["xhigh"].get(k) for k in new_fields} == new_fields
     assert published["none"]["reasoning_effort"] == "none"
     assert published["developer"]["messages"][0] == {"role": "developer", "content": "Be brief."}
+    # forwarded, so not logged as "ignoring" (the edge logs at INFO in tests)
+    edge_log = (stack.log_dir / "edge.log").read_text(errors="replace")
+    rid = replies["xhigh"].headers["x-request-id"]
+    assert rid in edge_log  # its access line: the log is the edge's, and was written
+    assert not [line for line in edge_log.splitlines() if rid in line and "unknown fields" in line]
 
 
 async def test_type_errors_still_name_their_param(stack: Stack) -> None:
