@@ -161,3 +161,12 @@ async def test_a_confirm_window_of_zero_confirms_every_job(stack: Stack, log_dir
     assert [r.status_code for r in replies] == [200] * 4
     stored = [orjson.loads(a) for a in acks]
     assert len(stored) == 4 and not any(a.get("duplicate") for a in stored), stored  # one per job, none blind
+
+
+async def test_a_value_the_upstream_refuses_comes_back_as_its_400(stack: Stack) -> None:
+    # the edge checks max_tokens for its type only; the sandbox, like OpenAI, refuses a negative one
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=AUTH, timeout=30) as http:
+        refused = await http.post("/chat/completions", json=chat("hi", max_tokens=-1))
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "upstream_bad_request" and "max_tokens" in error["message"]
