@@ -37,7 +37,10 @@ def env_int(name: str, default: int, env: Mapping[str, str] | None = None, *, mi
     return value
 
 
-def env_float(name: str, default: float, env: Mapping[str, str] | None = None, *, positive: bool = True) -> float:
+def env_float(
+    name: str, default: float, env: Mapping[str, str] | None = None, *, positive: bool = True, zero: bool = False
+) -> float:
+    """A number; `positive` rejects anything not > 0, except 0 itself when `zero` (a documented "off")."""
     raw = env_str(name, "", env).strip()
     if not raw:
         return default
@@ -45,8 +48,8 @@ def env_float(name: str, default: float, env: Mapping[str, str] | None = None, *
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if positive and not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    if positive and not (value > 0 or (zero and value == 0)):
+        raise ConfigError(f"{name} must be {'>= 0' if zero else '> 0'}, got {raw!r}")
     return value
 
 

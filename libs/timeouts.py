@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from libs.settings import env_float
 
+# Limits where 0 is a documented setting rather than a mistake; every other limit must be > 0.
+_ZERO_ALLOWED = frozenset({"confirm_window"})
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -34,7 +37,7 @@ class Timeouts:
         base = cls()
 
         def read(field: str, default: float) -> float:
-            return env_float(f"SY_TIMEOUT_{field.upper()}", default, env) * scale
+            return env_float(f"SY_TIMEOUT_{field.upper()}", default, env, zero=field in _ZERO_ALLOWED) * scale
 
         return cls(**{name: read(name, getattr(base, name)) for name in cls.__dataclass_fields__})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 
@@ -32,8 +33,10 @@ from services.edge.state import EdgeState
 log = logging.getLogger("switchyard.edge")
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def _http_error(metrics: EdgeMetrics, request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):  # no route, or not this method: by method, never by path
+        metrics.count_unmatched(request.method, exc.status_code)
     code = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else None
     message = f"Unknown request URL: {request.method} {request.url.path}." if exc.status_code == 404 else exc.detail
     return JSONResponse(
@@ -120,8 +123,8 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             expose_headers=["x-request-id", "retry-after"],
         ),
         Middleware(RequestContext, log_requests=not settings.no_log),
-        Middleware(BearerAuth, keys=keys),
+        Middleware(BearerAuth, keys=keys, metrics=state.metrics),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error})
+                    exception_handlers={HTTPException: functools.partial(_http_error, state.metrics)})
     return HotPath(app, generation, keys=keys, log_requests=not settings.no_log), state

@@ -7,6 +7,11 @@ from prometheus_client import CollectorRegistry
 
 from libs.loop_metrics import Counter, Gauge, Histogram
 
+# Requests that match no route are counted by method, bounded to these (anything else is "other"),
+# never by path: a scanner's paths would grow the series without bound.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+AUTH_FAILURE_REASONS = ("missing", "invalid")
+
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -50,6 +55,16 @@ class EdgeMetrics:
             (kind, source): self.tokens.labels(kind=kind, source=source)
             for kind in ("prompt", "completion") for source in ("upstream", "estimated")
         }
+        self.auth_failures = Counter(
+            "switchyard_edge_auth_failures_total", "Requests refused with 401: no bearer key, or an unknown one",
+            ["reason"], registry=registry,
+        )
+        self.auth_failures_by = {reason: self.auth_failures.labels(reason=reason) for reason in AUTH_FAILURE_REASONS}
+        self.unmatched = Counter(
+            "switchyard_edge_unmatched_requests_total",
+            "Requests to no route (404) or with a method their route does not allow (405), by method",
+            ["method", "status"], registry=registry,
+        )
         self.pool_capacity = Gauge(
             "switchyard_edge_pool_capacity", "Announced capacity of live replicas", ["pool"], registry=registry
         )
@@ -57,3 +72,6 @@ class EdgeMetrics:
             "switchyard_edge_pool_in_flight", "Announced in-flight jobs of live replicas", ["pool"],
             registry=registry,
         )
+
+    def count_unmatched(self, method: str, status: int) -> None:
+        self.unmatched.labels(method=method if method in _METHODS else "other", status=str(status)).inc()

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from libs.errors import AuthenticationFailed
 from libs.ids import new_id
 from services.edge.asgi_io import header, send_error
+from services.edge.metrics import EdgeMetrics
 
 access_log = logging.getLogger("switchyard.edge.access")
 
@@ -88,9 +89,12 @@ class StaticKeyStore:
 
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+    """401 for a request without a valid bearer key (counted by reason when given `metrics`)."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, metrics: EdgeMetrics | None = None) -> None:
         self.app = app
         self.keys = keys
+        self.failures = metrics.auth_failures_by if metrics is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.keys.is_open() or scope["path"] in OPEN_PATHS:
@@ -99,11 +103,16 @@ class BearerAuth:
         raw = header(scope, b"authorization") or b""
         scheme, _, token = raw.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            await send_error(send, AuthenticationFailed(
+            await self._refuse(send, "missing", AuthenticationFailed(
                 "You didn't provide an API key. Use the header 'Authorization: Bearer YOUR_KEY'."
             ))
             return
         if not await self.keys.authenticate(token.strip()):
-            await send_error(send, AuthenticationFailed("Incorrect API key provided."))
+            await self._refuse(send, "invalid", AuthenticationFailed("Incorrect API key provided."))
             return
         await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Send, reason: str, err: AuthenticationFailed) -> None:
+        if self.failures is not None:
+            self.failures[reason].inc()
+        await send_error(send, err)

@@ -1,11 +1,20 @@
 """Request validation for /v1/chat/completions and /v1/completions, with OpenAI-style errors.
 
+The rule: the edge validates strictly what the gateway itself acts on, and only the JSON type of
+what it merely forwards. Acted on: `model` (routing), `messages` (a non-empty array of objects,
+each with a string `role`), `prompt` (split into choices), `n` (fan-out; at least 1, at most the
+gateway's MAX_N), `stream`, `stream_options` (rewritten by the worker, so judged here, `stream`
+true included), and `best_of` against `n` (a fan-out changes `n`). Every other known field is
+checked for its JSON type only (a number, a string, an array of objects...), never for its value:
+OpenAI adds enum values and widens ranges often (`reasoning_effort: "none"`, `tools: [{"type":
+"custom"}]`), and the upstream judges them. Unknown fields are forwarded as they are.
+
 Each endpoint is one declarative FIELD TABLE (field name → rule, in the order of OpenAI's docs);
 a rule is a function `(value, path) -> None` that raises `InvalidRequest` naming the exact path
-(`messages[2].content`, `tools[0].function.name`, `logit_bias.50256`). Rules shared by both
-endpoints are the same objects. Cross-field constraints (`top_logprobs` needs `logprobs`, ...)
-run after the tables. An explicit `null` counts as absent everywhere, as OpenAI does for optional
-fields; for a required one it is reported as missing.
+(`messages[2].content`, `tools[0].function`, `logit_bias.50256`). Rules shared by both
+endpoints are the same objects. Cross-field constraints run after the tables. An explicit `null`
+counts as absent everywhere, as OpenAI does for optional fields; for a required one it is
+reported as missing.
 
 JSON types are checked exactly: Python's `bool` is an `int`, but a JSON `true` is not a number;
 `1.0` is not an integer (OpenAI rejects it); NaN/±Infinity are rejected too (orjson refuses them
@@ -15,7 +24,6 @@ today, but bodies built in Python or by a laxer parser can carry them, and no up
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,37 +126,20 @@ def _check_in_table_order(fields: Mapping[str, Any], table: Table, path: str) ->
         (entry.rule if isinstance(entry, Required) else entry)(value, _join(path, name))
 
 
-def _range_check(value: float, path: str, lo: float | None, hi: float | None) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        if lo is not None and hi is not None:
-            bound = f"between {lo} and {hi}"
-        else:
-            bound = f"at least {lo}" if lo is not None else f"at most {hi}"
-        raise _value_error(path, f"'{path}' must be {bound}, got {_show(value)}.")
+def _at_least(value: int, path: str, lo: int | None) -> None:
+    if lo is not None and value < lo:
+        raise _value_error(path, f"'{path}' must be at least {lo}, got {_show(value)}.")
 
 
 # ---- rule factories ---------------------------------------------------------------------------
 
 
-def string(
-    *,
-    enum: tuple[str, ...] = (),
-    non_empty: bool = False,
-    pattern: re.Pattern[str] | None = None,
-    pattern_help: str = "",
-) -> Rule:
-    allowed = frozenset(enum)
-
+def string(*, non_empty: bool = False) -> Rule:
     def check(value: Any, path: str) -> None:
         if type(value) is not str:  # the most common rule: _expect inlined
             raise _type_error(value, path, "a string")
-        if allowed and value not in allowed:
-            choices = ", ".join(repr(e) for e in enum)
-            raise _value_error(path, f"Invalid value for '{path}': expected one of {choices}, but got {_show(value)}.")
         if non_empty and not value:
             raise _value_error(path, f"'{path}' must not be empty.")
-        if pattern is not None and not pattern.fullmatch(value):
-            raise _value_error(path, f"Invalid value for '{path}': {pattern_help}, but got {_show(value)}.")
 
     return check
 
@@ -157,31 +148,28 @@ def boolean() -> Rule:
     return lambda value, path: _expect(value, path, (bool,), "a boolean")
 
 
-def integer(lo: int | None = None, hi: int | None = None) -> Rule:
+def integer(lo: int | None = None) -> Rule:
     def check(value: Any, path: str) -> None:
         _expect(value, path, (int,), "an integer")  # 1.0 is rejected too, as OpenAI does
-        _range_check(value, path, lo, hi)
+        _at_least(value, path, lo)
 
     return check
 
 
-def number(lo: float | None = None, hi: float | None = None) -> Rule:
+def number() -> Rule:
     def check(value: Any, path: str) -> None:
         _expect(value, path, (int, float), "a number")
         if not math.isfinite(value):
             raise _value_error(path, f"'{path}' must be a finite number, got {_show(value)}.")
-        _range_check(value, path, lo, hi)
 
     return check
 
 
-def array(items: Rule | None = None, *, non_empty: bool = False, max_items: int | None = None) -> Rule:
+def array(items: Rule | None = None, *, non_empty: bool = False) -> Rule:
     def check(value: Any, path: str) -> None:
         _expect(value, path, (list,), "an array")
         if non_empty and not value:
             raise _value_error(path, f"'{path}' must not be empty.")
-        if max_items is not None and len(value) > max_items:
-            raise _value_error(path, f"'{path}' must have at most {max_items} items, got {len(value)}.")
         if items is not None:
             for i, item in enumerate(value):
                 items(item, f"{path}[{i}]")
@@ -200,28 +188,13 @@ def obj(table: Table | None = None) -> Rule:
     return check
 
 
-def mapping(values: Rule, *, key_pattern: re.Pattern[str] | None = None, key_help: str = "") -> Rule:
-    """An object with free-form keys (`metadata`, `logit_bias`); paths are `name.key`."""
+def mapping(values: Rule) -> Rule:
+    """An object with free-form keys (`logit_bias`); paths are `name.key`."""
 
     def check(value: Any, path: str) -> None:
         _expect(value, path, (dict,), "an object")
         for key, item in value.items():
-            sub = f"{path}.{key}"
-            if key_pattern is not None and not key_pattern.fullmatch(key):
-                raise _value_error(sub, f"Invalid key for '{sub}': {key_help}, but got {_show(key)}.")
-            values(item, sub)
-
-    return check
-
-
-def tagged(variants: Mapping[str, Table], tag: str = "type") -> Rule:
-    """An object whose `tag` picks which table applies to the rest (tools, content parts, ...)."""
-    tag_table: Table = {tag: Required(string(enum=tuple(variants)))}
-
-    def check(value: Any, path: str) -> None:
-        _expect(value, path, (dict,), "an object")
-        _check_fields(value, tag_table, path)
-        _check_fields(value, variants[value[tag]], path)
+            values(item, f"{path}.{key}")
 
     return check
 
@@ -241,107 +214,36 @@ def one_of(expected: str, by_type: Mapping[type, Rule]) -> Rule:
 # ---- shared rules -----------------------------------------------------------------------------
 
 _STRING = string()
+_STRINGS = array(_STRING)
 _BOOL = boolean()
+_INTEGER = integer()
+_NUMBER = number()
 _OBJECT = obj()
+_OBJECTS = array(_OBJECT)
 _MODEL = Required(string(non_empty=True))
-_PENALTY = number(-2, 2)
-_LOGIT_BIAS = mapping(
-    number(-100, 100), key_pattern=re.compile(r"[0-9]+"), key_help="keys must be token ids (strings of digits)"
-)
-_N = integer(1, 128)
-_SEED = integer()
-_STOP = one_of("a string or an array of strings", {str: _STRING, list: array(_STRING, max_items=4)})
+_LOGIT_BIAS = mapping(_NUMBER)
+_N = integer(lo=1)  # its upper bound is the gateway's MAX_N, passed in by the route (see `_validate`)
+_STOP = one_of("a string or an array of strings", {str: _STRING, list: _STRINGS})
 _STREAM_OPTIONS = obj({"include_usage": _BOOL})
-_TEMPERATURE = number(0, 2)
-_TOP_P = number(0, 1)
-
-_FUNCTION_NAME = string(
-    pattern=re.compile(r"[a-zA-Z0-9_-]{1,64}"), pattern_help="expected 1 to 64 letters, digits, underscores or dashes"
-)
-_FUNCTION: Table = {"name": Required(_FUNCTION_NAME), "description": _STRING, "parameters": _OBJECT, "strict": _BOOL}
-_NAMED = obj({"name": Required(_STRING)})
+_TYPED = obj({"type": _STRING})  # tools, tool_choice, response_format: whatever `type` OpenAI adds next
 
 # ---- messages ---------------------------------------------------------------------------------
 
-_ALL_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-# content part type → (its fields, the roles that may send it)
-_PARTS: dict[str, tuple[Table, frozenset[str]]] = {
-    "text": ({"text": Required(_STRING)}, _ALL_ROLES),
-    "image_url": (
-        {"image_url": Required(obj({"url": Required(_STRING), "detail": string(enum=("auto", "low", "high"))}))},
-        frozenset({"user"}),
-    ),
-    "input_audio": (
-        {"input_audio": Required(obj({"data": Required(_STRING), "format": Required(string(enum=("wav", "mp3")))}))},
-        frozenset({"user"}),
-    ),
-    "file": (
-        {"file": Required(obj({"file_data": _STRING, "file_id": _STRING, "filename": _STRING}))},
-        frozenset({"user"}),
-    ),
-    "refusal": ({"refusal": Required(_STRING)}, frozenset({"assistant"})),
-}
-_PART_SHAPE = tagged({kind: fields for kind, (fields, _) in _PARTS.items()})
-
-
-def _content(role: str) -> Rule:
-    def part(value: Any, path: str) -> None:
-        _PART_SHAPE(value, path)
-        kind = value["type"]
-        if role not in _PARTS[kind][1]:
-            allowed = "/".join(sorted(_PARTS[kind][1]))
-            raise _value_error(
-                f"{path}.type",
-                f"Invalid value for '{path}.type': '{kind}' content parts are only "
-                f"allowed in {allowed} messages, not in {role} messages.",
-            )
-
-    return one_of("a string or an array of content parts", {str: _STRING, list: array(part, non_empty=True)})
-
-
-_TOOL_CALL = tagged(
-    {
-        "function": {
-            "id": Required(_STRING),
-            "function": Required(obj({"name": Required(_STRING), "arguments": Required(_STRING)})),
-        }
-    }
+# A part's `text` is read by the worker (its usage estimate); everything else in a part is forwarded.
+_CONTENT = one_of(
+    "a string or an array of content parts", {str: _STRING, list: array(obj({"type": _STRING, "text": _STRING}))}
 )
-
-
-def _message_table(role: str, **extra: Rule | Required) -> Table:
-    # `content` is optional in the table; whether it may be absent is decided per message below.
-    return {"content": _content(role), "name": _STRING, **extra}
-
-
-_MESSAGE_TABLES: dict[str, Table] = {
-    "system": _message_table("system"),
-    "developer": _message_table("developer"),
-    "user": _message_table("user"),
-    "assistant": _message_table(
-        "assistant",
-        refusal=_STRING,
-        tool_calls=array(_TOOL_CALL),
-        function_call=obj({"name": Required(_STRING), "arguments": Required(_STRING)}),
-        audio=obj({"id": Required(_STRING)}),
-    ),
-    "tool": _message_table("tool", tool_call_id=Required(_STRING)),
-    "function": _message_table("function", name=Required(_STRING)),
-}
-_ROLE: Table = {"role": Required(string(enum=tuple(_MESSAGE_TABLES)))}
-
-
-def _message(value: Any, path: str) -> None:
-    _expect(value, path, (dict,), "an object")
-    role = value.get("role")
-    if type(role) is not str or role not in _MESSAGE_TABLES:
-        _check_fields(value, _ROLE, path)  # names what is wrong with it
-    # Only an assistant turn that calls a tool/function may omit its content.
-    calls = role == "assistant" and (bool(value.get("tool_calls")) or value.get("function_call") is not None)
-    if value.get("content") is None and not calls:
-        raise _missing(f"{path}.content")
-    _check_fields(value, _MESSAGE_TABLES[role], path)
-
+# Any role passes (OpenAI added `developer`); which fields a role needs is the upstream's to judge.
+_MESSAGE = obj({
+    "role": Required(_STRING),
+    "content": _CONTENT,
+    "name": _STRING,
+    "refusal": _STRING,
+    "tool_calls": _OBJECTS,
+    "tool_call_id": _STRING,
+    "function_call": _OBJECT,
+    "audio": _OBJECT,
+})
 
 # ---- completions prompt -----------------------------------------------------------------------
 
@@ -369,71 +271,55 @@ def _prompt(value: Any, path: str) -> None:
 
 CHAT_FIELDS: Table = {
     "model": _MODEL,
-    "messages": Required(array(_message, non_empty=True)),
+    "messages": Required(array(_MESSAGE, non_empty=True)),
     "store": _BOOL,
-    "reasoning_effort": string(enum=("low", "medium", "high", "minimal")),
-    "metadata": mapping(_STRING),
-    "frequency_penalty": _PENALTY,
-    "presence_penalty": _PENALTY,
+    "reasoning_effort": _STRING,
+    "metadata": _OBJECT,
+    "frequency_penalty": _NUMBER,
+    "presence_penalty": _NUMBER,
     "logit_bias": _LOGIT_BIAS,
     "logprobs": _BOOL,
-    "top_logprobs": integer(0, 20),
-    "max_tokens": integer(lo=1),
-    "max_completion_tokens": integer(lo=1),
+    "top_logprobs": _INTEGER,
+    "max_tokens": _INTEGER,
+    "max_completion_tokens": _INTEGER,
     "n": _N,
-    "modalities": array(_STRING),
+    "modalities": _STRINGS,
     "prediction": _OBJECT,
     "audio": _OBJECT,
-    "response_format": tagged(
-        {
-            "text": {},
-            "json_object": {},
-            "json_schema": {
-                "json_schema": Required(
-                    obj({"name": Required(_STRING), "description": _STRING, "schema": _OBJECT, "strict": _BOOL})
-                )
-            },
-        }
-    ),
-    "seed": _SEED,
+    "response_format": _TYPED,
+    "seed": _INTEGER,
     "service_tier": _STRING,
     "stop": _STOP,
     "stream": _BOOL,
     "stream_options": _STREAM_OPTIONS,
-    "temperature": _TEMPERATURE,
-    "top_p": _TOP_P,
-    "tools": array(tagged({"function": {"function": Required(obj(_FUNCTION))}})),
-    "tool_choice": one_of(
-        "a string or an object",
-        {
-            str: string(enum=("none", "auto", "required")),
-            dict: tagged({"function": {"function": Required(_NAMED)}}),
-        },
-    ),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "tools": array(_TYPED),
+    "tool_choice": one_of("a string or an object", {str: _STRING, dict: _TYPED}),
     "parallel_tool_calls": _BOOL,
     "user": _STRING,
-    "function_call": one_of("a string or an object", {str: string(enum=("none", "auto")), dict: _NAMED}),
-    "functions": array(obj(_FUNCTION)),
+    "function_call": one_of("a string or an object", {str: _STRING, dict: _OBJECT}),
+    "functions": _OBJECTS,
 }
 
 COMPLETION_FIELDS: Table = {
     "model": _MODEL,
     "prompt": Required(_prompt),
-    "best_of": integer(1, 20),
+    "best_of": _INTEGER,
     "echo": _BOOL,
-    "frequency_penalty": _PENALTY,
-    "presence_penalty": _PENALTY,
+    "frequency_penalty": _NUMBER,
+    "presence_penalty": _NUMBER,
     "logit_bias": _LOGIT_BIAS,
-    "logprobs": integer(0, 5),  # an integer here (top-k), unlike chat's boolean
-    "max_tokens": integer(lo=0),
+    "logprobs": _INTEGER,  # an integer here (top-k), unlike chat's boolean
+    "max_tokens": _INTEGER,
     "n": _N,
-    "seed": _SEED,
+    "seed": _INTEGER,
     "stop": _STOP,
     "stream": _BOOL,
     "stream_options": _STREAM_OPTIONS,
     "suffix": _STRING,
-    "temperature": _TEMPERATURE,
-    "top_p": _TOP_P,
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
     "user": _STRING,
 }
 
@@ -457,27 +343,38 @@ def _best_of_covers_n(body: Mapping[str, Any]) -> None:
         raise _value_error("best_of", message)
 
 
-_CHAT_CONSTRAINTS: tuple[Constraint, ...] = (
-    _needs_true("top_logprobs", "logprobs"),
-    _needs_true("stream_options", "stream"),
-)
+# The worker rewrites `stream_options`, and a fan-out sends each job `n=1`: the upstream never
+# sees what these two judge, so the edge does.
+_CHAT_CONSTRAINTS: tuple[Constraint, ...] = (_needs_true("stream_options", "stream"),)
 _COMPLETION_CONSTRAINTS: tuple[Constraint, ...] = (_needs_true("stream_options", "stream"), _best_of_covers_n)
 
 
-def _validate(body: object, table: Table, constraints: tuple[Constraint, ...]) -> list[str]:
+def _too_many_choices(n: int, max_n: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"'n' asks for {n} choices; this gateway allows at most {max_n} per request (MAX_N).",
+        param="n", code="invalid_value",
+    )
+
+
+def _validate(body: object, table: Table, constraints: tuple[Constraint, ...], max_n: int | None) -> list[str]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", param=None, code="invalid_type")
     _check_fields(body, table, "")
     for constraint in constraints:
         constraint(body)
+    # before any planning: a fan-out builds one job per choice
+    n = body.get("n")
+    if max_n is not None and n is not None and n > max_n:
+        raise _too_many_choices(n, max_n)
     return [key for key in body if key not in table]
 
 
-def validate_chat_request(body: object) -> list[str]:
-    """Raise `InvalidRequest` for the first violation; return the unknown top-level field names."""
-    return _validate(body, CHAT_FIELDS, _CHAT_CONSTRAINTS)
+def validate_chat_request(body: object, *, max_n: int | None = None) -> list[str]:
+    """Raise `InvalidRequest` for the first violation; return the unknown top-level field names
+    (forwarded as they are). `max_n`: the gateway's MAX_N, the most choices `n` may ask for."""
+    return _validate(body, CHAT_FIELDS, _CHAT_CONSTRAINTS, max_n)
 
 
-def validate_completion_request(body: object) -> list[str]:
-    """Raise `InvalidRequest` for the first violation; return the unknown top-level field names."""
-    return _validate(body, COMPLETION_FIELDS, _COMPLETION_CONSTRAINTS)
+def validate_completion_request(body: object, *, max_n: int | None = None) -> list[str]:
+    """As `validate_chat_request`; the route checks `n` times the prompts against MAX_N once planned."""
+    return _validate(body, COMPLETION_FIELDS, _COMPLETION_CONSTRAINTS, max_n)

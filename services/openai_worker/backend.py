@@ -13,6 +13,7 @@ import aiohttp
 
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
 from libs.http1 import HTTP1Pool
+from libs.tokens import estimate_tokens
 from libs.worker_metrics import WorkerMetrics
 from libs.worker_runtime import Item, StreamEnd, WholeAnswer
 from proto.messages import Feature, Job
@@ -21,11 +22,6 @@ from services.openai_worker.upstream import UpstreamCall, plain_http, proxy_for
 
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token for English; only used when the upstream reports nothing."""
-    return max(1, (len(text) + 3) // 4) if text else 0
 
 
 def _prompt_text(body: dict[str, Any]) -> str:

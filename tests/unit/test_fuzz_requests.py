@@ -40,6 +40,7 @@ COMPLETION = {"model": "m", "prompt": ["a", "b"], "n": 2, "max_tokens": 5, "logp
 CHAT_FIELDS = [*sorted(CHAT), "top_p", "logit_bias", "logprobs", "top_logprobs", "max_tokens", "seed",
                "response_format", "tool_choice", "user", "presence_penalty", "functions"]
 COMPLETION_FIELDS = [*sorted(COMPLETION), "suffix", "best_of", "stream", "stop", "temperature"]
+MAX_N = 128  # the edge's default: the route passes its MAX_N, so planning never sees a larger n
 ROUTES = [Route("m", "p", frozenset(f)) for f in ({"chat"}, {"chat", "n"}, {"chat", "completion"},
                                                   {"chat", "completion", "n"})]
 
@@ -49,9 +50,9 @@ def pipeline(kind: str, body: Any) -> None:
     body = orjson.loads(orjson.dumps(body)) if _encodable(body) else body
     try:
         if kind == "chat":
-            validate_chat_request(body)
+            validate_chat_request(body, max_n=MAX_N)
         else:
-            validate_completion_request(body)
+            validate_completion_request(body, max_n=MAX_N)
         for route in ROUTES:
             plan = plan_jobs("chat" if kind == "chat" else "completion", body, route)
             assert plan.jobs and plan.choices >= 1

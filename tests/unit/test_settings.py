@@ -9,6 +9,7 @@ import pytest
 
 from libs.settings import ConfigError, env_bool, env_float, env_int, env_list, env_str, load_toml
 from libs.timeouts import Timeouts
+from services.edge.settings import EdgeSettings
 
 
 def test_config_error_is_a_value_error() -> None:
@@ -240,3 +241,30 @@ def test_worker_silence_is_three_heartbeats(env: dict[str, str], expected: float
 def test_timeouts_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Timeouts().idle = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("0", 0.0), ("0.0", 0.0), ("2", 2.0)])
+def test_env_float_zero_allowed_when_asked(raw: str, expected: float) -> None:
+    assert env_float("MY_FLOAT", 1.0, {"MY_FLOAT": raw}, zero=True) == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "-0.5", "nan"])
+def test_env_float_zero_allowed_still_rejects_negatives(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^MY_FLOAT must be >= 0"):
+        env_float("MY_FLOAT", 1.0, {"MY_FLOAT": raw}, zero=True)
+
+
+def test_confirm_window_zero_confirms_every_job() -> None:
+    # documented: "0 asks for every one"
+    assert Timeouts.from_env({"SY_TIMEOUT_CONFIRM_WINDOW": "0"}).confirm_window == 0.0
+    settings = EdgeSettings.from_env({"SY_TIMEOUT_CONFIRM_WINDOW": "0", "SY_TIME_SCALE": "0.1"})
+    assert settings.timeouts.confirm_window == 0.0
+    with pytest.raises(ConfigError, match=r"^SY_TIMEOUT_CONFIRM_WINDOW must be >= 0"):
+        Timeouts.from_env({"SY_TIMEOUT_CONFIRM_WINDOW": "-1"})
+
+
+@pytest.mark.parametrize("name", [f for f in FIELDS if f != "confirm_window"])
+def test_other_timeouts_reject_zero(name: str) -> None:
+    variable = f"SY_TIMEOUT_{name.upper()}"
+    with pytest.raises(ConfigError, match=rf"^{variable} must be > 0"):
+        Timeouts.from_env({variable: "0"})

@@ -49,7 +49,7 @@ def expect_error(validate: Any, body: Any, param: str | None, code: str) -> Inva
 # ---- chat: top-level fields -----------------------------------------------------------------------
 
 CHAT_FIELD_CASES = [
-    # model / messages (required)
+    # model / messages (required; the edge routes by the model)
     ({"messages": [USER]}, "model", MISSING),
     (chat(model=None), "model", MISSING),
     (chat(model=5), "model", TYPE),
@@ -59,59 +59,34 @@ CHAT_FIELD_CASES = [
     (chat(messages="hi"), "messages", TYPE),
     (chat(messages={"role": "user"}), "messages", TYPE),
     (chat(messages=[]), "messages", VALUE),
-    # scalars
+    # forwarded scalars: their JSON type only
     (chat(store="yes"), "store", TYPE),
     (chat(store=1), "store", TYPE),
-    (chat(reasoning_effort="extreme"), "reasoning_effort", VALUE),
     (chat(reasoning_effort=1), "reasoning_effort", TYPE),
     (chat(metadata=["a"]), "metadata", TYPE),
-    (chat(metadata={"team": 7}), "metadata.team", TYPE),
-    (chat(frequency_penalty=-2.5), "frequency_penalty", VALUE),
     (chat(frequency_penalty="1"), "frequency_penalty", TYPE),
     (chat(frequency_penalty=True), "frequency_penalty", TYPE),
-    (chat(presence_penalty=2.01), "presence_penalty", VALUE),
     (chat(presence_penalty=[1]), "presence_penalty", TYPE),
     (chat(logit_bias=[1]), "logit_bias", TYPE),
-    (chat(logit_bias={"abc": 1}), "logit_bias.abc", VALUE),
-    (chat(logit_bias={"-1": 1}), "logit_bias.-1", VALUE),
-    (chat(logit_bias={"": 1}), "logit_bias.", VALUE),
-    (chat(logit_bias={"50256": 101}), "logit_bias.50256", VALUE),
-    (chat(logit_bias={"50256": -100.5}), "logit_bias.50256", VALUE),
     (chat(logit_bias={"50256": "1"}), "logit_bias.50256", TYPE),
     (chat(logit_bias={"50256": True}), "logit_bias.50256", TYPE),
     (chat(logprobs=1), "logprobs", TYPE),
-    (chat(logprobs=True, top_logprobs=21), "top_logprobs", VALUE),
-    (chat(logprobs=True, top_logprobs=-1), "top_logprobs", VALUE),
     (chat(logprobs=True, top_logprobs=1.0), "top_logprobs", TYPE),
-    (chat(top_logprobs=2), "top_logprobs", VALUE),
-    (chat(logprobs=False, top_logprobs=2), "top_logprobs", VALUE),
-    (chat(max_tokens=0), "max_tokens", VALUE),
     (chat(max_tokens=True), "max_tokens", TYPE),
     (chat(max_tokens=1.0), "max_tokens", TYPE),
     (chat(max_tokens="5"), "max_tokens", TYPE),
-    (chat(max_completion_tokens=0), "max_completion_tokens", VALUE),
     (chat(max_completion_tokens=2.5), "max_completion_tokens", TYPE),
+    # n: the edge fans out by it
     (chat(n=0), "n", VALUE),
-    (chat(n=129), "n", VALUE),
+    (chat(n=-3), "n", VALUE),
     (chat(n=True), "n", TYPE),
     (chat(n=2.0), "n", TYPE),
     (chat(modalities="text"), "modalities", TYPE),
     (chat(modalities=["text", 1]), "modalities[1]", TYPE),
     (chat(prediction="x"), "prediction", TYPE),
     (chat(audio=[]), "audio", TYPE),
-    # response_format
     (chat(response_format="json"), "response_format", TYPE),
-    (chat(response_format={}), "response_format.type", MISSING),
-    (chat(response_format={"type": "xml"}), "response_format.type", VALUE),
     (chat(response_format={"type": 1}), "response_format.type", TYPE),
-    (chat(response_format={"type": "json_schema"}), "response_format.json_schema", MISSING),
-    (chat(response_format={"type": "json_schema", "json_schema": "x"}), "response_format.json_schema", TYPE),
-    (chat(response_format={"type": "json_schema", "json_schema": {}}), "response_format.json_schema.name", MISSING),
-    (
-        chat(response_format={"type": "json_schema", "json_schema": {"name": 5}}),
-        "response_format.json_schema.name",
-        TYPE,
-    ),
     (chat(seed=1.5), "seed", TYPE),
     (chat(seed=True), "seed", TYPE),
     (chat(seed="1"), "seed", TYPE),
@@ -121,69 +96,36 @@ CHAT_FIELD_CASES = [
     (chat(stop={"a": 1}), "stop", TYPE),
     (chat(stop=["a", 1]), "stop[1]", TYPE),
     (chat(stop=[None]), "stop[0]", TYPE),
-    (chat(stop=["a", "b", "c", "d", "e"]), "stop", VALUE),
-    # stream / stream_options
+    # stream / stream_options: the edge acts on both (and the worker rewrites stream_options)
     (chat(stream="true"), "stream", TYPE),
     (chat(stream=1), "stream", TYPE),
     (chat(stream_options={"include_usage": True}), "stream_options", VALUE),
     (chat(stream=False, stream_options={"include_usage": True}), "stream_options", VALUE),
     (chat(stream=True, stream_options="x"), "stream_options", TYPE),
     (chat(stream=True, stream_options={"include_usage": "yes"}), "stream_options.include_usage", TYPE),
-    # sampling
-    (chat(temperature=3), "temperature", VALUE),
-    (chat(temperature=-0.1), "temperature", VALUE),
+    # sampling: numbers, finite
     (chat(temperature="hot"), "temperature", TYPE),
     (chat(temperature=True), "temperature", TYPE),
     (chat(temperature=float("inf")), "temperature", VALUE),
     (chat(temperature=float("-inf")), "temperature", VALUE),
     (chat(temperature=float("nan")), "temperature", VALUE),
     (chat(frequency_penalty=float("nan")), "frequency_penalty", VALUE),
-    (chat(top_p=1.5), "top_p", VALUE),
-    (chat(top_p=-0.01), "top_p", VALUE),
     (chat(top_p=False), "top_p", TYPE),
-    # tools
+    # tools: an array of objects whose `type` is a string
     (chat(tools="x"), "tools", TYPE),
     (chat(tools=[1]), "tools[0]", TYPE),
-    (chat(tools=[{"function": {"name": "f"}}]), "tools[0].type", MISSING),
-    (chat(tools=[TOOL, {"type": "retrieval"}]), "tools[1].type", VALUE),
-    (chat(tools=[{"type": "function"}]), "tools[0].function", MISSING),
-    (chat(tools=[{"type": "function", "function": "f"}]), "tools[0].function", TYPE),
-    (chat(tools=[{"type": "function", "function": {}}]), "tools[0].function.name", MISSING),
-    (chat(tools=[{"type": "function", "function": {"name": 5}}]), "tools[0].function.name", TYPE),
-    (chat(tools=[{"type": "function", "function": {"name": "get weather"}}]), "tools[0].function.name", VALUE),
-    (chat(tools=[{"type": "function", "function": {"name": "f" * 65}}]), "tools[0].function.name", VALUE),
-    (chat(tools=[{"type": "function", "function": {"name": ""}}]), "tools[0].function.name", VALUE),
-    (chat(tools=[{"type": "function", "function": {"name": "f\n"}}]), "tools[0].function.name", VALUE),
-    (
-        chat(tools=[{"type": "function", "function": {"name": "f", "description": 1}}]),
-        "tools[0].function.description",
-        TYPE,
-    ),
-    (
-        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": "{}"}}]),
-        "tools[0].function.parameters",
-        TYPE,
-    ),
-    (chat(tools=[{"type": "function", "function": {"name": "f", "strict": "yes"}}]), "tools[0].function.strict", TYPE),
-    (chat(tool_choice="sometimes"), "tool_choice", VALUE),
+    (chat(tools=[TOOL, "f"]), "tools[1]", TYPE),
+    (chat(tools=[{"type": 5}]), "tools[0].type", TYPE),
     (chat(tool_choice=5), "tool_choice", TYPE),
     (chat(tool_choice=["auto"]), "tool_choice", TYPE),
-    (chat(tool_choice={"function": {"name": "f"}}), "tool_choice.type", MISSING),
-    (chat(tool_choice={"type": "tool", "function": {"name": "f"}}), "tool_choice.type", VALUE),
-    (chat(tool_choice={"type": "function"}), "tool_choice.function", MISSING),
-    (chat(tool_choice={"type": "function", "function": {}}), "tool_choice.function.name", MISSING),
-    (chat(tool_choice={"type": "function", "function": {"name": 5}}), "tool_choice.function.name", TYPE),
+    (chat(tool_choice={"type": True}), "tool_choice.type", TYPE),
     (chat(parallel_tool_calls="no"), "parallel_tool_calls", TYPE),
     (chat(user=5), "user", TYPE),
     # legacy functions
-    (chat(function_call="required"), "function_call", VALUE),
     (chat(function_call=5), "function_call", TYPE),
-    (chat(function_call={}), "function_call.name", MISSING),
-    (chat(function_call={"name": 5}), "function_call.name", TYPE),
+    (chat(function_call=["f"]), "function_call", TYPE),
     (chat(functions="x"), "functions", TYPE),
-    (chat(functions=[{}]), "functions[0].name", MISSING),
-    (chat(functions=[{"name": "f"}, {"name": "a b"}]), "functions[1].name", VALUE),
-    (chat(functions=[{"name": "f", "parameters": []}]), "functions[0].parameters", TYPE),
+    (chat(functions=[{}, "f"]), "functions[1]", TYPE),
 ]
 
 
@@ -197,133 +139,28 @@ def test_chat_fields(body: dict[str, Any], param: str, code: str) -> None:
 ASSISTANT_CALLS = {"role": "assistant", "content": None, "tool_calls": [CALL]}
 
 MESSAGE_CASES: list[tuple[object, str, str]] = [
-    # shape and role
+    # shape and role: an object with a string role
     ("hi", "messages[2]", TYPE),
     (None, "messages[2]", TYPE),
     ({"content": "x"}, "messages[2].role", MISSING),
-    ({"role": "wizard", "content": "x"}, "messages[2].role", VALUE),
+    ({"role": None, "content": "x"}, "messages[2].role", MISSING),
     ({"role": 5, "content": "x"}, "messages[2].role", TYPE),
-    # content presence
-    ({"role": "user"}, "messages[2].content", MISSING),
-    ({"role": "user", "content": None}, "messages[2].content", MISSING),
-    ({"role": "system", "content": None}, "messages[2].content", MISSING),
-    ({"role": "developer"}, "messages[2].content", MISSING),
-    ({"role": "tool", "tool_call_id": "call_1", "content": None}, "messages[2].content", MISSING),
-    ({"role": "assistant", "content": None}, "messages[2].content", MISSING),
-    ({"role": "assistant"}, "messages[2].content", MISSING),
-    ({"role": "assistant", "content": None, "tool_calls": []}, "messages[2].content", MISSING),
-    # content type and parts
+    # content: a string, an array of content parts, or null
     ({"role": "user", "content": 5}, "messages[2].content", TYPE),
+    ({"role": "user", "content": True}, "messages[2].content", TYPE),
     ({"role": "user", "content": {"type": "text", "text": "x"}}, "messages[2].content", TYPE),
-    ({"role": "user", "content": []}, "messages[2].content", VALUE),
     ({"role": "user", "content": ["hi"]}, "messages[2].content[0]", TYPE),
-    ({"role": "user", "content": [{"text": "x"}]}, "messages[2].content[0].type", MISSING),
-    ({"role": "user", "content": [{"type": "video"}]}, "messages[2].content[0].type", VALUE),
-    ({"role": "user", "content": [{"type": "text"}]}, "messages[2].content[0].text", MISSING),
+    ({"role": "user", "content": [{"type": "text", "text": "x"}, 7]}, "messages[2].content[1]", TYPE),
+    ({"role": "user", "content": [{"type": 5}]}, "messages[2].content[0].type", TYPE),
     ({"role": "user", "content": [{"type": "text", "text": 5}]}, "messages[2].content[0].text", TYPE),
-    # image_url
-    (user_parts({"type": "text", "text": "see"}, {"type": "image_url"}), "messages[2].content[1].image_url", MISSING),
-    (user_parts({"type": "image_url", "image_url": "https://x"}), "messages[2].content[0].image_url", TYPE),
-    (user_parts({"type": "image_url", "image_url": {}}), "messages[2].content[0].image_url.url", MISSING),
-    (user_parts({"type": "image_url", "image_url": {"url": 5}}), "messages[2].content[0].image_url.url", TYPE),
-    (
-        user_parts({"type": "image_url", "image_url": {"url": "https://x", "detail": "ultra"}}),
-        "messages[2].content[0].image_url.detail",
-        VALUE,
-    ),
-    # input_audio / file / refusal parts
-    (user_parts({"type": "input_audio"}), "messages[2].content[0].input_audio", MISSING),
-    (
-        user_parts({"type": "input_audio", "input_audio": {"format": "wav"}}),
-        "messages[2].content[0].input_audio.data",
-        MISSING,
-    ),
-    (
-        user_parts({"type": "input_audio", "input_audio": {"data": "AAA"}}),
-        "messages[2].content[0].input_audio.format",
-        MISSING,
-    ),
-    (
-        user_parts({"type": "input_audio", "input_audio": {"data": "AAA", "format": "ogg"}}),
-        "messages[2].content[0].input_audio.format",
-        VALUE,
-    ),
-    (user_parts({"type": "file", "file": "file-1"}), "messages[2].content[0].file", TYPE),
-    (user_parts({"type": "file"}), "messages[2].content[0].file", MISSING),
-    (user_parts({"type": "refusal", "refusal": "no"}), "messages[2].content[0].type", VALUE),
-    # parts are role-gated
-    (
-        {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]},
-        "messages[2].content[0].type",
-        VALUE,
-    ),
-    (
-        {
-            "role": "assistant",
-            "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "u"}}],
-        },
-        "messages[2].content[1].type",
-        VALUE,
-    ),
-    (
-        {"role": "assistant", "content": [{"type": "input_audio", "input_audio": {"data": "A", "format": "wav"}}]},
-        "messages[2].content[0].type",
-        VALUE,
-    ),
-    ({"role": "developer", "content": [{"type": "file", "file": {}}]}, "messages[2].content[0].type", VALUE),
-    (
-        {"role": "tool", "tool_call_id": "c", "content": [{"type": "refusal", "refusal": "no"}]},
-        "messages[2].content[0].type",
-        VALUE,
-    ),
-    ({"role": "assistant", "content": [{"type": "refusal"}]}, "messages[2].content[0].refusal", MISSING),
-    ({"role": "assistant", "content": [{"type": "refusal", "refusal": 5}]}, "messages[2].content[0].refusal", TYPE),
-    # name
+    # the other known message fields: their JSON type
     ({"role": "user", "content": "x", "name": 5}, "messages[2].name", TYPE),
-    # assistant tool_calls / refusal / function_call
     ({"role": "assistant", "content": None, "tool_calls": "x"}, "messages[2].tool_calls", TYPE),
     ({"role": "assistant", "content": None, "tool_calls": [5]}, "messages[2].tool_calls[0]", TYPE),
-    ({**ASSISTANT_CALLS, "tool_calls": [{**CALL, "id": None}]}, "messages[2].tool_calls[0].id", MISSING),
-    ({**ASSISTANT_CALLS, "tool_calls": [{**CALL, "id": 7}]}, "messages[2].tool_calls[0].id", TYPE),
-    ({**ASSISTANT_CALLS, "tool_calls": [CALL, {**CALL, "type": "custom"}]}, "messages[2].tool_calls[1].type", VALUE),
-    (
-        {**ASSISTANT_CALLS, "tool_calls": [{"id": "c", "function": CALL["function"]}]},
-        "messages[2].tool_calls[0].type",
-        MISSING,
-    ),
-    (
-        {**ASSISTANT_CALLS, "tool_calls": [{"id": "c", "type": "function"}]},
-        "messages[2].tool_calls[0].function",
-        MISSING,
-    ),
-    (
-        {**ASSISTANT_CALLS, "tool_calls": [{**CALL, "function": {"arguments": "{}"}}]},
-        "messages[2].tool_calls[0].function.name",
-        MISSING,
-    ),
-    (
-        {**ASSISTANT_CALLS, "tool_calls": [{**CALL, "function": {"name": "f"}}]},
-        "messages[2].tool_calls[0].function.arguments",
-        MISSING,
-    ),
-    (
-        {**ASSISTANT_CALLS, "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"city": "Oslo"}}}]},
-        "messages[2].tool_calls[0].function.arguments",
-        TYPE,
-    ),
     ({"role": "assistant", "content": "x", "refusal": 5}, "messages[2].refusal", TYPE),
-    (
-        {"role": "assistant", "content": None, "function_call": {"name": "f"}},
-        "messages[2].function_call.arguments",
-        MISSING,
-    ),
     ({"role": "assistant", "content": None, "function_call": "f"}, "messages[2].function_call", TYPE),
-    # tool and function messages
-    ({"role": "tool", "content": "42"}, "messages[2].tool_call_id", MISSING),
-    ({"role": "tool", "content": "42", "tool_call_id": None}, "messages[2].tool_call_id", MISSING),
+    ({"role": "assistant", "content": None, "audio": "a"}, "messages[2].audio", TYPE),
     ({"role": "tool", "content": "42", "tool_call_id": 5}, "messages[2].tool_call_id", TYPE),
-    ({"role": "function", "content": "42"}, "messages[2].name", MISSING),
-    ({"role": "function", "content": "42", "name": 5}, "messages[2].name", TYPE),
 ]
 
 
@@ -337,6 +174,7 @@ def test_chat_messages(message: Any, param: str, code: str) -> None:
 COMPLETION_CASES = [
     ({"prompt": "x"}, "model", MISSING),
     (completion(model=[]), "model", TYPE),
+    # prompt: the edge splits it into choices, so its shape is checked fully
     ({"model": "m"}, "prompt", MISSING),
     (completion(prompt=None), "prompt", MISSING),
     (completion(prompt=5), "prompt", TYPE),
@@ -352,31 +190,21 @@ COMPLETION_CASES = [
     (completion(prompt=[[1, 2], [3, 1.0]]), "prompt[1][1]", TYPE),
     (completion(prompt=[[1], [-5]]), "prompt[1][0]", VALUE),
     (completion(prompt=[[1], "a"]), "prompt[1]", TYPE),
-    (completion(best_of=0), "best_of", VALUE),
-    (completion(best_of=21), "best_of", VALUE),
     (completion(best_of=True), "best_of", TYPE),
-    (completion(best_of=2, n=3), "best_of", VALUE),
+    (completion(best_of=2, n=3), "best_of", VALUE),  # a fan-out sends n=1: the upstream could not tell
     (completion(echo="yes"), "echo", TYPE),
-    (completion(frequency_penalty=3), "frequency_penalty", VALUE),
     (completion(presence_penalty="0"), "presence_penalty", TYPE),
-    (completion(logit_bias={"x": 1}), "logit_bias.x", VALUE),
-    (completion(logit_bias={"50256": -101}), "logit_bias.50256", VALUE),
+    (completion(logit_bias={"50256": "x"}), "logit_bias.50256", TYPE),
     (completion(logprobs=True), "logprobs", TYPE),
-    (completion(logprobs=6), "logprobs", VALUE),
-    (completion(logprobs=-1), "logprobs", VALUE),
     (completion(logprobs=2.0), "logprobs", TYPE),
-    (completion(max_tokens=-1), "max_tokens", VALUE),
     (completion(max_tokens=True), "max_tokens", TYPE),
     (completion(n=0), "n", VALUE),
-    (completion(n=129), "n", VALUE),
     (completion(seed=1.0), "seed", TYPE),
-    (completion(stop=["a"] * 5), "stop", VALUE),
     (completion(stop=["a", 2]), "stop[1]", TYPE),
     (completion(stream="yes"), "stream", TYPE),
     (completion(stream_options={"include_usage": True}), "stream_options", VALUE),
     (completion(stream=True, stream_options={"include_usage": 1}), "stream_options.include_usage", TYPE),
     (completion(suffix=5), "suffix", TYPE),
-    (completion(temperature=2.5), "temperature", VALUE),
     (completion(temperature=float("inf")), "temperature", VALUE),
     (completion(top_p=True), "top_p", TYPE),
     (completion(user=["u"]), "user", TYPE),
@@ -402,36 +230,36 @@ def test_body_must_be_an_object(validate: Any, body: Any) -> None:
     ("body", "message"),
     [
         (chat(temperature="hot"), "Invalid type for 'temperature': expected a number, but got a string."),
-        (chat(temperature=3), "'temperature' must be between 0 and 2, got 3."),
         (chat(n=True), "Invalid type for 'n': expected an integer, but got a boolean."),
         (chat(max_tokens=1.0), "Invalid type for 'max_tokens': expected an integer, but got a number."),
-        (chat(max_tokens=0), "'max_tokens' must be at least 1, got 0."),
+        (chat(n=0), "'n' must be at least 1, got 0."),
         (chat(temperature=float("nan")), "'temperature' must be a finite number, got NaN."),
         (chat(messages=[]), "'messages' must not be empty."),
         ({"model": "m"}, "Missing required parameter: 'messages'."),
+        (chat(reasoning_effort=["high"]), "Invalid type for 'reasoning_effort': expected a string, but got an array."),
+        (chat(stream_options={}), "'stream_options' is only allowed when 'stream' is true."),
         (
-            chat(reasoning_effort="max"),
-            "Invalid value for 'reasoning_effort': expected one of 'low', 'medium', 'high', 'minimal', but got 'max'.",
+            chat(n=5),
+            "'n' asks for 5 choices; this gateway allows at most 4 per request (MAX_N).",
         ),
-        (chat(top_logprobs=3), "'top_logprobs' is only allowed when 'logprobs' is true."),
     ],
 )
 def test_messages_are_plain_english(body: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        validate_chat_request(body)
+        validate_chat_request(body, max_n=4)
     assert caught.value.message == message
 
 
 def test_first_violation_in_table_order_wins() -> None:
     # model comes before messages in the table, temperature before tools.
     expect_error(validate_chat_request, {"messages": []}, "model", MISSING)
-    expect_error(validate_chat_request, chat(temperature=5, tools="x"), "temperature", VALUE)
+    expect_error(validate_chat_request, chat(temperature="5", tools="x"), "temperature", TYPE)
 
 
 def test_the_reported_violation_does_not_depend_on_the_order_of_the_fields() -> None:
     # the body lists the later-in-table field first, at the top level and inside a message
-    body = {"tools": "x", "temperature": 5, "model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    expect_error(validate_chat_request, body, "temperature", VALUE)
+    body = {"tools": "x", "temperature": "5", "model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    expect_error(validate_chat_request, body, "temperature", TYPE)
     body = {"model": "m", "messages": [{"name": 5, "content": 7, "role": "user"}]}
     expect_error(validate_chat_request, body, "messages[0].content", "invalid_type")
     body = {"stream": "yes", "model": "m"}  # a present field's error before a missing required one after it
@@ -439,7 +267,7 @@ def test_the_reported_violation_does_not_depend_on_the_order_of_the_fields() -> 
 
 
 def test_shared_rules_are_shared_objects() -> None:
-    shared = set(CHAT_FIELDS) & set(COMPLETION_FIELDS) - {"logprobs", "max_tokens"}
+    shared = set(CHAT_FIELDS) & set(COMPLETION_FIELDS) - {"logprobs"}
     assert shared >= {"model", "frequency_penalty", "logit_bias", "n", "seed", "stop", "stream_options", "temperature"}
     for name in shared:
         assert CHAT_FIELDS[name] is COMPLETION_FIELDS[name], name
@@ -587,3 +415,58 @@ def test_unknown_nested_fields_are_tolerated_and_not_reported() -> None:
         stream_options={"include_usage": True, "include_obfuscation": False},
     )
     assert validate_chat_request(body) == []
+
+
+# ---- forwarded fields: the upstream judges their values -----------------------------------------
+
+CUSTOM_TOOL = {"type": "custom", "custom": {"name": "code_exec", "format": {"type": "text"}}}
+
+FORWARDED_VALUES = [
+    # values OpenAI added after the edge's tables were written
+    chat(reasoning_effort="none"),
+    chat(reasoning_effort="xhigh"),
+    chat(tools=[CUSTOM_TOOL]),
+    chat(tools=[TOOL, CUSTOM_TOOL, {"type": "web_search"}], tool_choice={"type": "custom", "custom": {"name": "x"}}),
+    chat(tool_choice="allowed"),
+    chat(response_format={"type": "grammar", "grammar": "x"}),
+    chat(function_call="required"),
+    # roles, and what a role may carry
+    with_message({"role": "developer", "content": "Be brief."}),
+    with_message({"role": "critic", "content": "a role OpenAI may add"}),
+    with_message({"role": "user", "content": [{"type": "video_url", "video_url": {"url": "u"}}]}),
+    with_message({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}),
+    with_message({"role": "user", "content": []}),
+    with_message({"role": "user"}),
+    with_message({"role": "assistant", "content": None, "tool_calls": [{**CALL, "type": "custom"}]}),
+    with_message({"role": "tool", "content": "42"}),
+    # ranges and patterns
+    chat(temperature=3, top_p=1.5, frequency_penalty=-2.5, presence_penalty=9),
+    chat(logit_bias={"abc": 101}, top_logprobs=21, max_tokens=0, max_completion_tokens=-1),
+    chat(top_logprobs=3),
+    chat(stop=["a", "b", "c", "d", "e"], modalities=["text", "video"]),
+    chat(tools=[{"type": "function", "function": {"name": "get weather"}}]),
+    chat(n=129),
+]
+
+
+@pytest.mark.parametrize("body", FORWARDED_VALUES)
+def test_forwarded_fields_are_checked_for_their_json_type_only(body: dict[str, Any]) -> None:
+    assert validate_chat_request(body) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [completion(best_of=21, logprobs=6, max_tokens=-1, temperature=2.5, frequency_penalty=3, n=2),
+     completion(logit_bias={"x": 1})],
+)
+def test_forwarded_completion_values_pass(body: dict[str, Any]) -> None:
+    assert validate_completion_request(body) == []
+
+
+@pytest.mark.parametrize("validate", [validate_chat_request, validate_completion_request])
+def test_n_is_bounded_by_max_n_not_by_openai_s_limit(validate: Any) -> None:
+    body = chat(n=200) if validate is validate_chat_request else completion(n=200)
+    assert validate(body, max_n=256) == []
+    err = expect_error(lambda b: validate(b, max_n=8), {**body, "n": 9}, "n", VALUE)
+    assert "(MAX_N)" in err.message
+    assert validate({**body, "n": 8}, max_n=8) == []

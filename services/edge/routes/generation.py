@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from libs import sse
 from libs.errors import ClientTooSlow, InvalidRequest, SwitchyardError
+from libs.tokens import estimate_tokens
 from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
 from services.edge.dispatch import ClientGone, Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY
@@ -74,11 +75,13 @@ class GenerationRoute:
         state.metrics.in_flight.inc()
         try:
             body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
-            unknown = _VALIDATORS[self.kind](body)
-            if unknown:
-                log.info("ignoring unknown fields %s", unknown[:10], extra={"request_id": scope[REQUEST_ID_KEY]})
+            model = body.get("model")
+            if type(model) is str:  # labelled before validation, so a 400 on another field carries it
+                model_label = state.model_label(model)
+            unknown = _VALIDATORS[self.kind](body, max_n=state.settings.max_n)
+            if unknown and log.isEnabledFor(logging.DEBUG):
+                log.debug("forwarding unknown fields %s", unknown[:10], extra={"request_id": scope[REQUEST_ID_KEY]})
             route = state.routing.resolve(body["model"])
-            model_label = state.model_label(body["model"])
             plan = plan_jobs(self.kind, body, route)
             if plan.choices > state.settings.max_n:
                 param = "n" if self.kind == "chat" else "prompt"
@@ -212,5 +215,5 @@ class GenerationRoute:
             tokens["completion", "upstream"].inc(builder.usage["completion_tokens"])
             return
         tokens["prompt", "estimated"].inc(builder.usage["prompt_tokens"])
-        completion = max(builder.usage["completion_tokens"], (builder.delivered_chars + 3) // 4)
+        completion = max(builder.usage["completion_tokens"], estimate_tokens(builder.delivered_chars))
         tokens["completion", "estimated"].inc(completion)
