@@ -346,3 +346,56 @@ async def test_a_body_delimited_by_the_connection_closing_is_complete() -> None:
         pool = HTTP1Pool()
         assert await body_of(pool, server.port) == (200, b"data: one\n\ndata: [DONE]\n\n")
         await pool.aclose()
+
+
+async def test_interim_responses_in_the_same_read_are_skipped_and_the_connection_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nx-final: yes\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        for _ in range(2):
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
+                assert response.status == 200
+                assert response.headers == {"x-final": "yes", "content-length": "2"}  # not the interim ones'
+                assert await response.read_all(1024) == b"ok"
+        assert server.connections == 1
+        await pool.aclose()
+
+
+async def test_a_compressed_body_is_refused_not_passed_on_as_text() -> None:
+    """Both clients ask for identity; a body compressed anyway would reach the SSE parser as bytes."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        seen.append(await read_request(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 3\r\n\r\n\x1f\x8b\x08")
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        with pytest.raises(ProtocolError, match="content-encoding 'gzip'"):
+            async with pool.post("127.0.0.1", server.port, "/", {"accept-encoding": "identity"}, b""):
+                pass
+        await pool.aclose()
+    assert b"accept-encoding: identity\r\n" in seen[0]
+
+
+async def test_a_connect_limit_of_the_call_overrides_the_pool_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool(connect_timeout=30)
+        with pytest.raises(TimeoutError):  # a limit already spent: the call's, not the pool's 30 s
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=0):
+                pass
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=5) as response:
+            assert response.status == 200
+        await pool.aclose()
