@@ -247,16 +247,26 @@ class _Call:
     this runs for every upstream call). Entering sends the request and returns the response once
     its headers are in; leaving gives a complete, keep-alive connection back, or closes it."""
 
-    __slots__ = ("_conn", "_connect_timeout", "_key", "_pool", "_request")
+    __slots__ = ("_conn", "_connect_timeout", "_head_timeout", "_key", "_pool", "_request")
 
-    def __init__(self, pool: HTTP1Pool, key: tuple[str, int], request: bytes, connect_timeout: float | None) -> None:
+    def __init__(
+        self, pool: HTTP1Pool, key: tuple[str, int], request: bytes, connect_timeout: float | None,
+        head_timeout: float | None,
+    ) -> None:
         self._pool = pool
         self._key = key
         self._request = request
         self._connect_timeout = connect_timeout
+        self._head_timeout = head_timeout
         self._conn: Response | None = None
 
     async def __aenter__(self) -> Response:
+        if self._head_timeout is None:  # no timer at all unless asked: this runs for every call
+            return await self._enter()
+        async with asyncio.timeout(self._head_timeout):
+            return await self._enter()
+
+    async def _enter(self) -> Response:
         conn = self._pool._take(self._key)
         try:
             if conn is not None:
@@ -323,12 +333,13 @@ class HTTP1Pool:
 
     def post(
         self, host: str, port: int, target: str, headers: Mapping[str, str], body: bytes, *,
-        connect_timeout: float | None = None,
+        connect_timeout: float | None = None, head_timeout: float | None = None,
     ) -> _Call:
         """`async with pool.post(...) as response`: read the response's body inside the block.
-        `connect_timeout` overrides the pool's for this call (an upstream's own limit)."""
+        `connect_timeout` overrides the pool's for this call (an upstream's own limit);
+        `head_timeout` bounds everything until the response head is in (TimeoutError)."""
         return _Call(self, (host, port), _request_bytes(target, host_header(host, port), headers, body),
-                     connect_timeout)
+                     connect_timeout, head_timeout)
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

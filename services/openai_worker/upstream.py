@@ -147,8 +147,7 @@ class UpstreamCall:
         headers = self._headers("application/json")
         if self.pool is not None:  # plain coroutines all the way: no async generator per call
             with _PlainFailures(self) as failures:
-                async with asyncio.timeout(self.head_timeout) as limit, self._plain_call(headers) as response:
-                    limit.reschedule(None)
+                async with self._plain_call(headers) as response:
                     failures.answered = True
                     await _ensure_ok(response, self.upstream.name)
                     raw = await response.read_all(_MAX_ANSWER_BODY)
@@ -177,7 +176,7 @@ class UpstreamCall:
         assert self.pool is not None
         host, port, target = _plain_target(self.upstream.base_url + self.path)
         return self.pool.post(host, port, target, headers, orjson.dumps(self.body),
-                              connect_timeout=self.upstream.connect_timeout)
+                              connect_timeout=self.upstream.connect_timeout, head_timeout=self.head_timeout)
 
     # Both clients: the body of a 200 answer as it arrives. Failures inside the `async with` block
     # are converted here too. Leaving the block early (a cancelled task) closes the connection,
@@ -186,8 +185,7 @@ class UpstreamCall:
     @contextlib.asynccontextmanager
     async def _plain(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
         with _PlainFailures(self) as failures:
-            async with asyncio.timeout(self.head_timeout) as limit, self._plain_call(headers) as response:
-                limit.reschedule(None)
+            async with self._plain_call(headers) as response:
                 failures.answered = True
                 await _ensure_ok(response, self.upstream.name)
                 # Closed explicitly: an async generator left unfinished at [DONE] would be closed
@@ -201,7 +199,8 @@ class UpstreamCall:
         name = self.upstream.name
         answered = False
         try:
-            async with asyncio.timeout(self.head_timeout) as limit, self.session.post(
+            limit = _NO_LIMIT if self.head_timeout is None else asyncio.timeout(self.head_timeout)
+            async with limit, self.session.post(
                 self.upstream.base_url + self.path, data=orjson.dumps(self.body), headers=headers, proxy=self.proxy,
                 timeout=_connect_only(self.upstream.connect_timeout),
             ) as response:
@@ -277,6 +276,22 @@ class _PlainFailures:
             raise UpstreamError(f"cannot call upstream {name}: {exc}") from exc
         if isinstance(exc, OSError):
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
+
+
+class _NoLimit:
+    """`asyncio.timeout(None)` without its cost (a timer object per call): stateless, shared."""
+
+    async def __aenter__(self) -> _NoLimit:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def reschedule(self, when: float | None) -> None:
+        pass
+
+
+_NO_LIMIT = _NoLimit()
 
 
 def _timed_out(upstream: str, answered: bool) -> UpstreamTimeout:

@@ -399,3 +399,28 @@ async def test_a_connect_limit_of_the_call_overrides_the_pool_one() -> None:
         async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=5) as response:
             assert response.status == 200
         await pool.aclose()
+
+
+async def test_a_head_limit_bounds_the_wait_for_the_head_only() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        request = await read_request(reader)
+        if b"/hang" in request.split(b"\r\n", 1)[0]:
+            await reader.read()  # accepted, never answered: until the client goes
+            return
+        writer.write(OK_HEAD + b"3\r\nab\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the body takes longer than the head limit: not cut
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with pool.post("127.0.0.1", server.port, "/hang", {}, b"", head_timeout=0.1):
+                pass
+        assert loop.time() - started < 2
+        async with pool.post("127.0.0.1", server.port, "/slow-body", {}, b"", head_timeout=0.1) as response:
+            assert b"".join([c async for c in response.body()]) == b"ab\n"
+        await pool.aclose()
