@@ -22,7 +22,8 @@
 Workers put errors on the bus as `{code, message, retryable, retry_after?, param?}`;
 `from_wire` turns them back into the same classes on the edge (an unknown code becomes an
 InvalidRequest when it starts with "invalid", else an UpstreamError), so one table decides what a
-client sees, whichever side raised it.
+client sees, whichever side raised it. `to_wire` scrubs the message (libs/secrets.py): whatever a
+worker puts on the bus has lost every secret it holds, in whichever path the error was made.
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from libs.secrets import scrub
+
 
 class SwitchyardError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     code: ClassVar[str] = "internal_error"
     retryable: ClassVar[bool] = False
+    # The configured name of the upstream whose failure this is, set by the backend that called
+    # it: a bounded metrics label (never a URL or key). Empty when no upstream is to blame.
+    upstream: str = ""
 
     def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -52,7 +58,7 @@ class SwitchyardError(Exception):
         return {"retry-after": str(max(1, math.ceil(self.retry_after)))}  # never tell a client to come early
 
     def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
+        wire: dict[str, Any] = {"code": self.code, "message": scrub(self.message), "retryable": self.retryable}
         if self.retry_after is not None:
             wire["retry_after"] = self.retry_after
         if self.param is not None:

@@ -3,9 +3,9 @@
 Why not aiohttp everywhere: on the openai-worker's hot path, aiohttp spent 0.17-0.18 ms of CPU
 per streamed call at concurrency 1 and 0.08-0.09 ms at 64; this client (httptools, the parser
 uvicorn uses, under an asyncio Protocol) spends 0.06-0.08 and 0.03-0.04 ms (README, Performance).
-It covers only what that path needs: POST with a body, a plain TCP connection (in-cluster model
-servers such as vLLM or Ollama), a response streamed as it arrives. TLS and proxies stay with
-aiohttp, which does them well.
+It covers only what that path needs: POST with a body (the only method it sends), a plain TCP
+connection (in-cluster model servers such as vLLM or Ollama), a response streamed as it arrives.
+TLS and proxies stay with aiohttp, which does them well.
 
 A connection goes back to the pool only after a complete response the server will keep alive;
 anything else (an error, a cancelled task, a body left unread) closes it, which is how an
@@ -21,6 +21,10 @@ from collections.abc import AsyncGenerator, Mapping
 
 import httptools
 
+# What both upstream clients (this one and aiohttp) ask for. Not gzip: SSE must not be buffered
+# into compression blocks, in-cluster servers answer uncompressed anyway, and decoding would
+# cost CPU on every call; a server that compresses regardless is refused (ProtocolError).
+ACCEPT_ENCODING = "identity"
 _HIGH_WATER = 256 * 1024  # stop reading from the socket while this much body is unread
 _MAX_IDLE_SECONDS = 30.0  # servers close idle connections (uvicorn after 5 s); don't reuse old ones
 _MAX_IDLE_PER_ORIGIN = 256
@@ -53,6 +57,7 @@ class Response(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._headers_done = False
+        self._interim = False  # inside a 1xx response, which is skipped
         self._complete = False
         self._keep_alive = False
         self._error: BaseException | None = None
@@ -96,7 +101,21 @@ class Response(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim response (100 Continue, 102 Processing, 103 Early Hints): the final one
+            # follows on the same connection. The parser reports each as a message of its own.
+            self._interim = True
+            self.headers = {}
+            return
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # We ask for identity (ACCEPT_ENCODING); a server that compresses anyway would
+            # otherwise hand compressed bytes to the SSE and JSON parsers as if they were text.
+            self._fail(ProtocolError(f"the server sent a body in content-encoding {encoding!r}"))
+            self._close()
+            return
+        self.status = status
         self._headers_done = True
         self._wake()
 
@@ -109,6 +128,9 @@ class Response(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         self._keep_alive = self._parser.should_keep_alive()
         self._wake()
@@ -119,7 +141,7 @@ class Response(asyncio.Protocol):
         """Start a request on this (idle) connection."""
         self._parser = httptools.HttpResponseParser(self)
         self.status, self.headers = 0, {}
-        self._headers_done = self._complete = self._keep_alive = self.received_any = False
+        self._headers_done = self._complete = self._keep_alive = self.received_any = self._interim = False
         self._error = None
         assert self.transport is not None
         self.transport.write(request)
@@ -203,8 +225,15 @@ class Response(asyncio.Protocol):
             self.transport.close()
 
 
-def _request_bytes(method: str, target: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
+def host_header(host: str, port: int) -> str:
+    """The `Host` value: an IPv6 literal in brackets (RFC 9110 7.2), the port unless it is 80."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port == 80 else f"{name}:{port}"
+
+
+def _request_bytes(target: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:
+    """A POST: the only method the upstream path needs, so the only one this client speaks."""
+    lines = [f"POST {target} HTTP/1.1", f"host: {host}"]
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             raise InvalidHeader(f"header {name!r} contains a line break or a colon")  # never echo the value
@@ -218,15 +247,26 @@ class _Call:
     this runs for every upstream call). Entering sends the request and returns the response once
     its headers are in; leaving gives a complete, keep-alive connection back, or closes it."""
 
-    __slots__ = ("_conn", "_key", "_pool", "_request")
+    __slots__ = ("_conn", "_connect_timeout", "_head_timeout", "_key", "_pool", "_request")
 
-    def __init__(self, pool: HTTP1Pool, key: tuple[str, int], request: bytes) -> None:
+    def __init__(
+        self, pool: HTTP1Pool, key: tuple[str, int], request: bytes, connect_timeout: float | None,
+        head_timeout: float | None,
+    ) -> None:
         self._pool = pool
         self._key = key
         self._request = request
+        self._connect_timeout = connect_timeout
+        self._head_timeout = head_timeout
         self._conn: Response | None = None
 
     async def __aenter__(self) -> Response:
+        if self._head_timeout is None:  # no timer at all unless asked: this runs for every call
+            return await self._enter()
+        async with asyncio.timeout(self._head_timeout):
+            return await self._enter()
+
+    async def _enter(self) -> Response:
         conn = self._pool._take(self._key)
         try:
             if conn is not None:
@@ -241,7 +281,7 @@ class _Call:
                     conn._close()
                     conn = None
             if conn is None:
-                conn = await self._pool._connect(*self._key)
+                conn = await self._pool._connect(*self._key, self._connect_timeout)
                 conn.send(self._request)
                 await conn.wait_headers()
         except BaseException:
@@ -285,18 +325,21 @@ class HTTP1Pool:
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
-    async def _connect(self, host: str, port: int) -> Response:
+    async def _connect(self, host: str, port: int, limit: float | None) -> Response:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
+        async with asyncio.timeout(self.connect_timeout if limit is None else limit):
             _, conn = await loop.create_connection(Response, host, port)
         return conn
 
-    def request(
-        self, method: str, host: str, port: int, target: str, headers: Mapping[str, str], body: bytes
+    def post(
+        self, host: str, port: int, target: str, headers: Mapping[str, str], body: bytes, *,
+        connect_timeout: float | None = None, head_timeout: float | None = None,
     ) -> _Call:
-        """`async with pool.request(...) as response`: read the response's body inside the block."""
-        return _Call(self, (host, port), _request_bytes(method, target, host if port == 80 else f"{host}:{port}",
-                                                        headers, body))
+        """`async with pool.post(...) as response`: read the response's body inside the block.
+        `connect_timeout` overrides the pool's for this call (an upstream's own limit);
+        `head_timeout` bounds everything until the response head is in (TimeoutError)."""
+        return _Call(self, (host, port), _request_bytes(target, host_header(host, port), headers, body),
+                     connect_timeout, head_timeout)
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

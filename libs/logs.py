@@ -7,31 +7,18 @@ an upstream echoes them in an error body, so every record passes through `redact
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from typing import Any
 
 import orjson
 
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}"),
-    re.compile(r"\b(sk|sb|pk|rk)-[A-Za-z0-9_*.-]{6,}"),
-    # a whole Cookie header value: every cookie in it is a credential
-    re.compile(r"(?i)((?:set-)?cookies?[\"']?\s*[=:]\s*[\"']?)[^\"'\n}]+"),
-    re.compile(
-        r"(?i)([\"']?(?:api[_-]?key|access[_-]?token|refresh[_-]?token|session[_-]?token|token|secret|password"
-        r"|authorization|_U)[\"']?\s*[=:]\s*[\"']?)[^\s,;\"'}]{4,}"
-    ),
-    re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"),  # JWTs
-]
+from libs.secrets import scrub
 
 
 def redact(text: str) -> str:
-    """Replace anything that looks like a credential with a marker."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.re.groups and m.group(1) else "") + "[redacted]", text)
-    return text
+    """Replace every held secret and anything that looks like a credential with a marker."""
+    return scrub(text)
 
 
 class JsonFormatter(logging.Formatter):

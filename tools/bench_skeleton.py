@@ -63,7 +63,7 @@ async def back() -> None:
     publisher = DirectPublisher(nc)
 
     async def handle(msg: Msg) -> None:
-        async with pool.request("POST", url.hostname or "", url.port or 80, url.path, headers, msg.data) as response:
+        async with pool.post(url.hostname or "", url.port or 80, url.path, headers, msg.data) as response:
             body = await response.read_all(64 * 1024 * 1024)
         await publisher.publish(publisher.command(msg.reply, body))
 

@@ -1,16 +1,26 @@
 """The openai-worker's upstream side: pick an upstream for the model, call it (streamed, or whole
 for a non-stream request), fail over before the first token, and report usage (the upstream's,
-or an estimate marked as such)."""
+or an estimate marked as such).
+
+Failover (config.py has the limits): an attempt that fails before the first token (an error
+status, a refused connection, no response head within its limit) passes the job to the model's
+next upstream, after a short jittered backoff so that a burst of failing jobs does not move on in
+lockstep. An upstream that hung is put aside: for its cooldown, later jobs try it last.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
+from libs import secrets
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
 from libs.http1 import HTTP1Pool
 from libs.tokens import estimate_tokens
@@ -20,7 +30,12 @@ from proto.messages import Feature, Job
 from services.openai_worker.config import Upstream
 from services.openai_worker.upstream import UpstreamCall, plain_http, proxy_for
 
+log = logging.getLogger("switchyard.worker")
+
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+_BACKOFF_BASE = 0.05  # seconds before the second attempt (at most; full jitter), doubling after
+_BACKOFF_CAP = 1.0
+_MAX_COOLDOWN_FACTOR = 8  # an upstream that keeps hanging is put aside for at most 8x its cooldown
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -92,6 +107,12 @@ class OpenAIBackend:
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
         self._pool = HTTP1Pool(connect_timeout=connect_timeout)
+        # upstream name -> (aside until, monotonic; consecutive hangs)
+        self._aside: dict[str, tuple[float, int]] = {}
+        for u in upstreams:  # whatever credential this worker holds is scrubbed from all text
+            secrets.hold(u.api_key)
+            secrets.hold_url(u.base_url)
+            secrets.hold_url(self._proxies[u.name])
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: aiohttp sessions belong to the running event loop.
@@ -109,33 +130,65 @@ class OpenAIBackend:
         ups = self._by_model.get(model)
         if not ups:
             raise ModelNotFound(model)
+        if len(ups) == 1:
+            return ups
         start = next(self._rotation) % len(ups)
-        return ups[start:] + ups[:start]
+        order = ups[start:] + ups[:start]
+        if self._aside:
+            now = time.monotonic()
+            # healthy ones first (in rotation), then those put aside, the soonest back first
+            order.sort(key=lambda u: self._aside_until(u.name, now))
+        return order
+
+    def _aside_until(self, name: str, now: float) -> float:
+        until = self._aside.get(name, (0.0, 0))[0]
+        return until if until > now else 0.0
+
+    def _put_aside(self, upstream: Upstream) -> None:
+        hangs = self._aside.get(upstream.name, (0.0, 0))[1] + 1
+        factor = min(2 ** (hangs - 1), _MAX_COOLDOWN_FACTOR)
+        self._aside[upstream.name] = (time.monotonic() + upstream.cooldown * factor, hangs)
 
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         # One async generator for the whole job (each costs a registration with the loop and a
         # step per item): the call to each upstream in turn is made inline.
         candidates = self._candidates(job["model"])
+        last = len(candidates)
         for number, upstream in enumerate(candidates, start=1):
             sent_any = False
+            # the attempt's own head limit applies while there is another upstream to go to
+            call, whole = self._call(upstream, job, body, limited=number < last)
             try:
-                call, whole = self._call(upstream, job, body)
                 if whole:
                     yield WholeAnswer()
                     yield await self._whole(call, body)
                 else:
                     async for item in self._streamed(call, body):
-                        sent_any = True
+                        if not sent_any:
+                            sent_any = True
+                            if self._aside:
+                                self._aside.pop(upstream.name, None)  # it answers again
                         yield item
+                if self._aside:
+                    self._aside.pop(upstream.name, None)
                 return
             except SwitchyardError as err:
-                if sent_any or isinstance(err, UpstreamBadRequest) or number == len(candidates):
+                err.upstream = upstream.name
+                if call.hung:
+                    self._put_aside(upstream)
+                if sent_any or isinstance(err, UpstreamBadRequest) or number == last:
                     raise  # tokens already went out, the input itself is the problem, or none is left
                 # failed over: counted here; the error that ends the job is counted by the runtime
-                self.metrics.upstream_errors.labels(code=err.code).inc()
+                self.metrics.count_upstream_error(err)
+                log.warning(
+                    "upstream %s failed (%s: %s); trying upstream %s", upstream.name, err.code, err.message,
+                    candidates[number].name, extra={"request_id": job["request_id"], "job_id": job["job_id"]},
+                )
+                await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (number - 1))))
 
-    def _call(self, upstream: Upstream, job: Job, body: dict[str, Any]) -> tuple[UpstreamCall, bool]:
-        """The call to make to this upstream, and whether it asks for the whole answer at once."""
+    def _call(self, upstream: Upstream, job: Job, body: dict[str, Any], *, limited: bool) -> tuple[UpstreamCall, bool]:
+        """The call to make to this upstream, and whether it asks for the whole answer at once.
+        `limited`: the call gets the upstream's own limit on its response head."""
         payload = dict(body)
         payload["model"] = job["model"]
         whole = upstream.whole_answers and not body.get("stream")
@@ -145,9 +198,10 @@ class OpenAIBackend:
         else:
             payload.pop("stream_options", None)
         plain = self._plain[upstream.name]
+        head_timeout = (upstream.answer_timeout if whole else upstream.first_byte_timeout) if limited else None
         call = UpstreamCall(
             None if plain else self._client(), self._pool if plain else None, upstream,
-            self._proxies[upstream.name], _PATHS[job["kind"]], payload,
+            self._proxies[upstream.name], _PATHS[job["kind"]], payload, head_timeout,
         )
         return call, whole
 

@@ -4,14 +4,23 @@ error tree.
 The HTTP client was chosen by measurement (README, Performance): plain-HTTP upstreams without a
 proxy (in-cluster vLLM, Ollama, the sandbox) go through libs/http1.py, about half aiohttp's CPU per
 call; HTTPS and proxied upstreams through aiohttp, the cheapest library measured (3-8x less than
-httpx). Foreign exceptions are converted here, once, at the boundary (`raise … from`); upstream
-error text is redacted, since providers echo parts of the key they got.
+httpx). Both send the same request headers (`Accept-Encoding` included, libs/http1.py).
+Foreign exceptions are converted here, once, at the boundary (`raise … from`); upstream error
+text is scrubbed of every secret the worker holds (libs/secrets.py), since providers echo the key
+they got.
+
+Each call may have a limit on its response head (`head_timeout`): the backend sets one while
+another upstream is left to fail over to. A call that timed out before its head (connecting or
+waiting) says so in `hung`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import email.utils
 import functools
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -29,8 +38,8 @@ from libs.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from libs.http1 import HTTP1Pool, InvalidHeader, ProtocolError, Response, ResponseTooLarge
-from libs.logs import redact
+from libs.http1 import ACCEPT_ENCODING, HTTP1Pool, InvalidHeader, ProtocolError, Response, ResponseTooLarge
+from libs.secrets import scrub
 from libs.sse import SSEDecoder
 from services.openai_worker.config import Upstream
 
@@ -58,13 +67,21 @@ def _error_text(raw: bytes) -> str:
         text = str(message or body)
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         text = raw.decode("utf-8", errors="replace")
-    return redact(text)[:500]
+    return scrub(text)[:500]  # scrubbed whole, then cut: a cut must not leave half a key
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
     try:
-        return float(headers["retry-after"])
-    except (KeyError, ValueError):
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
         return None
 
 
@@ -77,12 +94,18 @@ def error_for_status(status: int, raw: bytes, headers: Mapping[str, str], upstre
         return UpstreamRateLimited(f"{where}: {text}", retry_after=_retry_after(headers) or 1.0)
     if status in (400, 404, 409, 413, 422):
         return UpstreamBadRequest(f"{where}: {text}")
-    return UpstreamError(f"{where}: {text}")
+    # An overloaded upstream's Retry-After goes on to the client (the edge sends err.headers()).
+    return UpstreamError(f"{where}: {text}", retry_after=_retry_after(headers) if status == 503 else None)
 
 
 def plain_http(upstream: Upstream, proxy: str | None) -> bool:
     """Whether calls to this upstream take the lean client (plain HTTP, no proxy)."""
     return proxy is None and urlsplit(upstream.base_url).scheme == "http"
+
+
+@functools.cache  # one per upstream: aiohttp bounds connecting only; reads are the runtime's job
+def _connect_only(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds)
 
 
 @functools.cache  # one entry per upstream and path: not parsed again on every call
@@ -98,11 +121,12 @@ class UpstreamCall:
     can travel with the end); `answer()` asks for the whole, non-streamed answer instead.
 
     `pool` is used for plain-HTTP upstreams without a proxy (`plain_http`), `session` otherwise.
+    `head_timeout` bounds the wait for the response head (None: no limit of the call's own).
     """
 
     def __init__(
         self, session: aiohttp.ClientSession | None, pool: HTTP1Pool | None, upstream: Upstream, proxy: str | None,
-        path: str, body: dict[str, Any],
+        path: str, body: dict[str, Any], head_timeout: float | None = None,
     ) -> None:
         self.session = session
         self.pool = pool
@@ -110,6 +134,8 @@ class UpstreamCall:
         self.proxy = proxy
         self.path = path
         self.body = body
+        self.head_timeout = head_timeout
+        self.hung = False  # timed out before the response head: connecting or waiting for it
 
     async def chunks(self) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
         async with self._body("text/event-stream") as body:
@@ -120,7 +146,7 @@ class UpstreamCall:
         """The upstream's whole answer (`chat.completion` / `text_completion`), parsed."""
         headers = self._headers("application/json")
         if self.pool is not None:  # plain coroutines all the way: no async generator per call
-            with _PlainFailures(self.upstream.name) as failures:
+            with _PlainFailures(self) as failures:
                 async with self._plain_call(headers) as response:
                     failures.answered = True
                     await _ensure_ok(response, self.upstream.name)
@@ -137,7 +163,7 @@ class UpstreamCall:
         return answer
 
     def _headers(self, accept: str) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": accept}
+        headers = {"content-type": "application/json", "accept": accept, "accept-encoding": ACCEPT_ENCODING}
         if self.upstream.api_key:
             headers["authorization"] = f"Bearer {self.upstream.api_key}"
         return headers
@@ -149,7 +175,8 @@ class UpstreamCall:
     def _plain_call(self, headers: dict[str, str]) -> contextlib.AbstractAsyncContextManager[Response]:
         assert self.pool is not None
         host, port, target = _plain_target(self.upstream.base_url + self.path)
-        return self.pool.request("POST", host, port, target, headers, orjson.dumps(self.body))
+        return self.pool.post(host, port, target, headers, orjson.dumps(self.body),
+                              connect_timeout=self.upstream.connect_timeout, head_timeout=self.head_timeout)
 
     # Both clients: the body of a 200 answer as it arrives. Failures inside the `async with` block
     # are converted here too. Leaving the block early (a cancelled task) closes the connection,
@@ -157,7 +184,7 @@ class UpstreamCall:
 
     @contextlib.asynccontextmanager
     async def _plain(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
-        with _PlainFailures(self.upstream.name) as failures:
+        with _PlainFailures(self) as failures:
             async with self._plain_call(headers) as response:
                 failures.answered = True
                 await _ensure_ok(response, self.upstream.name)
@@ -170,16 +197,22 @@ class UpstreamCall:
     async def _aiohttp(self, headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
         assert self.session is not None
         name = self.upstream.name
+        answered = False
         try:
-            async with self.session.post(
-                self.upstream.base_url + self.path, data=orjson.dumps(self.body), headers=headers, proxy=self.proxy
+            limit = _NO_LIMIT if self.head_timeout is None else asyncio.timeout(self.head_timeout)
+            async with limit, self.session.post(
+                self.upstream.base_url + self.path, data=orjson.dumps(self.body), headers=headers, proxy=self.proxy,
+                timeout=_connect_only(self.upstream.connect_timeout),
             ) as response:
+                limit.reschedule(None)
+                answered = True
                 if response.status != 200:
                     raw = await response.content.read(_MAX_ERROR_BODY)
                     raise error_for_status(response.status, raw, response.headers, name)
                 yield response.content.iter_any()
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream {name} timed out") from exc
+            self.hung = not answered
+            raise _timed_out(name, answered) from exc
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamProtocolError(f"upstream {name} broke off its answer") from exc
         except aiohttp.ClientError as exc:
@@ -219,19 +252,20 @@ class _PlainFailures:
     `answered` (set once the response's headers are in) tells a broken-off answer from a
     connection that closed unanswered."""
 
-    __slots__ = ("answered", "name")
+    __slots__ = ("answered", "call")
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, call: UpstreamCall) -> None:
+        self.call = call
         self.answered = False
 
     def __enter__(self) -> _PlainFailures:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        name = self.name
+        name = self.call.upstream.name
         if isinstance(exc, TimeoutError):
-            raise UpstreamTimeout(f"upstream {name} timed out") from exc
+            self.call.hung = not self.answered
+            raise _timed_out(name, self.answered) from exc
         if isinstance(exc, ResponseTooLarge):
             raise _answer_too_large(name) from exc
         if isinstance(exc, ProtocolError):
@@ -242,6 +276,28 @@ class _PlainFailures:
             raise UpstreamError(f"cannot call upstream {name}: {exc}") from exc
         if isinstance(exc, OSError):
             raise UpstreamError(f"cannot reach upstream {name}: {type(exc).__name__}") from exc
+
+
+class _NoLimit:
+    """`asyncio.timeout(None)` without its cost (a timer object per call): stateless, shared."""
+
+    async def __aenter__(self) -> _NoLimit:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def reschedule(self, when: float | None) -> None:
+        pass
+
+
+_NO_LIMIT = _NoLimit()
+
+
+def _timed_out(upstream: str, answered: bool) -> UpstreamTimeout:
+    if answered:
+        return UpstreamTimeout(f"upstream {upstream} timed out")
+    return UpstreamTimeout(f"upstream {upstream} did not answer in time (connecting or waiting for its response)")
 
 
 def _answer_too_large(upstream: str) -> UpstreamProtocolError:

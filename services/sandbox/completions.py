@@ -21,6 +21,8 @@ from .watch import ClientWatch, InjectedAbort
 
 # Any of these means the request sleeps somewhere, so it needs a disconnect watcher.
 _TIMED = frozenset(("latency_ms", "first_token_ms", "token_delay_ms", "hang", "hang_after"))
+# A failure mid-generation, as OpenAI reports one inside a stream (the message echoes the key with echo_key).
+_MID_STREAM_ERROR = "The server had an error while processing your request (sandbox)."
 
 
 @dataclass(slots=True)
@@ -178,6 +180,9 @@ async def _answer(
         # same delays apply, and a failure or hang mid-generation means no answer at all.
         if await _generate_unstreamed(max((c.completion_tokens for c in choices), default=0), d, watch, event):
             return
+        if d.get("error_after") is not None:  # the generation failed: no answer, an error status
+            await _error(send, 500, payloads.status_error(500, echoed), None, event)
+            return
         build = payloads.chat_completion if job.chat else payloads.text_completion
         body = build(rid, created, job.model, choices, job.prompt_tokens)
         if event is not None:
@@ -193,12 +198,12 @@ async def _answer(
 
     frame = payloads.chat_frames if job.chat else payloads.text_frames
     frames = frame(rid, created, job.model, choices, job.prompt_tokens, job.include_usage)
-    await _stream(send, frames, d, watch, event)
+    await _stream(send, frames, d, watch, event, echoed)
 
 
 def _cut(d: Directives) -> int | None:
-    """After how many tokens a fault (`fail_after`, `hang_after`) stops the generation, if one does."""
-    cuts = [int(c) for c in (d.get("fail_after"), d.get("hang_after")) if c is not None]
+    """After how many tokens a fault (`fail_after`, `hang_after`, `error_after`) stops the generation."""
+    cuts = [int(c) for c in (d.get("fail_after"), d.get("hang_after"), d.get("error_after")) if c is not None]
     return min(cuts) if cuts else None
 
 
@@ -221,14 +226,15 @@ async def _generate_unstreamed(tokens: int, d: Directives, watch: ClientWatch | 
         wait = int(d.get("first_token_ms", 0)) + max(0, generated - 1) * int(d.get("token_delay_ms", 0))
         if wait:
             await watch.sleep(wait / 1000)
-    if cut is None:
-        return False
+    if cut is None or (d.get("error_after") is not None and int(d["error_after"]) == cut):
+        return False  # answered (an error_after answer is an error status, sent by the caller)
     await _fault(d, cut, watch, event)
     return True
 
 
 async def _stream(
-    send: Send, frames: payloads.Frames, d: Directives, watch: ClientWatch | None, event: Event | None
+    send: Send, frames: payloads.Frames, d: Directives, watch: ClientWatch | None, event: Event | None,
+    echoed: str | None,
 ) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     if event is not None:
@@ -268,7 +274,18 @@ async def _stream(
             event["outcome"] = "completed"
         return
 
-    await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
     if event is not None:
         event["content_chunks"] = limit
+    if d.get("error_after") is not None and int(d["error_after"]) == cut:
+        message = _MID_STREAM_ERROR if echoed is None else f"{_MID_STREAM_ERROR} Request used API key: {echoed}."
+        error = payloads.error_body(message, "server_error")
+        buf.append(b"data: " + error + b"\n\n")  # then the stream ends: no final chunk, no [DONE]
+        await send({"type": "http.response.body", "body": b"".join(buf), "more_body": False})
+        if watch is not None:
+            watch.finished = True
+        if event is not None:
+            event["completed_at"] = time.time()
+            event["outcome"] = "error_event"
+        return
+    await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
     await _fault(d, cut, watch, event)  # no final chunk, no [DONE]

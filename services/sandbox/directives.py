@@ -23,6 +23,7 @@ INT_KEYS = frozenset(
         "fail_after",  # abort the connection after N tokens (non-stream: with no answer)
         "hang",  # 1: never answer, wait for the client to go away
         "hang_after",  # generate N tokens (stream: send them), then hang
+        "error_after",  # generate N tokens; stream: send them, then an SSE error event ends it; else a 500
         "fail_times",  # with mark: the first K requests get `status` (default 500)
     }
 )

@@ -28,7 +28,7 @@ class EventLog:
             "stream": stream,
             "authorization_present": authorization_present,  # never the token itself
             "status": None,
-            "outcome": None,  # completed | disconnected | aborted
+            "outcome": None,  # completed | disconnected | aborted | error_event
             "content_chunks": 0,  # stream: token / tool-argument chunks sent
             "received_at": received_at,
             "first_byte_at": None,

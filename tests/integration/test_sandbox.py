@@ -387,6 +387,24 @@ async def test_echo_key_puts_the_token_in_the_message(http: httpx.AsyncClient) -
     assert KEY not in (await http.get("/_sandbox/events")).text  # the log never stores the token
 
 
+async def test_error_after_ends_a_stream_with_an_error_event(http: httpx.AsyncClient) -> None:
+    """As OpenAI reports a failure mid-generation: tokens, then `data: {"error": ...}`, no [DONE]."""
+    tag = mark()
+    streamed = await http.post("/v1/chat/completions",
+                               json=chat(f"x [sandbox error_after=2 echo_key=1 mark={tag}]", stream=True))
+    assert streamed.status_code == 200
+    payloads = sse_payloads(streamed.text)
+    assert "[DONE]" not in payloads
+    contents = [p["choices"][0]["delta"].get("content") for p in payloads[:-1] if p["choices"]]
+    assert len([c for c in contents if c]) == 2
+    assert payloads[-1]["error"]["type"] == "server_error" and KEY in payloads[-1]["error"]["message"]
+    (event,) = await events(http, tag)
+    assert event["outcome"] == "error_event" and event["content_chunks"] == 2
+    whole = await http.post("/v1/chat/completions", json=chat("x [sandbox error_after=2]"))
+    assert whole.status_code == 500 and whole.json()["error"]["type"] == "server_error"
+    assert KEY not in whole.text  # echoed only with echo_key
+
+
 async def test_fail_after_truncates_the_stream(http: httpx.AsyncClient, sdk: openai.AsyncOpenAI) -> None:
     tag = mark()
     received = []

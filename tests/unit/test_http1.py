@@ -66,7 +66,7 @@ async def body_of(
     pool: HTTP1Pool, port: int, payload: bytes = b"{}", headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
     headers = headers or {"content-type": "application/json"}
-    async with pool.request("POST", "127.0.0.1", port, "/v1/x", headers, payload) as r:
+    async with pool.post("127.0.0.1", port, "/v1/x", headers, payload) as r:
         return r.status, b"".join([chunk async for chunk in r.body()])
 
 
@@ -86,7 +86,7 @@ async def test_chunked_body_streams_as_it_arrives_and_the_connection_is_reused()
 
     async with serve(handler) as server:
         pool = HTTP1Pool()
-        async with pool.request("POST", "127.0.0.1", server.port, "/v1/chat", {"authorization": "Bearer k"},
+        async with pool.post("127.0.0.1", server.port, "/v1/chat", {"authorization": "Bearer k"},
                                 b'{"a": 1}') as response:
             assert response.status == 200
             assert response.headers["content-type"] == "text/event-stream"
@@ -113,7 +113,7 @@ async def test_content_length_body_and_connection_close_are_honoured() -> None:
 
     async with serve(handler) as server:
         pool = HTTP1Pool()
-        async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
             assert (response.status, response.headers["retry-after"]) == (429, "7")
             assert await response.read(1024) == b"slow!"
         assert await body_of(pool, server.port) == (429, b"slow!")
@@ -134,7 +134,7 @@ async def test_a_half_read_body_closes_the_connection_instead_of_reusing_it() ->
     async with serve(handler) as server:
         pool = HTTP1Pool()
         for _ in range(2):
-            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
                 assert len(await response.read(16)) == 16
         assert server.connections == 2
         await pool.aclose()
@@ -187,7 +187,7 @@ async def test_a_stream_cut_inside_the_body_is_a_protocol_error() -> None:
         pool = HTTP1Pool()
         received: list[bytes] = []
         with pytest.raises(ProtocolError, match="inside a response"):
-            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
                 async for chunk in response.body():
                     received.append(chunk)
         assert received == [b"hello"]  # what arrived before the cut is still delivered
@@ -221,7 +221,7 @@ async def test_cancelling_the_reader_closes_the_connection() -> None:
         got_first = asyncio.Event()
 
         async def consume() -> None:
-            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
                 async for _ in response.body():
                     got_first.set()
 
@@ -253,7 +253,7 @@ async def test_a_large_body_read_slowly_arrives_whole() -> None:
     async with serve(handler) as server:
         pool = HTTP1Pool()
         parts = []
-        async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
             async for chunk in response.body():
                 parts.append(chunk)
                 await asyncio.sleep(0.001)
@@ -272,7 +272,7 @@ async def test_read_all_returns_the_whole_body_past_the_pause_threshold_and_reus
     async with serve(handler) as server:
         pool = HTTP1Pool()
         for _ in range(2):
-            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
                 assert await asyncio.wait_for(response.read_all(len(blob)), 5) == blob
         assert server.connections == 1  # complete and keep-alive: the one connection went back
         await pool.aclose()
@@ -288,9 +288,9 @@ async def test_read_all_refuses_a_body_over_its_limit_and_closes_the_connection(
     async with serve(handler) as server:
         pool = HTTP1Pool()
         with pytest.raises(ResponseTooLarge):
-            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
                 await response.read_all(1000)
-        async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
             assert await response.read_all(1200) == b"x" * 600 + b"y" * 600
         assert server.connections == 2  # the refused answer's connection was not reused
         await pool.aclose()
@@ -304,7 +304,7 @@ async def test_read_all_raises_when_the_server_cuts_the_body() -> None:
     async with serve(handler) as server:
         pool = HTTP1Pool()
         with pytest.raises(ProtocolError, match="inside a response"):
-            async with pool.request("POST", "127.0.0.1", server.port, "/", {}, b"") as response:
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
                 await response.read_all(1000)
         await pool.aclose()
 
@@ -345,4 +345,82 @@ async def test_a_body_delimited_by_the_connection_closing_is_complete() -> None:
     async with serve(handler) as server:
         pool = HTTP1Pool()
         assert await body_of(pool, server.port) == (200, b"data: one\n\ndata: [DONE]\n\n")
+        await pool.aclose()
+
+
+async def test_interim_responses_in_the_same_read_are_skipped_and_the_connection_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nx-final: yes\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        for _ in range(2):
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"") as response:
+                assert response.status == 200
+                assert response.headers == {"x-final": "yes", "content-length": "2"}  # not the interim ones'
+                assert await response.read_all(1024) == b"ok"
+        assert server.connections == 1
+        await pool.aclose()
+
+
+async def test_a_compressed_body_is_refused_not_passed_on_as_text() -> None:
+    """Both clients ask for identity; a body compressed anyway would reach the SSE parser as bytes."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        seen.append(await read_request(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 3\r\n\r\n\x1f\x8b\x08")
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        with pytest.raises(ProtocolError, match="content-encoding 'gzip'"):
+            async with pool.post("127.0.0.1", server.port, "/", {"accept-encoding": "identity"}, b""):
+                pass
+        await pool.aclose()
+    assert b"accept-encoding: identity\r\n" in seen[0]
+
+
+async def test_a_connect_limit_of_the_call_overrides_the_pool_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool(connect_timeout=30)
+        with pytest.raises(TimeoutError):  # a limit already spent: the call's, not the pool's 30 s
+            async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=0):
+                pass
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=5) as response:
+            assert response.status == 200
+        await pool.aclose()
+
+
+async def test_a_head_limit_bounds_the_wait_for_the_head_only() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        request = await read_request(reader)
+        if b"/hang" in request.split(b"\r\n", 1)[0]:
+            await reader.read()  # accepted, never answered: until the client goes
+            return
+        writer.write(OK_HEAD + b"3\r\nab\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the body takes longer than the head limit: not cut
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with serve(handler) as server:
+        pool = HTTP1Pool()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with pool.post("127.0.0.1", server.port, "/hang", {}, b"", head_timeout=0.1):
+                pass
+        assert loop.time() - started < 2
+        async with pool.post("127.0.0.1", server.port, "/slow-body", {}, b"", head_timeout=0.1) as response:
+            assert b"".join([c async for c in response.body()]) == b"ab\n"
         await pool.aclose()

@@ -1,0 +1,88 @@
+"""The one place secrets are scrubbed from text: every credential this process holds, verbatim,
+and anything that looks like one (patterns).
+
+Patterns alone miss keys without a recognisable shape (a 32-hex Azure key, `gsk_…`, `AIza…`,
+`hf_…`, `xai-…`), and upstreams echo the key they got in error bodies ("Request used API key:
+…"). So whatever credential a worker loads (API keys, proxy or URL credentials; cookies and access
+tokens the same way) is registered here with `hold`, and `scrub` replaces each held value
+verbatim, plus its URL-encoded form, before the patterns run. Callers: upstream error text
+(`services/openai_worker/upstream.py`), errors put on the bus (`SwitchyardError.to_wire`), and
+every log line (`libs.logs.redact`).
+
+Values shorter than MIN_SECRET_LENGTH are not held: no provider issues such keys, and scrubbing
+a short word ("sandbox", "test") verbatim would mangle unrelated text (model names, messages)
+in every error and log line. A short "key" is a placeholder, not a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from urllib.parse import quote, unquote, urlsplit
+
+MIN_SECRET_LENGTH = 8
+MARKER = "[redacted]"
+
+_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}"),
+    re.compile(r"\b(sk|sb|pk|rk)-[A-Za-z0-9_*.-]{6,}"),
+    # a whole Cookie header value: every cookie in it is a credential
+    re.compile(r"(?i)((?:set-)?cookies?[\"']?\s*[=:]\s*[\"']?)[^\"'\n}]+"),
+    re.compile(
+        r"(?i)([\"']?(?:api[_-]?key|access[_-]?token|refresh[_-]?token|session[_-]?token|token|secret|password"
+        r"|authorization|_U)[\"']?\s*[=:]\s*[\"']?)[^\s,;\"'}]{4,}"
+    ),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"),  # JWTs
+]
+
+_held: set[str] = set()
+_verbatim: re.Pattern[str] | None = None  # one alternation of every held form, longest first
+
+
+def hold(secret: str | None) -> None:
+    """Scrub `secret` (and its URL-encoded form) from all text from now on, process-wide."""
+    global _verbatim
+    if not secret or len(secret) < MIN_SECRET_LENGTH:
+        return
+    forms = {secret, quote(secret, safe=""), quote(secret, safe="/:")}
+    if forms <= _held:
+        return
+    _held.update(forms)
+    # Longest first: a held value that contains another is replaced whole, not around the inner one.
+    _verbatim = re.compile("|".join(re.escape(s) for s in sorted(_held, key=len, reverse=True)))
+
+
+def hold_url(url: str | None) -> None:
+    """Hold the credentials inside a URL (`http://user:pass@proxy:3128`): the password, the whole
+    `user:pass`, and the Basic-auth token made of them. A user name alone is not a secret."""
+    if not url or "@" not in url:
+        return
+    parts = urlsplit(url)
+    if parts.password is None:
+        hold(unquote(parts.username or ""))  # `http://token@host`: a lone user part is the credential
+        return
+    user, password = unquote(parts.username or ""), unquote(parts.password)
+    hold(password)
+    hold(f"{user}:{password}")
+    hold(parts.netloc.rpartition("@")[0])  # as written in the URL (still percent-encoded)
+    hold(base64.b64encode(f"{user}:{password}".encode()).decode())
+
+
+def scrub(text: str) -> str:
+    """`text` with every held secret and anything that looks like a credential replaced by a marker."""
+    if _verbatim is not None:
+        text = _verbatim.sub(MARKER, text)
+    for pattern in _PATTERNS:
+        text = pattern.sub(_keep_label, text)
+    return text
+
+
+def _keep_label(match: re.Match[str]) -> str:
+    return (match.group(1) if match.re.groups and match.group(1) else "") + MARKER
+
+
+def forget_all() -> None:
+    """Tests only: an empty registry."""
+    global _verbatim
+    _held.clear()
+    _verbatim = None
