@@ -16,6 +16,10 @@ per window instead of one per job, and a lost job is still noticed within a wind
 An exchange holds one or more jobs (n > 1 fanned out) and a bounded buffer: a client that reads
 slower than the worker writes overflows it and gets a typed error instead of an unbounded queue
 or a silent truncation. Replies for a job no exchange waits for get one `orphaned` cancel.
+
+Once a job's first token is out there is no retry, so its worker's death must end it fast: the
+job's deadline is then also its worker's presumed death (`liveness.py`, from the announcements
+workers send anyway; nothing more per token).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from libs.errors import (
 from libs.ids import new_id
 from libs.timeouts import Timeouts
 from proto.messages import Job
+from services.edge.liveness import WorkerLiveness
 from services.edge.metrics import EdgeMetrics
 from services.edge.replies import Alive, Deltas, Failed, Finished, Fragments, JobReplies, Stale, Started
 from services.edge.routing import RoutingTable
@@ -86,6 +91,7 @@ class _JobState:
     payload: bytes = b""
     confirm_asked: float = 0.0  # monotonic: when the acknowledgement was asked for
     started: float | None = None
+    holder: str = ""  # the worker_id of the attempt followed (from its `start`)
     last_message: float = 0.0
     streaming: bool = False
     done: bool = False
@@ -255,6 +261,7 @@ class Exchange:
                     if job.started is None:
                         self.dispatcher.metrics.queue_wait.observe(max(0.0, outcome.taken_at - job.created_at))
                     job.started = now
+                    job.holder = outcome.worker_id
                     if outcome.attempt > 1:
                         self.dispatcher.metrics.retries.inc()
                 elif isinstance(outcome, Finished):
@@ -282,7 +289,10 @@ class Exchange:
             if not self.streamed:
                 return job.last_message + silent_for
             return min(job.last_message + silent_for, job.started + t.first_token + t.worker_silence + t.ack_wait)
-        return job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)
+        # After the first token there is no retry: its worker's death ends it. (Before it, JetStream
+        # redelivers a dead worker's job after ack_wait, and another worker may still answer.)
+        silent = job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)
+        return min(silent, self.dispatcher.liveness.presumed_dead_at(job.holder, job.last_message))
 
     def _next_deadline(self, t: Timeouts) -> float:
         pending = [self._job_deadline(j, t) for j in self.jobs.values() if not j.done]
@@ -362,6 +372,7 @@ class Dispatcher:
         self._background = BackgroundTasks()
         self._cancelled: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
+        self.liveness = WorkerLiveness()
 
     async def start(self) -> None:
         # every reply is routed to its request as nats-py reads it: no queue, no task hop
@@ -423,7 +434,9 @@ class Dispatcher:
 
     async def _on_announce(self, msg: Msg) -> None:
         try:
-            self.routing.observe(wire.decode(msg.data))  # type: ignore[arg-type]
+            announce = wire.decode(msg.data)
+            self.routing.observe(announce)  # type: ignore[arg-type]
+            self.liveness.observe(str(announce["worker_id"]), float(announce["ttl"]), time.monotonic())
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed announcement")
 
