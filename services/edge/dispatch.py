@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ from libs.errors import (
 from libs.ids import new_id
 from libs.timeouts import Timeouts
 from proto.messages import Job
+from services.edge.bus_gate import BusGate
 from services.edge.liveness import WorkerLiveness
 from services.edge.metrics import EdgeMetrics
 from services.edge.replies import Alive, Deltas, Failed, Finished, Fragments, JobReplies, Stale, Started
@@ -305,6 +306,8 @@ class Exchange:
         for job in self.jobs.values():
             if job.blind and job.started is None and not job.done and now >= self._job_deadline(job, t):
                 await self.dispatcher.confirm(job, self.request_id)
+        if not self.dispatcher.gate.open:  # announcements cannot arrive: no worker counts as unheard
+            self.dispatcher.liveness.pardon(now)
         for job in self.jobs.values():
             if job.done or now < self._job_deadline(job, t):
                 continue
@@ -373,6 +376,7 @@ class Dispatcher:
         self._cancelled: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
         self.liveness = WorkerLiveness()
+        self.gate = BusGate(nc)
 
     async def start(self) -> None:
         # every reply is routed to its request as nats-py reads it: no queue, no task hop
@@ -398,9 +402,13 @@ class Dispatcher:
             self._remember_cancel(token)  # now: its next replies may be read before the cancel goes out
             self._background.start(self.cancel(token, "orphaned", remember=False))
 
-    def forget_confirmations(self) -> None:
-        """After a reconnect: the server may have lost its streams; confirm every job again."""
+    async def restore(self, recreate: Callable[[], Awaitable[None]]) -> None:
+        """After a reconnect: hold jobs back until `recreate` has made the work queue again (the
+        server may have lost it), then confirm every job again, as the server may have lost what
+        it stored; and give workers time to be heard from again."""
         self._confirmed_until.clear()
+        await self.gate.restore(recreate)
+        self.liveness.pardon(time.monotonic())
 
     async def _on_puback(self, msg: Msg) -> None:
         token = msg.subject[self._puback_prefix_len:]
@@ -453,6 +461,8 @@ class Dispatcher:
     ) -> None:
         """Publish one job of this exchange to its pool's work queue."""
         t = self.timeouts
+        if not self.gate.open:  # disconnected: 503 at once; restoring after a reconnect: wait for it
+            await self.gate.admit(t.publish_ack)
         token = new_id()
         now = time.time()
         job: Job = {
