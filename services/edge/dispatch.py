@@ -66,6 +66,7 @@ from services.edge.routing import RoutingTable
 log = logging.getLogger("switchyard.edge.dispatch")
 
 _DISCONNECTED = ("", b"")  # sentinel put in an exchange's inbox when the client goes away
+_ABORTED = ("", b"aborted")  # sentinel put in an exchange's inbox when the edge ends it (`Exchange.abort`)
 _MSG_ID = "Nats-Msg-Id"  # JetStream de-duplicates by it (the stream's duplicate window)
 _CANCELLED_MEMORY = 4096  # job ids cancelled lately: late replies of theirs need no second cancel
 
@@ -126,6 +127,11 @@ class _Inbox:
         _settle(self._waiter, True)
         return True
 
+    def force(self, item: tuple[str, bytes]) -> None:
+        """Add an item even when full: the reader takes it after what is already there."""
+        self._items.append(item)
+        _settle(self._waiter, True)
+
     def take(self) -> tuple[str, bytes] | None:
         return self._items.popleft() if self._items else None
 
@@ -167,6 +173,7 @@ class Exchange:
     jobs: dict[str, _JobState] = field(default_factory=dict)
     overflowed: bool = False
     disconnected: bool = False
+    aborted: SwitchyardError | None = None  # the edge ended the request (it shuts down)
     owner: asyncio.Task[Any] | None = None  # the request's task, stopped when its buffer overflows
 
     def __post_init__(self) -> None:
@@ -201,6 +208,12 @@ class Exchange:
         self.disconnected = True
         self.inbox.put(_DISCONNECTED)
 
+    def abort(self, error: SwitchyardError) -> None:
+        """End the request with `error` (see `events`); close() then cancels its jobs."""
+        if self.aborted is None:
+            self.aborted = error
+            self.inbox.force(_ABORTED)
+
     # ---- the event loop of one request -----------------------------------------------------
 
     async def events(self, keepalive: float | None = None) -> AsyncIterator[Deltas | Finished | KeepAlive]:
@@ -209,6 +222,8 @@ class Exchange:
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
         inbox = self.inbox
+        if self.dispatcher.closing is not None:  # jobs submitted while Dispatcher.abort_all ran
+            raise self.dispatcher.closing
         while not all(j.done for j in self.jobs.values()):
             item = inbox.take()
             if item is None:
@@ -228,6 +243,8 @@ class Exchange:
             if self.overflowed:
                 raise ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
             if not token:
+                if payload and self.aborted is not None:  # _ABORTED
+                    raise self.aborted
                 raise ClientGone()
             job = self.jobs.get(token)
             if job is None:
@@ -377,6 +394,7 @@ class Dispatcher:
         self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
         self.liveness = WorkerLiveness()
         self.gate = BusGate(nc)
+        self.closing: SwitchyardError | None = None  # set by abort_all: the edge shuts down
 
     async def start(self) -> None:
         # every reply is routed to its request as nats-py reads it: no queue, no task hop
@@ -448,6 +466,16 @@ class Dispatcher:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed announcement")
 
+    def abort_all(self, error: SwitchyardError) -> int:
+        """End every open request with `error` now, and every one submitted from now on: the edge
+        shuts down. Each request's task sends the error by the contract (a status before the first
+        token, in-band after it) and cancels its jobs. Returns how many requests were ended."""
+        self.closing = error
+        exchanges = {id(e): e for e in self._exchanges.values()}  # a request with n jobs is here n times
+        for exchange in exchanges.values():
+            exchange.abort(error)
+        return len(exchanges)
+
     def forget(self, token: str) -> None:
         self._exchanges.pop(token, None)
 
@@ -461,6 +489,8 @@ class Dispatcher:
     ) -> None:
         """Publish one job of this exchange to its pool's work queue."""
         t = self.timeouts
+        if self.closing is not None:
+            raise self.closing
         if not self.gate.open:  # disconnected: 503 at once; restoring after a reconnect: wait for it
             await self.gate.admit(t.publish_ack)
         token = new_id()
