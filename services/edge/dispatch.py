@@ -214,6 +214,13 @@ class Exchange:
             self.aborted = error
             self.inbox.force(_ABORTED)
 
+    def interrupt(self) -> None:
+        """Stop the request's task wherever it waits (in `send`, on a client that stopped reading)
+        as a buffer overflow does: the route ends it as `client_too_slow`, sending nothing more."""
+        if self.owner is not None and not self.owner.done() and not self.overflowed:
+            self.overflowed = True
+            self.owner.cancel()
+
     # ---- the event loop of one request -----------------------------------------------------
 
     async def events(self, keepalive: float | None = None) -> AsyncIterator[Deltas | Finished | KeepAlive]:
@@ -474,6 +481,14 @@ class Dispatcher:
         exchanges = {id(e): e for e in self._exchanges.values()}  # a request with n jobs is here n times
         for exchange in exchanges.values():
             exchange.abort(error)
+        return len(exchanges)
+
+    def interrupt_all(self) -> int:
+        """Stop the tasks of requests still open after `abort_all` (blocked sending to clients that
+        stopped reading): uvicorn would cancel them a moment later, a traceback for each."""
+        exchanges = {id(e): e for e in self._exchanges.values()}
+        for exchange in exchanges.values():
+            exchange.interrupt()
         return len(exchanges)
 
     def forget(self, token: str) -> None:

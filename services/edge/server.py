@@ -8,7 +8,9 @@ exits at once.
 Requests still open shortly before the drain time runs out are ended by the edge itself, with
 503 `shutting_down`: a stream that has sent tokens gets its `length` chunk, the in-band error
 event and `[DONE]`; any other request a JSON error; and their jobs are cancelled. Left to uvicorn,
-they would be cancelled mid-transfer, cut with no ending at all.
+they would be cancelled mid-transfer, cut with no ending at all, and a traceback logged for each.
+A request still blocked after that (sending to a client that stopped reading) is stopped the way
+a buffer overflow stops it (`client_too_slow`, nothing more sent) just before uvicorn would.
 """
 
 from __future__ import annotations
@@ -53,15 +55,17 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         drain = self.config.timeout_graceful_shutdown
-        timer = None
+        timers = []
         if drain is not None:
-            timer = asyncio.get_running_loop().call_later(
-                max(0.0, _UVICORN_SETTLE + drain - end_margin(drain)), self._end_open_requests
-            )
+            loop = asyncio.get_running_loop()
+            deadline = _UVICORN_SETTLE + drain  # when uvicorn cancels what is still running
+            margin = end_margin(drain)
+            timers = [loop.call_later(max(0.0, deadline - margin), self._end_open_requests),
+                      loop.call_later(max(0.0, deadline - margin / 2), self._interrupt_blocked_requests)]
         try:
             await super().shutdown(sockets)
         finally:
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
 
     def _end_open_requests(self) -> None:
@@ -73,3 +77,11 @@ class DrainingServer(uvicorn.Server):
         ))
         if ended:
             log.warning("drain time ran out: ended %d open request(s)", ended)
+
+    def _interrupt_blocked_requests(self) -> None:
+        dispatcher = getattr(self.edge_state, "dispatcher", None)
+        if dispatcher is None:
+            return
+        stopped = dispatcher.interrupt_all()
+        if stopped:
+            log.warning("drain time ran out: cut %d request(s) whose clients stopped reading", stopped)
