@@ -122,7 +122,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     middleware = [
         Middleware(
             CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after"],
+            expose_headers=["x-request-id", "retry-after", "retry-after-ms"],
         ),
         Middleware(RequestContext, log_requests=not settings.no_log),
         Middleware(BearerAuth, keys=keys),
