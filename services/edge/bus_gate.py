@@ -25,7 +25,8 @@ from libs.errors import BusUnavailable
 log = logging.getLogger("switchyard.edge.bus")
 
 RETRY_AFTER = 1.0  # seconds a client is told to wait while the bus is away
-_RESTORE_RETRY = 0.25  # seconds between attempts at restoring after a reconnect
+_RESTORE_RETRY = 0.25  # seconds before the second attempt at restoring after a reconnect...
+_RESTORE_RETRY_MAX = 5.0  # ...doubling up to this
 
 
 def unavailable(message: str = "the message bus is unavailable; retry shortly") -> BusUnavailable:
@@ -63,12 +64,14 @@ class BusGate:
         """After a reconnect: recreate the work queue, retrying until it works or the connection
         is lost again (the next reconnect restores it then), and open the gate."""
         generation = self.nc.stats["reconnects"]
+        pause = _RESTORE_RETRY
         while self.nc.is_connected and self.nc.stats["reconnects"] == generation:
             try:
                 await recreate()
             except Exception as exc:
-                log.warning("restoring the work queue failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(_RESTORE_RETRY)
+                log.warning("restoring the work queue failed (%s); retrying in %.2f s", type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RESTORE_RETRY_MAX)
                 continue
             self._restored = generation
             self._wake()
