@@ -11,6 +11,7 @@
     │   ├── WorkerLost            502  worker_lost
     │   ├── ReplyGap              502  reply_gap (a reply was dropped on the bus)
     │   ├── ClientTooSlow         503  client_too_slow (the per-request buffer overflowed)
+    │   ├── ShuttingDown          503  shutting_down (the edge's drain time ran out; Retry-After)
     │   └── DeadlineExceeded      504  timeout
     └── UpstreamError             502  upstream_error
         ├── UpstreamAuthError     502  upstream_auth_error (the client's key was fine)
@@ -55,7 +56,10 @@ class SwitchyardError(Exception):
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"retry-after": str(max(1, math.ceil(self.retry_after)))}  # never tell a client to come early
+        # never tell a client to come early; `retry-after-ms` is what the official OpenAI SDKs
+        # read first, and says it to the millisecond
+        return {"retry-after": str(max(1, math.ceil(self.retry_after))),
+                "retry-after-ms": str(max(1, math.ceil(round(self.retry_after * 1000, 3))))}
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"code": self.code, "message": scrub(self.message), "retryable": self.retryable}
@@ -123,6 +127,14 @@ class ReplyGap(BusError):
 class ClientTooSlow(BusError):
     status = 503
     code = "client_too_slow"
+
+
+class ShuttingDown(BusError):
+    """The edge stops: requests still open when its drain time runs out end with this; another
+    replica (or this one, restarted) takes the retry."""
+
+    status = 503
+    code = "shutting_down"
 
 
 class DeadlineExceeded(BusError):

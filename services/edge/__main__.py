@@ -9,35 +9,14 @@ SY_TIME_SCALE (libs/timeouts.py).
 
 from __future__ import annotations
 
-import asyncio
-import types
-
 import uvicorn
 
 from libs.logs import setup_logging
 from libs.settings import env_str
 from services.edge.app import create_app
 from services.edge.http_protocol import EdgeHttpProtocol
+from services.edge.server import DrainingServer
 from services.edge.settings import EdgeSettings
-from services.edge.state import EdgeState
-
-
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM: /readyz turns 503 at once while the edge keeps serving for `readiness_grace`
-    (load balancers and Kubernetes endpoints stop routing to it meanwhile); then uvicorn stops
-    accepting and finishes open streams within the drain time. A second signal exits at once."""
-
-    def __init__(self, config: uvicorn.Config, state: EdgeState) -> None:
-        super().__init__(config)
-        self.edge_state = state
-
-    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
-        if self.edge_state.draining:
-            super().handle_exit(sig, frame)
-            return
-        self.edge_state.draining = True
-        grace = self.edge_state.settings.timeouts.readiness_grace
-        asyncio.get_event_loop().call_later(grace, super().handle_exit, sig, frame)
 
 
 def main() -> None:

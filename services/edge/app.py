@@ -76,10 +76,8 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if keys.is_open():
             log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it")
-        async def ensure_jetstream() -> None:
+        async def recreate() -> None:
             # at start-up, and again after a reconnect: a restarted server has lost memory streams
-            if hasattr(state, "dispatcher"):  # a reconnect: confirm every job again, from now on
-                state.dispatcher.forget_confirmations()
             js = nc.jetstream()
             t = settings.timeouts
             # de-duplication must outlast a blind job's confirmation (Dispatcher.confirm); JetStream
@@ -89,8 +87,15 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
                                      duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
 
-        nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=ensure_jetstream)
-        await ensure_jetstream()
+        async def on_reconnect() -> None:
+            dispatcher = getattr(state, "dispatcher", None)
+            if dispatcher is None:  # still starting
+                await recreate()
+                return
+            await dispatcher.restore(recreate)
+
+        nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=on_reconnect)
+        await recreate()
         state.dispatcher = Dispatcher(
             nc, state.routing, settings.timeouts, state.metrics, edge_id=settings.edge_id,
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,
@@ -120,7 +125,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     middleware = [
         Middleware(
             CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after"],
+            expose_headers=["x-request-id", "retry-after", "retry-after-ms"],
         ),
         Middleware(RequestContext, log_requests=not settings.no_log),
         Middleware(BearerAuth, keys=keys, metrics=state.metrics),

@@ -16,6 +16,10 @@ per window instead of one per job, and a lost job is still noticed within a wind
 An exchange holds one or more jobs (n > 1 fanned out) and a bounded buffer: a client that reads
 slower than the worker writes overflows it and gets a typed error instead of an unbounded queue
 or a silent truncation. Replies for a job no exchange waits for get one `orphaned` cancel.
+
+Once a job's first token is out there is no retry, so its worker's death must end it fast: the
+job's deadline is then also its worker's presumed death (`liveness.py`, from the announcements
+workers send anyway; nothing more per token).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +57,8 @@ from libs.errors import (
 from libs.ids import new_id
 from libs.timeouts import Timeouts
 from proto.messages import Job
+from services.edge.bus_gate import BusGate
+from services.edge.liveness import WorkerLiveness
 from services.edge.metrics import EdgeMetrics
 from services.edge.replies import Alive, Deltas, Failed, Finished, Fragments, JobReplies, Stale, Started
 from services.edge.routing import RoutingTable
@@ -60,6 +66,7 @@ from services.edge.routing import RoutingTable
 log = logging.getLogger("switchyard.edge.dispatch")
 
 _DISCONNECTED = ("", b"")  # sentinel put in an exchange's inbox when the client goes away
+_ABORTED = ("", b"aborted")  # sentinel put in an exchange's inbox when the edge ends it (`Exchange.abort`)
 _MSG_ID = "Nats-Msg-Id"  # JetStream de-duplicates by it (the stream's duplicate window)
 _CANCELLED_MEMORY = 4096  # job ids cancelled lately: late replies of theirs need no second cancel
 
@@ -86,6 +93,7 @@ class _JobState:
     payload: bytes = b""
     confirm_asked: float = 0.0  # monotonic: when the acknowledgement was asked for
     started: float | None = None
+    holder: str = ""  # the worker_id of the attempt followed (from its `start`)
     last_message: float = 0.0
     streaming: bool = False
     done: bool = False
@@ -118,6 +126,11 @@ class _Inbox:
         self._items.append(item)
         _settle(self._waiter, True)
         return True
+
+    def force(self, item: tuple[str, bytes]) -> None:
+        """Add an item even when full: the reader takes it after what is already there."""
+        self._items.append(item)
+        _settle(self._waiter, True)
 
     def take(self) -> tuple[str, bytes] | None:
         return self._items.popleft() if self._items else None
@@ -160,6 +173,7 @@ class Exchange:
     jobs: dict[str, _JobState] = field(default_factory=dict)
     overflowed: bool = False
     disconnected: bool = False
+    aborted: SwitchyardError | None = None  # the edge ended the request (it shuts down)
     owner: asyncio.Task[Any] | None = None  # the request's task, stopped when its buffer overflows
 
     def __post_init__(self) -> None:
@@ -194,6 +208,19 @@ class Exchange:
         self.disconnected = True
         self.inbox.put(_DISCONNECTED)
 
+    def abort(self, error: SwitchyardError) -> None:
+        """End the request with `error` (see `events`); close() then cancels its jobs."""
+        if self.aborted is None:
+            self.aborted = error
+            self.inbox.force(_ABORTED)
+
+    def interrupt(self) -> None:
+        """Stop the request's task wherever it waits (in `send`, on a client that stopped reading)
+        as a buffer overflow does: the route ends it as `client_too_slow`, sending nothing more."""
+        if self.owner is not None and not self.owner.done() and not self.overflowed:
+            self.overflowed = True
+            self.owner.cancel()
+
     # ---- the event loop of one request -----------------------------------------------------
 
     async def events(self, keepalive: float | None = None) -> AsyncIterator[Deltas | Finished | KeepAlive]:
@@ -202,6 +229,8 @@ class Exchange:
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
         inbox = self.inbox
+        if self.dispatcher.closing is not None:  # jobs submitted while Dispatcher.abort_all ran
+            raise self.dispatcher.closing
         while not all(j.done for j in self.jobs.values()):
             item = inbox.take()
             if item is None:
@@ -221,6 +250,8 @@ class Exchange:
             if self.overflowed:
                 raise ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
             if not token:
+                if payload and self.aborted is not None:  # _ABORTED
+                    raise self.aborted
                 raise ClientGone()
             job = self.jobs.get(token)
             if job is None:
@@ -255,6 +286,7 @@ class Exchange:
                     if job.started is None:
                         self.dispatcher.metrics.queue_wait.observe(max(0.0, outcome.taken_at - job.created_at))
                     job.started = now
+                    job.holder = outcome.worker_id
                     if outcome.attempt > 1:
                         self.dispatcher.metrics.retries.inc()
                 elif isinstance(outcome, Finished):
@@ -282,7 +314,10 @@ class Exchange:
             if not self.streamed:
                 return job.last_message + silent_for
             return min(job.last_message + silent_for, job.started + t.first_token + t.worker_silence + t.ack_wait)
-        return job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)
+        # After the first token there is no retry: its worker's death ends it. (Before it, JetStream
+        # redelivers a dead worker's job after ack_wait, and another worker may still answer.)
+        silent = job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)
+        return min(silent, self.dispatcher.liveness.presumed_dead_at(job.holder, job.last_message))
 
     def _next_deadline(self, t: Timeouts) -> float:
         pending = [self._job_deadline(j, t) for j in self.jobs.values() if not j.done]
@@ -295,6 +330,8 @@ class Exchange:
         for job in self.jobs.values():
             if job.blind and job.started is None and not job.done and now >= self._job_deadline(job, t):
                 await self.dispatcher.confirm(job, self.request_id)
+        if not self.dispatcher.gate.open:  # announcements cannot arrive: no worker counts as unheard
+            self.dispatcher.liveness.pardon(now)
         for job in self.jobs.values():
             if job.done or now < self._job_deadline(job, t):
                 continue
@@ -362,6 +399,9 @@ class Dispatcher:
         self._background = BackgroundTasks()
         self._cancelled: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._confirmed_until: dict[str, float] = {}  # pool -> monotonic end of its confirm window
+        self.liveness = WorkerLiveness()
+        self.gate = BusGate(nc)
+        self.closing: SwitchyardError | None = None  # set by abort_all: the edge shuts down
 
     async def start(self) -> None:
         # every reply is routed to its request as nats-py reads it: no queue, no task hop
@@ -387,9 +427,13 @@ class Dispatcher:
             self._remember_cancel(token)  # now: its next replies may be read before the cancel goes out
             self._background.start(self.cancel(token, "orphaned", remember=False))
 
-    def forget_confirmations(self) -> None:
-        """After a reconnect: the server may have lost its streams; confirm every job again."""
+    async def restore(self, recreate: Callable[[], Awaitable[None]]) -> None:
+        """After a reconnect: hold jobs back until `recreate` has made the work queue again (the
+        server may have lost it), then confirm every job again, as the server may have lost what
+        it stored; and give workers time to be heard from again."""
         self._confirmed_until.clear()
+        await self.gate.restore(recreate)
+        self.liveness.pardon(time.monotonic())
 
     async def _on_puback(self, msg: Msg) -> None:
         token = msg.subject[self._puback_prefix_len:]
@@ -423,9 +467,29 @@ class Dispatcher:
 
     async def _on_announce(self, msg: Msg) -> None:
         try:
-            self.routing.observe(wire.decode(msg.data))  # type: ignore[arg-type]
+            announce = wire.decode(msg.data)
+            self.routing.observe(announce)  # type: ignore[arg-type]
+            self.liveness.observe(str(announce["worker_id"]), float(announce["ttl"]), time.monotonic())
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed announcement")
+
+    def abort_all(self, error: SwitchyardError) -> int:
+        """End every open request with `error` now, and every one submitted from now on: the edge
+        shuts down. Each request's task sends the error by the contract (a status before the first
+        token, in-band after it) and cancels its jobs. Returns how many requests were ended."""
+        self.closing = error
+        exchanges = {id(e): e for e in self._exchanges.values()}  # a request with n jobs is here n times
+        for exchange in exchanges.values():
+            exchange.abort(error)
+        return len(exchanges)
+
+    def interrupt_all(self) -> int:
+        """Stop the tasks of requests still open after `abort_all` (blocked sending to clients that
+        stopped reading): uvicorn would cancel them a moment later, a traceback for each."""
+        exchanges = {id(e): e for e in self._exchanges.values()}
+        for exchange in exchanges.values():
+            exchange.interrupt()
+        return len(exchanges)
 
     def forget(self, token: str) -> None:
         self._exchanges.pop(token, None)
@@ -440,6 +504,10 @@ class Dispatcher:
     ) -> None:
         """Publish one job of this exchange to its pool's work queue."""
         t = self.timeouts
+        if self.closing is not None:
+            raise self.closing
+        if not self.gate.open:  # disconnected: 503 at once; restoring after a reconnect: wait for it
+            await self.gate.admit(t.publish_ack)
         token = new_id()
         now = time.time()
         job: Job = {

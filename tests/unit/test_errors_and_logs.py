@@ -21,6 +21,7 @@ from libs.errors import (
     ModelNotFound,
     NoCapacity,
     ReplyGap,
+    ShuttingDown,
     SwitchyardError,
     UpstreamAuthError,
     UpstreamBadRequest,
@@ -46,6 +47,7 @@ TABLE: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
     (WorkerLost, 502, "server_error", "worker_lost", False),
     (ReplyGap, 502, "server_error", "reply_gap", False),
     (ClientTooSlow, 503, "server_error", "client_too_slow", False),
+    (ShuttingDown, 503, "server_error", "shutting_down", False),
     (DeadlineExceeded, 504, "server_error", "timeout", False),
     (UpstreamError, 502, "upstream_error", "upstream_error", True),
     (UpstreamAuthError, 502, "upstream_error", "upstream_auth_error", True),
@@ -113,19 +115,21 @@ def test_model_not_found_message_and_param() -> None:
 
 
 @pytest.mark.parametrize(
-    ("retry_after", "header"),
-    [(None, None), (0, "1"), (0.2, "1"), (0.5, "1"), (1, "1"), (1.4, "2"), (1.6, "2"), (3.0, "3"), (30, "30"),
-     (59.7, "60")],
+    ("retry_after", "header", "ms"),
+    [(None, None, None), (0, "1", "1"), (0.2, "1", "200"), (0.5, "1", "500"), (1, "1", "1000"),
+     (1.4, "2", "1400"), (1.6, "2", "1600"), (3.0, "3", "3000"), (30, "30", "30000"), (59.7, "60", "59700"),
+     (0.0014, "1", "2")],
 )  # fmt: skip
-def test_retry_after_header(retry_after: float | None, header: str | None) -> None:
+def test_retry_after_header(retry_after: float | None, header: str | None, ms: str | None) -> None:
+    # retry-after-ms: what the official OpenAI SDKs read first, to the millisecond (never early)
     err = UpstreamRateLimited("slow down", retry_after=retry_after)
-    assert err.headers() == ({} if header is None else {"retry-after": header})
+    assert err.headers() == ({} if header is None else {"retry-after": header, "retry-after-ms": ms})
 
 
 def test_no_retry_after_header_for_errors_without_it() -> None:
     assert InvalidRequest("x").headers() == {}
     assert NoCapacity("full").headers() == {}
-    assert NoCapacity("full", retry_after=2).headers() == {"retry-after": "2"}
+    assert NoCapacity("full", retry_after=2).headers() == {"retry-after": "2", "retry-after-ms": "2000"}
 
 
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=[c.__name__ for c in WIRE_CLASSES])
@@ -188,7 +192,7 @@ def test_from_wire_retry_after_is_float() -> None:
     err = from_wire({"code": "no_capacity", "message": "m", "retryable": False, "retry_after": 3})
     assert isinstance(err, NoCapacity)
     assert err.retry_after == 3.0 and isinstance(err.retry_after, float)
-    assert err.headers() == {"retry-after": "3"}
+    assert err.headers() == {"retry-after": "3", "retry-after-ms": "3000"}
 
 
 def test_by_code_table_excludes_the_generic_invalid_request() -> None:

@@ -227,7 +227,7 @@ def test_rate_limit_error_keeps_retry_after_header() -> None:
     wire = {"code": "rate_limit_exceeded", "message": "slow down", "retryable": True, "retry_after": 7}
     outcome = replies.accept(error(1, 1, wire))
     assert isinstance(outcome, Failed)
-    assert outcome.error.headers() == {"retry-after": "7"}
+    assert outcome.error.headers() == {"retry-after": "7", "retry-after-ms": "7000"}
     assert outcome.error.body()["error"]["code"] == "rate_limit_exceeded"
 
 

@@ -17,14 +17,15 @@ class Health:
 
 
 class Ready:
-    """Ready while connected to NATS and not draining (load balancers stop sending on 503)."""
+    """Ready while connected to NATS with the work queue in place (restored after a reconnect),
+    and not draining (load balancers stop sending on 503)."""
 
     def __init__(self, state: EdgeState) -> None:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dispatcher = getattr(self.state, "dispatcher", None)
-        ready = dispatcher is not None and dispatcher.nc.is_connected and not self.state.draining
+        ready = dispatcher is not None and dispatcher.gate.open and not self.state.draining
         await send_bytes(send, 200 if ready else 503, b"OK" if ready else b"not ready", _TEXT)
 
 

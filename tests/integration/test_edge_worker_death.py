@@ -1,0 +1,57 @@
+"""A worker killed mid-stream: the edge notices from the announcements it stops sending, within
+5 s, and ends the stream by the contract (`length` chunk, `worker_lost` event, `[DONE]`).
+
+Edge and worker run at SY_TIME_SCALE=1 on a bus of their own: scaled, the edge's silence limit
+(2 × 3 heartbeats) would end the stream within 3 s anyway and prove nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from libs.devproc import Proc, start_nats_server
+from tests.conftest import AUTH_KEY, Stack, start_edge, start_worker_proc, wait_for_models
+from tests.integration.test_faults import sse_events
+
+DETECTION_LIMIT = 5.0  # seconds from the kill to the stream's end
+
+
+async def test_worker_killed_mid_stream_ends_the_stream_within_5s(sandbox: Proc, log_dir: Path) -> None:
+    run_dir = log_dir / "worker-death"
+    nats = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
+    procs = [nats]
+    try:
+        edge = start_edge(nats.url, run_dir, name="edge-liveness", SY_TIME_SCALE="1")
+        procs.append(edge)
+        worker = start_worker_proc(nats.url, sandbox.url, run_dir, name="doomed-worker", pool="fragile",
+                                   models="fragile-model", SY_TIME_SCALE="1")
+        procs.append(worker)
+        await wait_for_models(Stack(nats.url, edge.url, sandbox.url, run_dir), {"fragile-model"})
+        body = {"model": "fragile-model", "stream": True,
+                "messages": [{"role": "user", "content": "x [sandbox tokens=200 token_delay_ms=100]"}]}
+        killed_at = 0.0
+        raw = b""
+        async with (httpx.AsyncClient(headers={"authorization": f"Bearer {AUTH_KEY}"}, timeout=60) as http,
+                    http.stream("POST", edge.url + "/v1/chat/completions", json=body) as response):
+            assert response.status_code == 200
+            async for part in response.aiter_raw():
+                raw += part
+                if not killed_at and raw.count(b'"content"') >= 5:
+                    worker.signal(signal.SIGKILL)
+                    killed_at = time.monotonic()
+        ended_after = time.monotonic() - killed_at
+        print(f"stream ended {ended_after:.2f} s after the worker was killed")
+        assert killed_at, "the stream ended before the worker could be killed"
+        events = sse_events(raw)
+        assert events[-1] == b"[DONE]"
+        assert orjson.loads(events[-2])["error"]["code"] == "worker_lost"
+        assert orjson.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+        assert ended_after < DETECTION_LIMIT
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
