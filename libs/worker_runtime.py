@@ -444,8 +444,8 @@ class WorkerRuntime:
         if isinstance(err, WorkerLost) and not running.acked:
             # shutting down before the first token: another replica takes it over at once
             running.acked = True
-            log.warning("stopped before the first token (%s): handing the job back to another worker",
-                        err.message, extra=self._log_extra(running))
+            log.warning("cut before its first token (%s): handing the job back to another worker",
+                        "draining" if self.draining else err.message, extra=self._log_extra(running))
             with contextlib.suppress(Exception):
                 await running.msg.nak()
             return "handed_back"

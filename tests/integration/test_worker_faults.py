@@ -225,3 +225,87 @@ async def test_a_draining_worker_runs_what_it_asked_for_and_burns_no_delivery(
         await bus.close()
         for proc in (draining, other, edge):
             proc.stop()
+
+
+# ---- one request through the worker's logs ----------------------------------------------------
+
+
+async def test_every_worker_log_line_about_a_job_names_its_request_and_job(
+    private_nats: Proc, sandbox: Proc, log_dir: Path
+) -> None:
+    """A retried then failed job, a cancelled one, and two cut by a drain (one before its first
+    token, one after): each event is one line of the worker's log, with `request_id` and `job_id`."""
+    run_dir = log_dir / "worker-logs"
+    edge = start_edge(private_nats.url, run_dir, name="edge-logs")
+    worker = start_worker_proc(private_nats.url, sandbox.url, run_dir, name="logs-a", pool="fragile",
+                               models="fragile-logs", capacity=4, SY_TIMEOUT_DRAIN="3")
+    bus = await nats.connect(private_nats.url)
+    jobs: dict[str, str] = {}  # request id -> job id
+    replies: list[dict[str, Any]] = []
+
+    async def on_job(msg: Msg) -> None:
+        job = orjson.loads(msg.data)
+        jobs[job["request_id"]] = job["job_id"]
+
+    async def on_reply(msg: Msg) -> None:
+        replies.extend(wire.decode_batch(msg.data))
+
+    def seen(request_id: str, kind: str) -> bool:
+        return any(r["type"] == kind and r["job_id"] == jobs.get(request_id) for r in replies)
+
+    def lines_of(request_id: str) -> list[dict[str, Any]]:
+        return lines_about(worker, request_id)
+
+    await bus.subscribe(proto.job_subject("fragile"), cb=on_job)
+    await bus.subscribe(proto.reply_wildcard("edge-logs"), cb=on_reply)
+    await bus.flush()
+    try:
+        await wait_for_models(Stack(private_nats.url, edge.url, sandbox.url, run_dir), {"fragile-logs"})
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", headers=AUTH, timeout=30) as http:
+
+            def body(text: str, stream: bool = False) -> dict[str, Any]:
+                return {"model": "fragile-logs", "stream": stream, "messages": [{"role": "user", "content": text}]}
+
+            failed = await http.post("/chat/completions", json=body("x [sandbox status=500]"),
+                                     headers={"x-request-id": "logs-500"})
+            assert failed.status_code == 502
+            async with http.stream("POST", "/chat/completions", headers={"x-request-id": "logs-cancel"},
+                                   json=body("x [sandbox tokens=50 token_delay_ms=100]", stream=True)) as response:
+                async for _ in response.aiter_raw():
+                    break  # the client leaves after the first bytes
+            await wait_until(lambda: lines_of("logs-cancel"), within=5)
+
+            async def read_all(request_id: str, text: str) -> None:
+                async with http.stream("POST", "/chat/completions", headers={"x-request-id": request_id},
+                                       json=body(text, stream=True)) as response:
+                    async for _ in response.aiter_raw():
+                        pass
+
+            cut = [asyncio.create_task(read_all("logs-cut-mid", "x [sandbox tokens=100 token_delay_ms=100]")),
+                   asyncio.create_task(read_all("logs-cut-early", "x [sandbox tokens=3 first_token_ms=5000]"))]
+            await wait_until(lambda: seen("logs-cut-mid", "delta") and seen("logs-cut-early", "start"), within=5)
+            worker.signal(signal.SIGTERM)
+            assert worker.popen.wait(timeout=10) == 0
+            for task in cut:
+                task.cancel()
+            await asyncio.gather(*cut, return_exceptions=True)
+    finally:
+        await bus.close()
+        worker.stop()
+        edge.stop()
+
+    lines = log_lines(worker)
+    for line in lines:  # a line that names a job in any way names it in the fields
+        if any(job_id in orjson.dumps(line).decode() for job_id in jobs.values()):
+            assert line.get("request_id") and line.get("job_id"), line
+    for request_id, job_id in jobs.items():
+        assert all(line["job_id"] == job_id for line in lines_of(request_id))
+    retried = lines_of("logs-500")
+    assert [line["attempt"] for line in retried] == [1, 2, 3]
+    assert all("handing the job back for another try" in line["msg"] for line in retried[:2])
+    assert retried[2]["msg"].startswith("job failed: upstream_error: ")
+    assert [line["msg"] for line in lines_of("logs-cancel")] == ["cancelled by the edge (client_disconnected)"]
+    [mid] = lines_of("logs-cut-mid")
+    assert mid["msg"].startswith("job failed: worker_lost: ")
+    [early] = lines_of("logs-cut-early")
+    assert "handing the job back to another worker" in early["msg"]
