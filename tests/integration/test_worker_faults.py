@@ -185,8 +185,10 @@ async def test_a_draining_worker_runs_what_it_asked_for_and_burns_no_delivery(
     edge = start_edge(private_nats.url, run_dir, name="edge-drain-burst")
     # Pull requests live ack_wait / 2: 1 s here, time enough for the burst to meet the open one.
     slow = {"SY_TIMEOUT_ACK_WAIT": "20"}
+    # Room for many deliveries on the draining worker's open request: each job handed back there
+    # would come back to it until its deliveries ran out.
     draining = start_worker_proc(private_nats.url, sandbox.url, run_dir, name="burst-a", pool="tight",
-                                 models="tight-burst", capacity=8, **slow)
+                                 models="tight-burst", capacity=32, **slow)
     other = start_worker_proc(private_nats.url, sandbox.url, run_dir, name="burst-b", pool="tight",
                               models="tight-burst", capacity=2, **slow)
     bus = await nats.connect(private_nats.url)
@@ -207,7 +209,7 @@ async def test_a_draining_worker_runs_what_it_asked_for_and_burns_no_delivery(
         await bus.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{proto.STREAM_CHAT}.{consumer}", cb=on_pull)
         await bus.flush()
         # the draining worker's idle pull request asks for its whole capacity: it was just made
-        await wait_until(lambda: any(p.get("batch") == 8 for p in pulls), within=5)
+        await wait_until(lambda: any(p.get("batch") == 32 for p in pulls), within=5)
         draining.signal(signal.SIGTERM)
         async with httpx.AsyncClient(base_url=edge.url + "/v1", headers=AUTH, timeout=30) as http:
 
