@@ -105,7 +105,8 @@ def read_job(job: dict[str, Any]) -> Job:
     """
     timeouts = job.get("timeouts")
     if not (
-        isinstance(job.get("job_id"), str) and job["job_id"]
+        proto.is_reply_subject(job.get("reply"))  # it goes on the wire as it is
+        and isinstance(job.get("job_id"), str) and job["job_id"]
         and _is_number(job.get("start_by")) and _is_number(job.get("deadline"))
         and isinstance(job.get("index_offset"), int)
         and isinstance(timeouts, dict) and all(_is_number(timeouts.get(k)) for k in _LIMITS)
