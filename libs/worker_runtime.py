@@ -442,8 +442,9 @@ class WorkerRuntime:
         if running.silent_stop:
             return "cancelled"
         err = running.stop_reason or WorkerLost("the job was interrupted")
-        if isinstance(err, WorkerLost) and not running.acked:
-            # shutting down before the first token: another replica takes it over at once
+        if isinstance(err, WorkerLost) and not running.acked and running.attempt < self.config.max_deliver:
+            # shutting down before the first token: another replica takes it over at once (on its
+            # last delivery JetStream would not redeliver it: the edge gets the error instead)
             running.acked = True
             log.warning("cut before its first token (%s): handing the job back to another worker",
                         "draining" if self.draining else err.message, extra=self._log_extra(running))

@@ -5,6 +5,7 @@ that fails each job with the error it is told to."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -102,3 +103,50 @@ async def test_redelivery_follows_retryable_for_every_error_class(private_nats: 
         assert (backend.calls[name], errors[job_id]["attempt"]) == (tries, tries), name
         assert errors[job_id]["error"]["code"] == instance(cls).code
 
+
+
+async def test_a_job_cut_by_a_drain_on_its_last_delivery_is_answered_not_handed_back(private_nats: Proc) -> None:
+    """Handing a job back on its last delivery would drop it silently (JetStream redelivers it no
+    more) and leave the edge waiting for a worker that is gone: it gets `worker_lost` instead."""
+    nc = await nats.connect(private_nats.url)
+    await ensure_chat_stream(nc.jetstream(), max_age=60, duplicate_window=2)
+    hanging = asyncio.Event()
+
+    class HangingBackend(FailingBackend):
+        async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+            hanging.set()
+            await asyncio.Event().wait()  # no first token until the drain cuts it
+            yield []
+
+    runtime = WorkerRuntime(nc, HangingBackend(), WorkerConfig(
+        worker_id="last-worker", pool="last", capacity=1, timeouts=dataclasses.replace(LIMITS, drain=0.2),
+        max_deliver=1,  # its first delivery is its last
+    ), WorkerMetrics(CollectorRegistry(), "last"))
+    replies: list[dict[str, Any]] = []
+
+    async def on_reply(msg: Any) -> None:
+        replies.extend(wire.decode_batch(msg.data))
+
+    await nc.subscribe(proto.reply_wildcard("last-edge"), cb=on_reply)
+    await runtime.start()
+    try:
+        token = uuid.uuid4().hex[:16]
+        now = time.time()
+        job = {
+            "type": "job", "job_id": token, "request_id": f"last-{token}", "kind": "chat",
+            "model": "retry-model", "pool": "last", "reply": proto.reply_subject("last-edge", token),
+            "index_offset": 0, "created": now, "start_by": now + LIMITS.queue_wait, "deadline": now + 60,
+            "timeouts": {"first_token": 5, "idle": 5, "heartbeat": LIMITS.heartbeat},
+            "body": {"model": "retry-model", "messages": [{"role": "user", "content": "hang"}]},
+        }
+        await nc.jetstream().publish(proto.job_subject("last"), wire.encode(job))
+        await asyncio.wait_for(hanging.wait(), 5)
+        await runtime.drain()
+        for _ in range(200):  # bounded: about 2 s
+            if any(r["type"] == "error" for r in replies):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await nc.close()
+    errors = [r for r in replies if r["type"] == "error"]
+    assert [e["error"]["code"] for e in errors] == ["worker_lost"]
