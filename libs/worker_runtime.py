@@ -90,28 +90,29 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-_LIMITS = ("first_token", "idle", "heartbeat")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_NUMBER = (int, float)  # by exact type: a bool is not a time
 
 
 def read_job(job: dict[str, Any]) -> Job:
     """The job, once the fields this runtime reads are there with their types; ValueError if not.
 
-    A few checks rather than the whole schema: this runs for every job. The edge writes every job
-    to proto/; a job that is not is another version's or a stranger's, and gets a clear error.
+    A few exact-type checks rather than the whole schema: this runs for every job. The edge writes
+    every job to proto/; one that is not is another version's or a stranger's, and gets a clear error.
     """
-    timeouts = job.get("timeouts")
-    if not (
-        proto.is_reply_subject(job.get("reply"))  # it goes on the wire as it is
-        and isinstance(job.get("job_id"), str) and job["job_id"]
-        and _is_number(job.get("start_by")) and _is_number(job.get("deadline"))
-        and isinstance(job.get("index_offset"), int)
-        and isinstance(timeouts, dict) and all(_is_number(timeouts.get(k)) for k in _LIMITS)
-        and (isinstance(job.get("body"), dict) or isinstance(job.get("body_ref"), dict))
-    ):
+    try:
+        timeouts = job["timeouts"]
+        ok = (
+            proto.is_reply_subject(job["reply"])  # it goes on the wire as it is
+            and type(job["job_id"]) is str and job["job_id"] != ""
+            and type(job["start_by"]) in _NUMBER and type(job["deadline"]) in _NUMBER
+            and type(job["index_offset"]) is int
+            and type(timeouts) is dict and type(timeouts["first_token"]) in _NUMBER
+            and type(timeouts["idle"]) in _NUMBER and type(timeouts["heartbeat"]) in _NUMBER
+            and (type(job.get("body")) is dict or type(job.get("body_ref")) is dict)
+        )
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
         raise ValueError("the job lacks a field the worker needs, or has one of the wrong type")
     return cast(Job, job)
 
