@@ -11,6 +11,13 @@ which would park them behind a worker with no free slot until `ack_wait` ran out
 Pull requests expire quickly (well under `ack_wait`): the server does not notice that a killed
 worker's requests have no listener, so a job it hands to one is lost until `ack_wait` redelivers
 it. Short-lived requests keep that window small; an idle worker re-asks every `expires` seconds.
+
+Stopping (a draining worker) asks for nothing more, and runs the jobs its still-open requests
+deliver until they have ended. There is no way to withdraw a pull request, and handing such a job
+back (nak) is worse than running it: JetStream redelivers it at once to the next waiting request,
+often another one of ours, and a few rounds of that spend the job's `max_deliver` while another
+replica sits idle. Each of those jobs came on a credit for a free slot, so running it keeps the
+capacity promise; the worker's drain waits for it like any other job.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
 
 log = logging.getLogger("switchyard.pull")
@@ -60,7 +66,6 @@ class JobPuller:
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_pull = 0.0
-        self._naks = BackgroundTasks()  # jobs handed back while draining
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -80,18 +85,27 @@ class JobPuller:
         want = self.capacity - self.in_flight - self.outstanding
         return want > 0 and (self.outstanding == 0 or want >= self._refill)
 
-    async def stop(self) -> None:
-        """Stop asking for jobs; jobs still delivered afterwards are handed back (nak) until our
-        last pull request has expired, so none is parked on a request nobody will serve."""
+    def stop_asking(self) -> None:
+        """Ask for no more jobs from now on (jobs on requests already made still arrive)."""
         self._stopping = True
-        self._wake.set()
         if self._task is not None:
             self._task.cancel()
+
+    async def stop(self) -> None:
+        """Stop asking for jobs and wait until our open pull requests have ended (delivered their
+        batch, or expired: the server's 408 says so), bounded by their expiry. Jobs they deliver
+        meanwhile are run as usual (see the module's notes). Then stop listening."""
+        self.stop_asking()
+        if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.outstanding:
-            loop = asyncio.get_running_loop()
-            await asyncio.sleep(max(0.0, self._last_pull + self._expires - loop.time()))
+        loop = asyncio.get_running_loop()
+        # the server counts a request's expiry from when it read it, a little after we sent it
+        until = self._last_pull + self._expires + min(1.0, self._expires)
+        while self.outstanding > 0 and loop.time() < until:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), until - loop.time())
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -130,10 +144,8 @@ class JobPuller:
             self._on_status(headers)
             return
         self.outstanding = max(0, self.outstanding - 1)
-        if self._stopping:
-            # Draining: hand it straight back so another replica takes it now.
-            self._naks.start(msg.nak())
-            return
+        if self._stopping and self.outstanding == 0:
+            self._wake.set()  # `stop` waits for this
         self.in_flight += 1
         self._on_job(msg)
 

@@ -11,12 +11,19 @@ the contract in proto/:
 
 - capacity: `JobPuller` never holds more jobs than `capacity`;
 - ack and retry: a job stays unacked (with in-progress acks) until its first delta is published;
-  a redeliverable failure before that is nak'ed so another replica retries it; after it, the
-  failure goes to the edge as an `error` reply;
+  a failure before that whose error is `retryable` is nak'ed so another replica retries it; after
+  it, or for any other error, the failure goes to the edge as an `error` reply;
+- expiry: a job first delivered after its `start_by` is dropped (the edge has given up on a
+  worker by then); a redelivered one runs until its `deadline`, since an earlier attempt started
+  it and the edge waits for it. Every dropped job is answered with an `error` reply, so no client
+  waits for a job nobody runs;
 - liveness: `heartbeat` replies while the upstream is silent; first-token, idle and total limits;
 - cancellation: `sy.v1.cancel` aborts the job's task, which closes the upstream call;
 - discovery: `announce` every interval and on `discover`;
-- drain: on stop, no more pulls, in-flight jobs finish under a deadline, the rest are cut.
+- drain: on stop, no more pulls, in-flight jobs finish under a deadline, the rest are cut;
+- logs: every line about a job carries its `request_id` and `job_id` (as record extras): a retry,
+  a cancel, a drop, a drain cut and a final failure are logged once each; a job that goes well is
+  not logged at all (the hot path).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -41,10 +48,11 @@ from libs.bus import delivery_count, ensure_pool_consumer
 from libs.bus_write import DirectPublisher, pub_command
 from libs.coalesce import coalesce
 from libs.errors import (
+    BusError,
     DeadlineExceeded,
+    NoCapacity,
     SwitchyardError,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamTimeout,
     WorkerLost,
 )
@@ -82,9 +90,31 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def redeliverable(err: SwitchyardError) -> bool:
-    """Worth another replica's try: transient upstream trouble, not a verdict on the request."""
-    return type(err) in (UpstreamError, UpstreamTimeout, UpstreamProtocolError)
+_NUMBER = (int, float)  # by exact type: a bool is not a time
+
+
+def read_job(job: dict[str, Any]) -> Job:
+    """The job, once the fields this runtime reads are there with their types; ValueError if not.
+
+    A few exact-type checks rather than the whole schema: this runs for every job. The edge writes
+    every job to proto/; one that is not is another version's or a stranger's, and gets a clear error.
+    """
+    try:
+        timeouts = job["timeouts"]
+        ok = (
+            proto.is_reply_subject(job["reply"])  # it goes on the wire as it is
+            and type(job["job_id"]) is str and job["job_id"] != ""
+            and type(job["start_by"]) in _NUMBER and type(job["deadline"]) in _NUMBER
+            and type(job["index_offset"]) is int
+            and type(timeouts) is dict and type(timeouts["first_token"]) in _NUMBER
+            and type(timeouts["idle"]) in _NUMBER and type(timeouts["heartbeat"]) in _NUMBER
+            and (type(job.get("body")) is dict or type(job.get("body_ref")) is dict)
+        )
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError("the job lacks a field the worker needs, or has one of the wrong type")
+    return cast(Job, job)
 
 
 @dataclass
@@ -171,16 +201,23 @@ class WorkerRuntime:
             await self.announce()
 
     async def drain(self) -> None:
-        """Stop taking work, let in-flight jobs finish within the drain deadline, cut the rest."""
+        """Stop taking work, let in-flight jobs finish within the drain deadline, cut the rest.
+
+        Jobs our still-open pull requests deliver after this began are run too (see libs/pull.py):
+        handing them back would send them to those same requests again."""
         self.draining = True
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.config.timeouts.drain
         if self._puller is not None:
-            await self._puller.stop()
+            self._puller.stop_asking()
         with contextlib.suppress(Exception):
             await self.announce()
+        if self._puller is not None:
+            await self._puller.stop()
         if self._jobs:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), self.config.timeouts.drain)
+                await asyncio.wait_for(self._idle.wait(), max(0.0, until - loop.time()))
         cut = list(self._jobs.values())
         for running in cut:
             running.stop_reason = WorkerLost("the worker shut down before the answer was complete")
@@ -234,20 +271,30 @@ class WorkerRuntime:
 
     def _on_job(self, msg: Msg) -> None:
         try:
-            job: Job = wire.decode(msg.data)  # type: ignore[assignment]
+            raw = wire.decode(msg.data)
             attempt = delivery_count(msg.reply)
-            if not proto.is_reply_subject(job["reply"]):  # it goes on the wire as it is
-                raise ValueError("not a reply subject")
         except Exception:
-            log.error("dropping a malformed job message")
+            log.error("dropped a job message that could not be read")
             self._acks.start(msg.term())
             self._release()
             return
-        if time.time() > job["start_by"]:
-            # the edge has already told its client there was no capacity
-            self.metrics.count_job("expired")
-            self._acks.start(msg.term())
-            self._release()
+        try:
+            job = read_job(raw)
+        except ValueError as exc:
+            self._drop_malformed(msg, raw, attempt, exc)
+            return
+        now = time.time()
+        if now > job["deadline"]:
+            self._drop(msg, job, attempt, DeadlineExceeded("the request's total time limit was reached"))
+            return
+        if attempt == 1 and now > job["start_by"]:
+            # No worker took it within the queue wait, and none has started it: the edge gives up
+            # at `start_by` too. A redelivery is different: an earlier attempt started it (or
+            # was about to), the edge follows it still, and this is its retry.
+            self._drop(msg, job, attempt, NoCapacity(
+                "no worker had capacity for this request within the queue wait; retry later",
+                retry_after=max(1.0, self.config.timeouts.queue_wait / 5),
+            ))
             return
         running = _Running(job=job, msg=msg, attempt=attempt)
         # `start` tells the edge a worker has the job. Sent with the first delta it costs no
@@ -260,6 +307,39 @@ class WorkerRuntime:
         if attempt > 1:
             self.metrics.retries.inc()
         running.task = asyncio.create_task(self._run(running), name=f"job-{job['job_id']}")
+
+    def _drop(self, msg: Msg, job: Job, attempt: int, err: SwitchyardError, outcome: str = "expired") -> None:
+        """Do not run the job: tell the edge why (`start` then `error`, the only error from an
+        attempt the edge accepts before it started), then remove it from the queue."""
+        running = _Running(job=job, msg=msg, attempt=attempt)
+        log.warning("dropped the job unstarted: %s: %s", err.code, err.message, extra=self._log_extra(running))
+        self.metrics.count_job(outcome)
+        self._acks.start(self._answer_and_term(running, err))
+        self._release()
+
+    def _drop_malformed(self, msg: Msg, raw: dict[str, Any], attempt: int, exc: ValueError) -> None:
+        reply = raw.get("reply")
+        if not isinstance(reply, str) or not proto.is_reply_subject(reply):  # the only place an error can go
+            log.error("dropped a job message with no reply subject: %s", exc)
+            self._acks.start(msg.term())
+            self._release()
+            return
+        # the reply subject's last token is the job id the edge waits on
+        job_id = raw["job_id"] if isinstance(raw.get("job_id"), str) and raw["job_id"] else reply.rsplit(".", 1)[1]
+        request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+        job = cast(Job, {"job_id": job_id, "request_id": request_id, "reply": reply})
+        self._drop(msg, job, attempt, BusError(f"the worker could not read the job: {exc}"), "malformed")
+
+    async def _answer_and_term(self, running: _Running, err: SwitchyardError) -> None:
+        await self._send_error(running, err)
+        with contextlib.suppress(Exception):
+            await running.msg.term()
+
+    def _log_extra(self, running: _Running) -> dict[str, Any]:
+        """The fields of a log line about a job (built only when one is logged)."""
+        job = running.job
+        return {"request_id": job.get("request_id"), "job_id": job.get("job_id"), "attempt": running.attempt,
+                "worker_id": self.config.worker_id}
 
     def _release(self) -> None:
         if not self._jobs:
@@ -347,7 +427,7 @@ class WorkerRuntime:
         except SwitchyardError as err:
             outcome = await self._on_failed(running, err)
         except Exception as exc:
-            log.exception("job %s failed unexpectedly", job["job_id"])
+            log.exception("the worker failed on the job", extra=self._log_extra(running))
             outcome = await self._on_failed(running, UpstreamError(f"worker failure: {type(exc).__name__}"))
         finally:
             if self._jobs.get(job["job_id"]) is running:  # a redelivery to us may have replaced it
@@ -363,28 +443,35 @@ class WorkerRuntime:
         if running.silent_stop:
             return "cancelled"
         err = running.stop_reason or WorkerLost("the job was interrupted")
-        if isinstance(err, WorkerLost) and not running.acked:
-            # shutting down before the first token: another replica takes it over at once
+        if isinstance(err, WorkerLost) and not running.acked and running.attempt < self.config.max_deliver:
+            # shutting down before the first token: another replica takes it over at once (on its
+            # last delivery JetStream would not redeliver it: the edge gets the error instead)
             running.acked = True
+            log.warning("cut before its first token (%s): handing the job back to another worker",
+                        "draining" if self.draining else err.message, extra=self._log_extra(running))
             with contextlib.suppress(Exception):
                 await running.msg.nak()
             return "handed_back"
-        await self._send_error(running, err)
+        await self._fail(running, err)
         return "timeout" if isinstance(err, UpstreamTimeout | DeadlineExceeded) else "cut"
 
     async def _on_failed(self, running: _Running, err: SwitchyardError) -> str:
         self.metrics.upstream_errors.labels(code=err.code).inc()
-        if not running.acked and redeliverable(err) and running.attempt < self.config.max_deliver:
+        # The error's own `retryable` decides: the same flag the edge and clients read.
+        if not running.acked and err.retryable and running.attempt < self.config.max_deliver:
             running.acked = True  # nak is the answer to this delivery
-            log.warning(
-                "job %s attempt %d failed (%s): handing it back for a retry",
-                running.job["job_id"], running.attempt, err.code,
-            )
+            log.warning("attempt %d failed: %s: %s; handing the job back for another try",
+                        running.attempt, err.code, err.message, extra=self._log_extra(running))
             with contextlib.suppress(Exception):
                 await running.msg.nak()
             return "retried"
-        await self._send_error(running, err)
+        await self._fail(running, err)
         return "error"
+
+    async def _fail(self, running: _Running, err: SwitchyardError) -> None:
+        """The job's final failure: logged (the formatter redacts upstream text), sent to the edge."""
+        log.warning("job failed: %s: %s", err.code, err.message, extra=self._log_extra(running))
+        await self._send_error(running, err)
 
     async def _send_error(self, running: _Running, err: SwitchyardError) -> None:
         with contextlib.suppress(Exception):
@@ -410,6 +497,7 @@ class WorkerRuntime:
         attempt = cancel.get("attempt")
         if attempt is not None and attempt != running.attempt:
             return
+        log.info("cancelled by the edge (%s)", cancel.get("reason"), extra=self._log_extra(running))
         running.silent_stop = True
         running.task.cancel()
         self.metrics.cancellations.inc()

@@ -106,7 +106,9 @@ async def test_a_job_past_its_start_by_is_dropped_unstarted(stack: Stack, wireta
     finally:
         await nc.drain()
     assert wiretap.find("switchyard.v1.job", job_id="expired0job0")
-    assert not wiretap.find("switchyard.v1.reply", job_id="expired0job0")
+    replies = wiretap.find("switchyard.v1.reply", job_id="expired0job0")
+    assert [r["type"] for r in replies] == ["start", "error"]  # the edge is told, never left waiting
+    assert replies[1]["error"]["code"] == "no_capacity"
     async with httpx.AsyncClient() as plain:
         events = (await plain.get(f"{stack.sandbox_url}/_sandbox/events", params={"mark": "late"})).json()["events"]
     assert events == []  # no upstream quota spent on it
