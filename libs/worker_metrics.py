@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from libs.errors import SwitchyardError
-from libs.loop_metrics import Counter, CounterChild, Gauge, Histogram
+from libs.loop_metrics import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -27,7 +27,7 @@ class WorkerMetrics:
         self.cancellations = Counter(
             "switchyard_worker_cancellations_total", "Jobs cancelled by the edge", registry=registry
         )
-        self.upstream_errors = _UpstreamErrors(
+        self.upstream_errors = Counter(
             "switchyard_worker_upstream_errors_total",
             "Upstream failures by error code and configured upstream (its name; empty: none to blame)",
             ["code", "upstream"], registry=registry,
@@ -50,11 +50,3 @@ class WorkerMetrics:
         """One upstream failure, labelled with its code and the upstream that failed (`err.upstream`)."""
         self.upstream_errors.labels(code=err.code, upstream=err.upstream).inc()
 
-
-class _UpstreamErrors(Counter):
-    """`labels(code=...)` without an upstream still counts (as upstream ""), for callers that
-    know no upstream."""
-
-    def labels(self, **values: str) -> CounterChild:
-        values.setdefault("upstream", "")
-        return super().labels(**values)

@@ -456,7 +456,7 @@ class WorkerRuntime:
         return "timeout" if isinstance(err, UpstreamTimeout | DeadlineExceeded) else "cut"
 
     async def _on_failed(self, running: _Running, err: SwitchyardError) -> str:
-        self.metrics.upstream_errors.labels(code=err.code).inc()
+        self.metrics.count_upstream_error(err)
         # The error's own `retryable` decides: the same flag the edge and clients read.
         if not running.acked and err.retryable and running.attempt < self.config.max_deliver:
             running.acked = True  # nak is the answer to this delivery

@@ -126,3 +126,8 @@ async def test_an_upstream_503_passes_its_retry_after_on(stack: Stack) -> None:
     assert response.status_code == 502, response.text
     assert response.headers["retry-after"] == "9"
     assert response.json()["error"]["code"] == "upstream_error"
+    # the attempt that ended the job is counted against the upstream that failed (its configured name)
+    async with httpx.AsyncClient(timeout=5) as plain:
+        scraped = [(await plain.get(f"{worker.url}/metrics")).text for worker in stack.procs[1:]]
+    assert any('switchyard_worker_upstream_errors_total{code="upstream_error",upstream="env"}' in text
+               for text in scraped)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from libs import secrets
-from libs.errors import UpstreamError, UpstreamRateLimited
+from libs.errors import UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from libs.logs import JsonFormatter, redact
 from libs.worker_metrics import WorkerMetrics
 from services.openai_worker.upstream import error_for_status
@@ -102,9 +102,10 @@ def test_upstream_error_bodies_are_scrubbed_before_they_are_cut(status: int) -> 
 
 
 def test_503_retry_after_is_passed_on_in_seconds_or_as_a_date() -> None:
-    assert error_for_status(503, b"{}", {"retry-after": "7"}, "u").headers() == {"retry-after": "7"}
+    seconds = error_for_status(503, b"{}", {"retry-after": "7"}, "u")
+    assert seconds.headers() == {"retry-after": "7", "retry-after-ms": "7000"}
     dated = error_for_status(503, b"{}", {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, "u")
-    assert dated.headers() == {"retry-after": "1"}  # a date in the past: at once, never early
+    assert dated.headers() == {"retry-after": "1", "retry-after-ms": "1"}  # a date in the past: at once
     assert error_for_status(502, b"{}", {"retry-after": "7"}, "u").headers() == {}
     assert isinstance(error_for_status(429, b"{}", {}, "u"), UpstreamRateLimited)
 
@@ -116,7 +117,7 @@ def test_upstream_errors_are_counted_by_upstream() -> None:
     err = UpstreamError("x")
     err.upstream = "primary"
     metrics.count_upstream_error(err)
-    metrics.upstream_errors.labels(code="upstream_timeout").inc()  # a caller that knows no upstream
+    metrics.count_upstream_error(UpstreamTimeout("no upstream to blame"))  # e.g. the runtime's own limit
     text = generate_latest(metrics.registry).decode()
     assert 'switchyard_worker_upstream_errors_total{code="upstream_error",upstream="primary"} 1.0' in text
     assert 'switchyard_worker_upstream_errors_total{code="upstream_timeout",upstream=""} 1.0' in text
