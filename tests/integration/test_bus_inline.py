@@ -45,7 +45,14 @@ async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_the
 
 async def test_messages_are_handled_in_order_in_either_mode(private_nc: NATS, nats_apis: str) -> None:
     seen: list[bytes] = []
-    sub = await subscribe_inline(private_nc, "inline.both", lambda msg: seen.append(msg.data))
+    handled_by: set[asyncio.Task[object] | None] = set()
+
+    def handler(msg: Msg) -> None:
+        seen.append(msg.data)
+        handled_by.add(asyncio.current_task())
+
+    tasks_before = asyncio.all_tasks()
+    sub = await subscribe_inline(private_nc, "inline.both", handler)
     for i in range(200):
         await private_nc.publish("inline.both", str(i).encode())
     await private_nc.flush()
@@ -54,6 +61,8 @@ async def test_messages_are_handled_in_order_in_either_mode(private_nc: NATS, na
             break
         await asyncio.sleep(0.01)
     assert seen == [str(i).encode() for i in range(200)]
+    # by nats-py's reader, or (public API) by the subscription's own task
+    assert len(handled_by) == 1 and (handled_by <= tasks_before) is (nats_apis == "private")
     await sub.unsubscribe()
 
 

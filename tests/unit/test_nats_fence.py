@@ -38,13 +38,17 @@ def nats_private_names() -> frozenset[str]:
     names: set[str] = set()
     for path in Path(nats.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            if isinstance(node, ast.Attribute) and _on_self(node):
                 names.add(node.attr)
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 names.add(node.name)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 names.add(node.id)
     return frozenset(filter(_is_private, names))
+
+
+def _on_self(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
 
 
 def _receiver(node: ast.expr) -> str:
@@ -69,10 +73,9 @@ def private_uses(source: str, private: frozenset[str]) -> Iterator[tuple[int, st
     uses_nats = bool(imported)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in private:
-            receiver = node.value
-            if isinstance(receiver, ast.Name) and receiver.id in ("self", "cls"):
+            if _on_self(node):
                 continue  # the project's own attributes; subclasses of nats-py's are checked below
-            if uses_nats or _receiver(receiver) in _NATS_LIKE:
+            if uses_nats or _receiver(node.value) in _NATS_LIKE:
                 yield node.lineno, node.attr, ast.unparse(node)
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1
@@ -85,8 +88,7 @@ def private_uses(source: str, private: frozenset[str]) -> Iterator[tuple[int, st
             for inner in ast.walk(node):
                 if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef) and inner.name in private:
                     yield inner.lineno, inner.name, f"{node.name}.{inner.name} overrides nats-py's"
-                elif (isinstance(inner, ast.Attribute) and inner.attr in private
-                      and isinstance(inner.value, ast.Name) and inner.value.id == "self"):
+                elif isinstance(inner, ast.Attribute) and inner.attr in private and _on_self(inner):
                     yield inner.lineno, inner.attr, ast.unparse(inner)
 
 
