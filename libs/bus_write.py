@@ -22,7 +22,6 @@ bus).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -73,17 +72,16 @@ class Outgoing(NamedTuple):
 class DirectPublisher:
     """Publishes on one nats-py connection (see the module's docstring)."""
 
-    __slots__ = ("_direct", "_nc", "_wrote_this_step")
+    __slots__ = ("_nc", "_writer")
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
-        self._direct = fenced.private_apis_enabled()
-        self._wrote_this_step = False
+        self._writer = nats_internals.Writer(nc) if fenced.private_apis_enabled() else None
 
     @property
     def direct(self) -> bool:
         """Whether commands are written by the fast path (else by nats-py's `publish`)."""
-        return self._direct
+        return self._writer is not None
 
     def message(self, subject: str, payload: bytes, reply: str = "") -> Outgoing:
         """A message for `publish_many`, refused (as nats-py does) above the server's max payload,
@@ -100,31 +98,26 @@ class DirectPublisher:
         block = header_block(headers) if headers else b""
         if len(payload) + len(block) > self._nc.max_payload:
             raise nats_errors.MaxPayloadError
-        if self._direct:
-            await self._send(pub_command(subject, payload, reply, block))
-        else:
+        writer = self._writer
+        if writer is None:
             await self._nc.publish(subject, payload, reply, dict(headers) if headers else None)
+            return
+        command = pub_command(subject, payload, reply, block)
+        if not writer.write_now(command):
+            await writer.queue(command)
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> None:
         """Messages (each from `message`, or known to be small) in order, in one write when it can."""
-        if self._direct:
-            await self._send(b"".join([pub_command(*m) for m in messages]))
-        else:
+        writer = self._writer
+        if writer is None:
             for m in messages:  # queued by nats-py in this step: its flusher writes them together
                 await self._nc.publish(m.subject, m.payload, m.reply)
-
-    async def _send(self, command: bytes) -> None:
-        if not self.write_now(command):
-            await nats_internals.queue(self._nc, command)
+            return
+        command = b"".join([pub_command(*m) for m in messages])
+        if not writer.write_now(command):
+            await writer.queue(command)
 
     def write_now(self, command: bytes) -> bool:
         """Write at once if this is the step's first write and nothing else is waiting to go out;
         False if it must be queued instead (always, without the fast path)."""
-        if not self._direct or self._wrote_this_step or not nats_internals.write_now(self._nc, command):
-            return False
-        self._wrote_this_step = True
-        asyncio.get_running_loop().call_soon(self._next_step)
-        return True
-
-    def _next_step(self) -> None:
-        self._wrote_this_step = False
+        return self._writer is not None and self._writer.write_now(command)
