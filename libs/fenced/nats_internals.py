@@ -5,10 +5,10 @@ Two hot-path savings need them, and each has a public-API twin in its caller:
 - `inline_delivery` (for `libs.bus.subscribe_inline`): nats-py hands every message to a
   per-subscription task through the subscription's `_pending_queue`, one more event-loop turn
   per message; a stand-in queue handles it in the reader's own step instead.
-- `Writer` (for `libs.bus_write.DirectPublisher`): a prebuilt protocol command
-  written straight to the socket (`_transport`, when nothing of nats-py's `_pending` is waiting
-  and the client's `_status` is connected), or appended to nats-py's own outgoing queue
-  (`_send_command`, `_flush_pending`) as its `publish` would, with its errors.
+- `Writer` (for `libs.bus_write.DirectPublisher`): a prebuilt protocol command written straight
+  to the socket (`_transport`, when nothing of nats-py's `_pending` is waiting and the client's
+  `_status` is connected), or appended to nats-py's own outgoing queue (`_send_command`,
+  `_flush_pending`) as its `publish` would, with its errors.
 
 Written against nats-py 2.16 (`TESTED`); tests/integration/test_bus_write.py and
 test_bus_inline.py check the behaviour against the installed release in both modes.
