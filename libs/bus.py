@@ -18,7 +18,9 @@ from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
 import proto
+from libs import fenced
 from libs.errors import BusError
+from libs.fenced import nats_internals
 
 log = logging.getLogger("switchyard.bus")
 
@@ -49,7 +51,7 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
             restoring.add(task)
             task.add_done_callback(restoring.discard)
 
-    nc = BusClient()
+    nc = NATS()
     try:
         await nc.connect(
             servers=[url],
@@ -64,29 +66,8 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
         )
     except Exception as exc:
         raise BusError(f"cannot connect to NATS at {url}: {type(exc).__name__}") from exc
+    log.info("nats-py private fast paths %s", "on" if fenced.private_apis_enabled() else "off")
     return nc
-
-
-class BusClient(NATS):
-    """nats-py's client, reading message headers (every job carries some) with less work."""
-
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        """What nats-py's version returns (a unit test compares them), without a generator step
-        per character of each name to look for whitespace in it."""
-        out: dict[str, str] = {}
-        for line in raw.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            name = name.strip()
-            if not name.isascii():
-                continue
-            key = name.decode()
-            if key and key.split() != [key]:  # whitespace in a name: not a header
-                continue
-            out[key] = value.strip().decode("utf-8", "replace")
-        return out
 
 
 async def ensure_chat_stream(js: JetStreamContext, max_age: float, duplicate_window: float = 120.0) -> None:
@@ -170,32 +151,25 @@ def delivery_count(ack_subject: str) -> int:
     return int(tokens[4] if len(tokens) == 9 else tokens[6])
 
 
-class _Inline(asyncio.Queue[Msg]):
-    """Stands in for a subscription's pending queue: what nats-py's reader puts there is handled
-    at once, in the reader's own step, instead of by the subscription's task one loop turn later."""
-
-    def __init__(self, sub: Subscription, handler: Callable[[Msg], None]) -> None:
-        super().__init__()
-        self._sub = sub
-        self._handler = handler
-
-    def put_nowait(self, item: Msg) -> None:
-        self._sub._pending_size -= len(item.data)  # nothing stays pending
-        try:
-            self._handler(item)
-        except Exception:  # never into nats-py's read loop
-            log.exception("handling a message of %s failed", self._sub.subject)
-
-
 async def subscribe_inline(nc: NATS, subject: str, handler: Callable[[Msg], None]) -> Subscription:
     """Subscribe with a synchronous `handler` called as each message is read.
 
     nats-py hands every message to a per-subscription task through a queue: one more event-loop
     turn (and task step) per message, on the hot path of every reply and every job. The handler
-    runs inside nats-py's read loop instead, so it must be quick and must not block; it may start
-    tasks. Relies on nats-py's `Subscription._pending_queue` (nats-py is pinned in
-    requirements.lock; tests/integration/test_bus_inline.py checks the behaviour against the installed one).
+    runs inside nats-py's read loop instead (libs/fenced/nats_internals.py), so it must be quick
+    and must not block; it may start tasks. Without the private fast path it is an ordinary
+    subscription whose task calls the handler. Either way a failing handler is logged, and the
+    subscription goes on delivering.
     """
-    sub = await nc.subscribe(subject)  # no callback: nats-py starts no task, only an unused iterator
-    sub._pending_queue = _Inline(sub, handler)
-    return sub
+    if fenced.private_apis_enabled():
+        sub = await nc.subscribe(subject)  # no callback: nats-py starts no task, only an unused iterator
+        nats_internals.inline_delivery(sub, handler)
+        return sub
+
+    async def deliver(msg: Msg) -> None:
+        try:
+            handler(msg)
+        except Exception:  # as inline: logged, not nats-py's error callback
+            log.exception("handling a message of %s failed", subject)
+
+    return await nc.subscribe(subject, cb=deliver)

@@ -5,34 +5,35 @@ nats-py's `publish` validates the subject with a regex, builds a header block on
 loop turn later through a stream writer's `drain`. For the one or two messages of every request
 (the edge's job; a worker's reply and its ack) that is more than the rest of the publish costs.
 
-`DirectPublisher.publish` writes a prebuilt command straight to the connection's transport when
-it is the first of its event-loop step and nothing of nats-py's own is waiting to go out, so the
-order of messages on the connection stays the order in which the code published them. Otherwise
-the command joins nats-py's queue like any publish (with nats-py's errors and its buffering across
-a reconnect): the later commands of a busy step then go out together in one write by nats-py's
+`DirectPublisher` writes a prebuilt command straight to the connection's socket when it is the
+first of its event-loop step and nothing of nats-py's own is waiting to go out, so the order of
+messages on the connection stays the order in which the code published them. Otherwise the
+command joins nats-py's queue like any publish (with nats-py's errors and its buffering across a
+reconnect): the later commands of a busy step then go out together in one write by nats-py's
 flusher, which under load is worth more than the flusher's hop (one socket write per message
-made the gateway 20 % dearer at c=64).
+made the gateway 20 % dearer at c=64). Both need nats-py's internals (libs/fenced/nats_internals.py);
+where those are off (`libs.fenced.private_apis_enabled`), it publishes through nats-py's `publish`,
+whose flusher also sends what one step queued in one write.
 
 Subjects and header values go on the wire as given: they must be built by proto/ (whose tokens
 are checked) or checked by the caller (`proto.is_reply_subject` for a reply subject read off the
-bus). Relies on nats-py's private `_pending`, `_status`, `_transport` and `_max_payload` (pinned in
-requirements.lock; tests/integration/test_bus_write.py checks it against the installed one).
+bus).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 
+from libs import fenced
+from libs.fenced import nats_internals
+
 _CRLF = b"\r\n"
 _HEADER_LINE = b"NATS/1.0\r\n"
-_BACKED_UP = 64 * 1024  # bytes the socket has not taken yet: above it, nats-py's flow control decides
-
 
 _NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but `:`
 _checked_names: set[str] = set()  # header names are a few constants: each is checked once
@@ -60,58 +61,63 @@ def pub_command(subject: str, payload: bytes, reply: str = "", headers: bytes = 
     return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, _CRLF))
 
 
-class DirectPublisher:
-    """Writes prebuilt commands on one nats-py connection (see the module's docstring)."""
+class Outgoing(NamedTuple):
+    """One message of a `DirectPublisher.publish_many`, as parts (the public path needs them)."""
 
-    __slots__ = ("_nc", "_wrote_this_step")
+    subject: str
+    payload: bytes
+    reply: str = ""
+
+
+class DirectPublisher:
+    """Publishes on one nats-py connection (see the module's docstring)."""
+
+    __slots__ = ("_nc", "_writer")
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
-        self._wrote_this_step = False
+        self._writer = nats_internals.Writer(nc) if fenced.private_apis_enabled() else None
 
-    def command(self, subject: str, payload: bytes, reply: str = "", headers: bytes = b"") -> bytes:
-        """`pub_command`, refused (as nats-py does) above the server's max payload, which would
-        otherwise make the server close the connection."""
-        if len(payload) + len(headers) > self._nc._max_payload:
+    @property
+    def direct(self) -> bool:
+        """Whether commands are written by the fast path (else by nats-py's `publish`)."""
+        return self._writer is not None
+
+    def message(self, subject: str, payload: bytes, reply: str = "") -> Outgoing:
+        """A message for `publish_many`, refused (as nats-py does) above the server's max payload,
+        which would otherwise make the server close the connection."""
+        if len(payload) > self._nc.max_payload:
             raise nats_errors.MaxPayloadError
-        return pub_command(subject, payload, reply, headers)
+        return Outgoing(subject, payload, reply)
 
-    async def publish(self, command: bytes) -> None:
-        """Send one or more concatenated commands; raises nats-py's errors when it cannot."""
-        if not self.write_now(command):
-            await self._queue(command)
+    async def publish(
+        self, subject: str, payload: bytes, reply: str = "", headers: Mapping[str, str] | None = None
+    ) -> None:
+        """One message; raises nats-py's errors when it cannot (MaxPayloadError before anything
+        is sent, ValueError for a header that could break the protocol)."""
+        block = header_block(headers) if headers else b""
+        if len(payload) + len(block) > self._nc.max_payload:
+            raise nats_errors.MaxPayloadError
+        writer = self._writer
+        if writer is None:
+            await self._nc.publish(subject, payload, reply, dict(headers) if headers else None)
+            return
+        command = pub_command(subject, payload, reply, block)
+        if not writer.write_now(command):
+            await writer.queue(command)
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        """Messages (each from `message`, or known to be small) in order, in one write when it can."""
+        writer = self._writer
+        if writer is None:
+            for m in messages:  # queued by nats-py in this step: its flusher writes them together
+                await self._nc.publish(m.subject, m.payload, m.reply)
+            return
+        command = b"".join([pub_command(*m) for m in messages])
+        if not writer.write_now(command):
+            await writer.queue(command)
 
     def write_now(self, command: bytes) -> bool:
         """Write at once if this is the step's first write and nothing else is waiting to go out;
-        False if it must be queued instead."""
-        nc = self._nc
-        if self._wrote_this_step or nc._pending or nc._status != NATS.CONNECTED:
-            return False
-        writer = getattr(nc._transport, "_io_writer", None)
-        if writer is None:  # a transport without a stream writer (websocket): nats-py's way
-            return False
-        transport: Any = writer.transport
-        if transport.is_closing() or transport.get_write_buffer_size() > _BACKED_UP:
-            return False
-        transport.write(command)  # (nats-py's `stats` do not count these: nothing here reads them)
-        self._wrote_this_step = True
-        asyncio.get_running_loop().call_soon(self._next_step)
-        return True
-
-    def _next_step(self) -> None:
-        self._wrote_this_step = False
-
-    async def _queue(self, command: bytes) -> None:
-        """Behind nats-py's queued commands, as its `publish` does (errors included)."""
-        nc = self._nc
-        if nc.is_closed:
-            raise nats_errors.ConnectionClosedError
-        if nc.is_draining_pubs:
-            raise nats_errors.ConnectionDrainingError
-        if not nc.is_connected and (
-            nc._max_pending_size <= 0 or len(command) + nc._pending_data_size > nc._max_pending_size
-        ):
-            raise nats_errors.OutboundBufferLimitError
-        await nc._send_command(command)
-        if nc._flush_queue is not None and nc._flush_queue.empty():
-            await nc._flush_pending()
+        False if it must be queued instead (always, without the fast path)."""
+        return self._writer is not None and self._writer.write_now(command)

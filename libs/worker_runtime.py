@@ -45,7 +45,7 @@ import proto
 from libs import wire
 from libs.background import BackgroundTasks
 from libs.bus import delivery_count, ensure_pool_consumer
-from libs.bus_write import DirectPublisher, pub_command
+from libs.bus_write import DirectPublisher, Outgoing
 from libs.coalesce import coalesce
 from libs.errors import (
     BusError,
@@ -369,22 +369,22 @@ class WorkerRuntime:
         it carries the first delta, the job's ack goes out in the same write: from here on there
         is no retry, since tokens reached the edge."""
         out, running.outbox = running.outbox, []
-        commands = b""
+        messages: list[Outgoing] = []
         if out:
             running.last_sent = time.monotonic()
             reply = running.job["reply"]
             payload = wire.encode(out[0] if len(out) == 1 else out)
             try:
-                commands = self._publisher.command(reply, payload)
+                messages = [self._publisher.message(reply, payload)]
             except MaxPayloadError:  # a large whole answer, say: in parts the bus can carry
                 parts = wire.fragments(payload, self.nc.max_payload, running.job["job_id"], running.attempt,
                                        out[0]["seq"])
-                commands = b"".join([self._publisher.command(reply, part) for part in parts])
+                messages = [self._publisher.message(reply, part) for part in parts]
         if running.last_delta is not None and not running.acked:
             running.acked = True
-            commands += pub_command(running.msg.reply, b"+ACK")
-        if commands:
-            await self._publisher.publish(commands)
+            messages.append(Outgoing(running.msg.reply, b"+ACK"))
+        if messages:
+            await self._publisher.publish_many(messages)
 
     async def _send(self, running: _Running, message: dict[str, Any]) -> None:
         self._stage(running, message)

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
+from libs import fenced
 from libs.devproc import Proc, free_port, spawn_python_service, start_nats_server
 from tests.wiretap import Wiretap
 
@@ -51,6 +52,20 @@ def service_env(nats_url: str, **extra: str) -> dict[str, str]:
     env = {"NATS_URL": nats_url, "SY_TIME_SCALE": str(TIME_SCALE), "LOG_LEVEL": "INFO"}
     env.update(extra)
     return env
+
+
+@pytest.fixture(params=["private", "public"])
+def nats_apis(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Runs a test twice in this process: with libs/fenced's nats-py fast paths, and with nats-py's
+    public API only (`SY_PRIVATE_APIS=0`), the way an untested nats-py release would run."""
+    private = request.param == "private"
+    if private and fenced.untested_versions():
+        pytest.skip(f"fast paths unavailable: untested {', '.join(fenced.untested_versions())}")
+    monkeypatch.setenv(fenced.SWITCH, "1" if private else "0")
+    fenced.private_apis_enabled.cache_clear()  # decided once per process otherwise
+    assert fenced.private_apis_enabled() is private
+    yield request.param
+    fenced.private_apis_enabled.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ async def back() -> None:
     async def handle(msg: Msg) -> None:
         async with pool.post(url.hostname or "", url.port or 80, url.path, headers, msg.data) as response:
             body = await response.read_all(64 * 1024 * 1024)
-        await publisher.publish(publisher.command(msg.reply, body))
+        await publisher.publish(msg.reply, body)
 
     await nc.subscribe(SUBJECT, queue="skeleton", cb=handle)
     await nc.flush()

@@ -42,7 +42,7 @@ import proto
 from libs import wire
 from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
-from libs.bus_write import DirectPublisher, header_block
+from libs.bus_write import DirectPublisher
 from libs.errors import (
     BusError,
     BusUnavailable,
@@ -553,8 +553,7 @@ class Dispatcher:
         """`ask`: JetStream's acknowledgement comes back to `_on_puback` (nothing waits for it
         here). Without, JetStream stays silent, and the job is blind until confirmed."""
         reply = proto.puback_subject(self.edge_id, job.job_id) if ask else ""
-        headers = header_block(self._job_headers(job, request_id))
-        await self._publisher.publish(self._publisher.command(proto.job_subject(job.pool), payload, reply, headers))
+        await self._publisher.publish(proto.job_subject(job.pool), payload, reply, self._job_headers(job, request_id))
 
     async def confirm(self, job: _JobState, request_id: str) -> None:
         """Publish a blind job again, the same Nats-Msg-Id asking for the acknowledgement now."""

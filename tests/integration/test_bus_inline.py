@@ -16,15 +16,17 @@ from libs.bus import subscribe_inline
 from libs.devproc import NATS_SCHEDTRACE, Proc, nats_godebug
 
 
-async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_their_own(private_nc: NATS) -> None:
-    seen: list[tuple[bytes, str]] = []
+@pytest.mark.parametrize("nats_apis", ["private"], indirect=True)  # the fast path's own behaviour
+async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_their_own(
+    private_nc: NATS, nats_apis: str
+) -> None:
+    seen: list[tuple[bytes, asyncio.Task[object] | None]] = []
 
     def handler(msg: Msg) -> None:
-        task = asyncio.current_task()
-        seen.append((msg.data, task.get_name() if task else ""))
+        seen.append((msg.data, asyncio.current_task()))
 
+    tasks_before = asyncio.all_tasks()
     sub = await subscribe_inline(private_nc, "inline.order", handler)
-    tasks_before = len(asyncio.all_tasks())
     for i in range(200):
         await private_nc.publish("inline.order", str(i).encode())
     await private_nc.flush()
@@ -33,16 +35,39 @@ async def test_messages_are_handled_in_order_by_the_reader_without_a_task_of_the
             break
         await asyncio.sleep(0.01)
     assert [data for data, _ in seen] == [str(i).encode() for i in range(200)]
-    assert private_nc._reading_task is not None
-    reader = private_nc._reading_task.get_name()  # nats-py's read loop, the one task that reads the socket
-    assert {name for _, name in seen} == {reader}
-    assert len(asyncio.all_tasks()) == tasks_before  # no task per subscription or message
+    handled_by = {task for _, task in seen}
+    # one task of nats-py's that was already running (its read loop), not this test's
+    assert len(handled_by) == 1 and handled_by <= tasks_before and asyncio.current_task() not in handled_by
+    assert asyncio.all_tasks() == tasks_before  # no task per subscription or message
     assert sub.pending_msgs == 0 and sub.pending_bytes == 0  # nothing left counted as pending
     await sub.unsubscribe()
 
 
+async def test_messages_are_handled_in_order_in_either_mode(private_nc: NATS, nats_apis: str) -> None:
+    seen: list[bytes] = []
+    handled_by: set[asyncio.Task[object] | None] = set()
+
+    def handler(msg: Msg) -> None:
+        seen.append(msg.data)
+        handled_by.add(asyncio.current_task())
+
+    tasks_before = asyncio.all_tasks()
+    sub = await subscribe_inline(private_nc, "inline.both", handler)
+    for i in range(200):
+        await private_nc.publish("inline.both", str(i).encode())
+    await private_nc.flush()
+    for _ in range(100):  # bounded
+        if len(seen) == 200:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == [str(i).encode() for i in range(200)]
+    # by nats-py's reader, or (public API) by the subscription's own task
+    assert len(handled_by) == 1 and (handled_by <= tasks_before) is (nats_apis == "private")
+    await sub.unsubscribe()
+
+
 async def test_a_failing_handler_is_logged_and_the_connection_keeps_delivering(
-    private_nc: NATS, caplog: pytest.LogCaptureFixture
+    private_nc: NATS, caplog: pytest.LogCaptureFixture, nats_apis: str
 ) -> None:
     seen: list[bytes] = []
 
@@ -66,7 +91,7 @@ async def test_a_failing_handler_is_logged_and_the_connection_keeps_delivering(
     await sub.unsubscribe()
 
 
-async def test_no_delivery_after_unsubscribe_and_drain_completes(private_nc: NATS) -> None:
+async def test_no_delivery_after_unsubscribe_and_drain_completes(private_nc: NATS, nats_apis: str) -> None:
     seen: list[bytes] = []
     sub = await subscribe_inline(private_nc, "inline.stop", lambda msg: seen.append(msg.data))
     await private_nc.publish("inline.stop", b"one")
