@@ -194,7 +194,8 @@ async def test_both_clients_agree(server: str) -> None:
     chunks, done = plain[0]
     assert done and [c["choices"][0]["delta"]["content"] for c in chunks[:-1]] == ["w0 ", "w1 ", "w2 "]
     assert chunks[-1]["seen"]["accept-encoding"] == "identity"
-    assert plain[2] == ("UpstreamError", "upstream u answered 503: overloaded", {"retry-after": "4", "retry-after-ms": "4000"})
+    assert plain[2] == ("UpstreamError", "upstream u answered 503: overloaded",
+                        {"retry-after": "4", "retry-after-ms": "4000"})
 
 
 async def test_every_server_gives_the_same_results() -> None:
