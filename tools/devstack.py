@@ -15,15 +15,18 @@ worker alone, and nats-server neither.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import orjson
 
 from libs.devproc import REPO_ROOT, Proc, free_port, spawn_python_service, start_nats_server
@@ -133,6 +136,22 @@ def hint_model(worker_env: Mapping[str, str]) -> str:
         return (env_list("OPENAI_MODELS", worker_env) or ["sandbox-chat"])[0]
 
 
+def wait_model_listed(
+    edge_url: str, model: str, edge_env: Mapping[str, str], cancel: threading.Event, within: float = 15.0,
+) -> bool:
+    """Until the edge has heard the worker announce `model`, so the example works when shown."""
+    keys = [k for k in [edge_env.get("AUTH_TOKEN", "").strip(), *env_list("AUTH_TOKENS", edge_env)] if k]
+    headers = {"authorization": f"Bearer {keys[0]}"} if keys else {}
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not cancel.is_set():
+        with contextlib.suppress(httpx.HTTPError, orjson.JSONDecodeError):
+            listed = httpx.get(f"{edge_url}/v1/models", headers=headers, timeout=2.0).json()
+            if any(m.get("id") == model for m in listed.get("data", [])):
+                return True
+        cancel.wait(0.05)
+    return False
+
+
 def auth_hint(edge_env: Mapping[str, str]) -> str:
     """The header the example request needs: a reference to the key, never the key."""
     if edge_env.get("AUTH_TOKEN", "").strip():
@@ -200,9 +219,12 @@ def run(state: Path) -> int:
             "edge", "services.edge", env=edge_env, log_dir=logs,
             health_url=f"http://127.0.0.1:{edge_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
         )
+        model = hint_model(worker_env)
+        if not wait_model_listed(f"http://127.0.0.1:{edge_env['PORT']}", model, edge_env, stopping):
+            say(f"warning: the edge does not list {model} yet (check SY_ROUTES and the worker's log)")
         echo(echoes)
         say(f"edge ready: http://127.0.0.1:{edge_env['PORT']}/v1 (logs in {logs})")
-        example = orjson.dumps({"model": hint_model(worker_env),
+        example = orjson.dumps({"model": model,
                                 "messages": [{"role": "user", "content": "hello"}]}).decode()
         say(f"try: curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
             f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{example}'")
