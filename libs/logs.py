@@ -111,6 +111,8 @@ class StartupFailure(logging.Filter):
         self.reported = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "uvicorn.error":
+            return True
         if self.reported and record.msg == "Application startup failed. Exiting.":
             return False
         exc = record.exc_info[1] if record.exc_info else None
@@ -139,14 +141,17 @@ def log_config(service: str, level: str = "INFO") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter, "service": service}},
         "filters": {"startup": {"()": StartupFailure}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "json"}},
+        # the filter sits on the handler, which each configuration replaces, so that configuring
+        # twice (setup_logging, then uvicorn) leaves one
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "json",
+                                "filters": ["startup"]}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {
             # nats-py logs at INFO on every reconnect; keep it but not its debug chatter
             "nats": {"level": "WARNING"},
             # uvicorn's loggers lose their own plain-text handlers and reach the root's
             "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"handlers": [], "propagate": True, "filters": ["startup"]},
+            "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": True},
         },
     }
