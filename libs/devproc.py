@@ -151,15 +151,20 @@ def spawn_python_service(
     if on_spawn is not None:
         on_spawn(proc)
     if health_url:
-        wait_http_ok(proc, health_url, timeout=timeout, cancel=cancel)
+        # code from another checkout (`make bench-ab REV=...`) may predate the pid header
+        own_code = cwd is None or cwd.resolve() == REPO_ROOT
+        wait_http_ok(proc, health_url, timeout=timeout, cancel=cancel, pid_required=own_code)
         parts = urlsplit(health_url)
         proc.url = f"{parts.scheme}://{parts.netloc}"
     return proc
 
 
-def wait_http_ok(proc: Proc, url: str, *, timeout: float, cancel: threading.Event | None = None) -> None:
+def wait_http_ok(
+    proc: Proc, url: str, *, timeout: float, cancel: threading.Event | None = None, pid_required: bool = True,
+) -> None:
     """Until `url` answers 200 from `proc` itself: an answer from another process (one that holds
-    the port) fails at once, as does `proc` exiting."""
+    the port) fails at once, as does `proc` exiting. Without `pid_required`, an answer that names
+    no process is taken as the one awaited (code older than the header)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cancel is not None and cancel.is_set():
@@ -169,7 +174,7 @@ def wait_http_ok(proc: Proc, url: str, *, timeout: float, cancel: threading.Even
         with contextlib.suppress(httpx.HTTPError):
             response = httpx.get(url, timeout=1.0)
             answered_by = response.headers.get(PID_HEADER)
-            if answered_by != str(proc.pid):
+            if answered_by != str(proc.pid) and (pid_required or answered_by is not None):
                 port = urlsplit(url).port
                 raise RuntimeError(
                     f"port {port} is held by another process (pid {answered_by or 'unknown'}), "

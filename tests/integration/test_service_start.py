@@ -67,13 +67,19 @@ def test_an_unreachable_nats_ends_the_start_with_one_line_naming_it() -> None:
             env={**base_env(), **env, "PORT": str(free_port()), "AUTH_TOKEN": "k" * 20},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
     }
-    for module, popen in services.items():
-        out, err = popen.communicate(timeout=30)
-        assert popen.returncode not in (0, None), module
-        [entry] = json_lines(err)
-        assert entry["level"] == "error", module
-        assert "cannot connect to NATS at nats://127.0.0.1:1" in str(entry["msg"]), module
-        assert "hunter22" not in out + err
+    try:
+        for module, popen in services.items():
+            out, err = popen.communicate(timeout=30)
+            assert popen.returncode not in (0, None), module
+            [entry] = json_lines(err)
+            assert entry["level"] == "error", module
+            assert "cannot connect to NATS at nats://127.0.0.1:1" in str(entry["msg"]), module
+            assert "hunter22" not in out + err
+    finally:
+        for popen in services.values():
+            if popen.poll() is None:
+                popen.kill()
+            popen.communicate(timeout=10)
 
 
 def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
