@@ -83,8 +83,8 @@ async def connect(
             allow_reconnect=True,
         ), initial_wait)
     except BaseException as exc:  # a timeout, or a cancellation (SIGTERM while connecting)
-        with contextlib.suppress(Exception):
-            await nc.close()
+        with contextlib.suppress(Exception):  # bounded: a connection cut mid-handshake may never close
+            await asyncio.wait_for(nc.close(), 1.0)
         if not isinstance(exc, Exception):
             raise
         cause = first_error[0] if first_error else exc

@@ -92,6 +92,18 @@ class StartFailed(Exception):
     """The worker could not start; the message says why in one line."""
 
 
+def _bind_probe(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise StartFailed(f"cannot listen on {host}:{port} (PORT, WORKER_HOST): {exc.strerror or exc}") from None
+    return sock
+
+
 async def run_worker(
     service: str, settings: WorkerProcessSettings, make_backend: Callable[[WorkerMetrics], Backend],
 ) -> None:
@@ -111,7 +123,10 @@ async def run_worker(
         host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False,
         lifespan="off", log_config=uvicorn_log_config(service, env_str("LOG_LEVEL", "INFO")),
     ))
-    http_task = asyncio.create_task(server.serve(), name="probe-http")
+    # bound here, not by uvicorn: uvicorn answers a port in use with sys.exit() inside its task,
+    # which leaves asyncio cancelling a half-made NATS connection on the way out
+    probe_socket = _bind_probe(settings.http_host, settings.http_port)
+    http_task = asyncio.create_task(server.serve(sockets=[probe_socket]), name="probe-http")
 
     async def restore() -> None:
         if holder:
@@ -169,7 +184,7 @@ async def _until_stopped(
     start_task.cancel()
     with contextlib.suppress(BaseException):
         await start_task
-    if http_task.done():  # uvicorn has logged why (a port in use): it exits with SystemExit(3)
+    if http_task.done():  # uvicorn has logged why
         raise StartFailed(f"probe server on {settings.http_host}:{settings.http_port} failed to start")
     raise StartFailed(f"stopped by a signal while starting (NATS at {url_without_credentials(settings.nats_url)})")
 

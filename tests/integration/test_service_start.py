@@ -136,12 +136,17 @@ def test_a_readiness_check_answered_by_another_process_fails_at_once(tmp_path: P
     assert f"port {held}" in str(failure.value) and f"pid {sandbox.pid}" in str(failure.value)
 
 
-def test_a_probe_port_in_use_is_one_json_line(tmp_path: Path, sandbox: Proc) -> None:
+def test_a_port_in_use_is_one_json_line_naming_it(sandbox: Proc, nats_server: Proc) -> None:
     held = sandbox.url.rsplit(":", 1)[1]
-    done = run_service("services.openai_worker", {**WORKER_ENV, "NATS_URL": UNREACHABLE, "PORT": held})
-    assert done.returncode != 0
-    entries = json_lines(done.stderr)  # uvicorn's own error too
-    assert any(held in str(e["msg"]) and e["logger"] == "uvicorn.error" for e in entries), done.stderr
+    worker = run_service("services.openai_worker", {**WORKER_ENV, "NATS_URL": UNREACHABLE, "PORT": held})
+    assert worker.returncode == 1
+    [entry] = json_lines(worker.stderr)
+    assert held in str(entry["msg"]) and "PORT" in str(entry["msg"])
+    # the edge binds through uvicorn, once connected to NATS: uvicorn's own error is JSON too
+    edge = run_service("services.edge", {"NATS_URL": nats_server.url, "PORT": held, "AUTH_TOKEN": "k" * 20})
+    assert edge.returncode != 0
+    entries = json_lines(edge.stderr)
+    assert any(held in str(e["msg"]) and e["logger"] == "uvicorn.error" for e in entries), edge.stderr
 
 
 def test_a_clean_shutdown_logs_no_warning(nats_server: Proc, sandbox: Proc, log_dir: Path) -> None:
