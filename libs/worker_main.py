@@ -143,7 +143,7 @@ async def run_worker(
         return runtime
 
     try:
-        runtime = await _until_stopped(start(), stop, http_task, settings)
+        runtime = await _until_stopped(start(), stop, http_task, settings, connected=lambda: bool(holder))
     except BaseException:
         await backend.aclose()
         if holder:
@@ -167,7 +167,7 @@ async def run_worker(
 
 async def _until_stopped(
     starting: Coroutine[Any, Any, WorkerRuntime], stop: asyncio.Event, http_task: asyncio.Task[None],
-    settings: WorkerProcessSettings,
+    settings: WorkerProcessSettings, *, connected: Callable[[], bool],
 ) -> WorkerRuntime:
     """The started runtime, or StartFailed when a signal, the probe server or NATS ends the start."""
     start_task = asyncio.create_task(starting, name="start")
@@ -186,7 +186,8 @@ async def _until_stopped(
         await start_task
     if http_task.done():  # uvicorn has logged why
         raise StartFailed(f"probe server on {settings.http_host}:{settings.http_port} failed to start")
-    raise StartFailed(f"stopped by a signal while starting (NATS at {url_without_credentials(settings.nats_url)})")
+    doing = "waiting for the job stream on" if connected() else "connecting to"
+    raise StartFailed(f"stopped by a signal while {doing} NATS at {url_without_credentials(settings.nats_url)}")
 
 
 def exit_on_start_failure(run: Callable[[], None]) -> None:
