@@ -7,6 +7,7 @@ an existing object with the same config is a no-op, and a changed config is appl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -21,15 +22,25 @@ import proto
 from libs import fenced
 from libs.errors import BusError
 from libs.fenced import nats_internals
+from libs.logs import url_without_credentials
 
 log = logging.getLogger("switchyard.bus")
 
 
-async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[None]] | None = None) -> NATS:
+async def connect(
+    url: str, name: str, *, on_reconnect: Callable[[], Awaitable[None]] | None = None, initial_wait: float = 10.0,
+) -> NATS:
     """A connection that outlives NATS restarts. `on_reconnect` restores what a restarted server
     lost (memory streams and consumers); it runs in the background, so a slow restore (a worker
-    waiting for the edge to recreate the stream) never holds up nats-py's own reconnect work."""
+    waiting for the edge to recreate the stream) never holds up nats-py's own reconnect work.
+
+    The first connection is given `initial_wait` seconds: nats-py, told to reconnect forever,
+    would otherwise retry an unreachable first server forever too, and a service started against
+    a wrong NATS_URL would neither start nor say why. It fails with a BusError naming the URL
+    (without any user:password it carries)."""
     restoring: set[asyncio.Task[None]] = set()
+    shown = url_without_credentials(url)
+    first_error: list[BaseException] = []  # the latest failure of the first connection, for the message
 
     async def restore() -> None:
         assert on_reconnect is not None
@@ -39,10 +50,18 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
             log.exception("restoring JetStream objects after a reconnect failed")
 
     async def error_cb(exc: Exception) -> None:
+        if connecting:  # one line at the end says why, rather than one per attempt
+            first_error[:] = [exc]
+            return
         log.warning("nats error: %s", type(exc).__name__)
 
     async def disconnected_cb() -> None:
-        log.warning("nats disconnected")
+        if connecting:  # a first connection that failed: the BusError says so
+            return
+        if nc.is_closed:  # our own drain or close: nothing went wrong
+            log.info("nats connection closed")
+        else:
+            log.warning("nats disconnected")
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected")
@@ -52,8 +71,9 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
             task.add_done_callback(restoring.discard)
 
     nc = NATS()
+    connecting = True
     try:
-        await nc.connect(
+        await asyncio.wait_for(nc.connect(
             servers=[url],
             name=name,
             error_cb=error_cb,
@@ -61,11 +81,19 @@ async def connect(url: str, name: str, *, on_reconnect: Callable[[], Awaitable[N
             reconnected_cb=reconnected_cb,
             max_reconnect_attempts=-1,  # a service outlives NATS restarts
             reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int; it is a sleep in seconds
-            connect_timeout=5,
+            connect_timeout=min(5.0, initial_wait),  # type: ignore[arg-type]  # a float works too
             allow_reconnect=True,
-        )
-    except Exception as exc:
-        raise BusError(f"cannot connect to NATS at {url}: {type(exc).__name__}") from exc
+        ), initial_wait)
+    except BaseException as exc:  # a timeout, or a cancellation (SIGTERM while connecting)
+        with contextlib.suppress(Exception):  # bounded: a connection cut mid-handshake may never close
+            await asyncio.wait_for(nc.close(), 1.0)
+        if not isinstance(exc, Exception):
+            raise
+        cause = first_error[0] if first_error else exc
+        detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        raise BusError(f"cannot connect to NATS at {shown} within {initial_wait:g}s ({detail})") from None
+    finally:
+        connecting = False
     log.info("nats-py private fast paths %s", "on" if fenced.private_apis_enabled() else "off")
     return nc
 

@@ -1,6 +1,9 @@
 """Start and stop the stack's real processes on loopback: for tests, `make run` and `make bench`.
 
 Processes are stopped by PID only (SIGTERM, then SIGKILL after a grace period), never by name.
+A child gets a small base environment (`base_env`) plus what its caller passes, never the whole
+environment of its parent: a secret meant for one service reaches no other. Logs are appended
+to, never truncated, so an earlier run's lines survive; a Proc reads its own run's lines only.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
+from libs.probes import PID_HEADER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +52,22 @@ def nats_server_binary() -> str:
     )
 
 
+# what every child may see of its parent's environment; services' own settings are passed explicitly
+BASE_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "LOG_LEVEL",
+})
+# locale, the interpreter's own switches, the stack's tuning (SY_TIMEOUT_*, SY_TIME_SCALE, ...),
+# and coverage's subprocess hooks
+BASE_ENV_PREFIXES = ("LC_", "PYTHON", "SY_", "COVERAGE_", "COV_CORE_")
+
+
+def base_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of `environ` (default: ours) that every child gets."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in BASE_ENV_NAMES or k.startswith(BASE_ENV_PREFIXES)}
+
+
 @dataclass
 class Proc:
     name: str
@@ -53,6 +75,7 @@ class Proc:
     log_path: Path
     url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    log_offset: int = 0  # where this run's lines start in an appended log
 
     @property
     def pid(self) -> int:
@@ -61,11 +84,17 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log(self) -> str:
+    def log_bytes(self) -> bytes:
+        """What this process has written to its log (not what earlier runs left there)."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read()
         except FileNotFoundError:
-            return ""
+            return b""
+
+    def log(self) -> str:
+        return self.log_bytes().decode(errors="replace")
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -91,14 +120,15 @@ def spawn(
     log_dir: Path,
     cwd: Path | None = None,
 ) -> Proc:
-    """Start `argv` in its own session, output to `log_dir/<name>.log`; `cwd` defaults to the repo
-    (where `python -m` finds the code it runs)."""
+    """Start `argv` in its own session, output appended to `log_dir/<name>.log`, with `base_env()`
+    and `env` as its environment; `cwd` defaults to the repo (where `python -m` finds the code)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    full_env = dict(os.environ)
+    full_env = base_env()
     full_env.update(env or {})
     full_env.setdefault("PYTHONUNBUFFERED", "1")
-    with open(log_path, "wb") as log_file:
+    with open(log_path, "ab") as log_file:
+        offset = log_file.tell()
         popen = subprocess.Popen(
             list(argv),
             stdout=log_file,
@@ -107,28 +137,50 @@ def spawn(
             cwd=cwd or REPO_ROOT,
             start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops us by PID
         )
-    return Proc(name=name, popen=popen, log_path=log_path)
+    return Proc(name=name, popen=popen, log_path=log_path, log_offset=offset)
 
 
 def spawn_python_service(
     name: str, module: str, *, env: Mapping[str, str], log_dir: Path, health_url: str | None, timeout: float = 30.0,
-    cwd: Path | None = None,
+    cwd: Path | None = None, on_spawn: Callable[[Proc], None] | None = None, cancel: threading.Event | None = None,
 ) -> Proc:
+    """`python -m module`, ready once `health_url` answers 200 from it. `on_spawn` sees the Proc
+    before any waiting (a supervisor that must stop it whatever happens next); `cancel` set ends
+    the wait with a RuntimeError."""
     proc = spawn(name, [sys.executable, "-m", module], env=env, log_dir=log_dir, cwd=cwd)
+    if on_spawn is not None:
+        on_spawn(proc)
     if health_url:
-        wait_http_ok(proc, health_url, timeout=timeout)
+        # code from another checkout (`make bench-ab REV=...`) may predate the pid header
+        own_code = cwd is None or cwd.resolve() == REPO_ROOT
+        wait_http_ok(proc, health_url, timeout=timeout, cancel=cancel, pid_required=own_code)
         parts = urlsplit(health_url)
         proc.url = f"{parts.scheme}://{parts.netloc}"
     return proc
 
 
-def wait_http_ok(proc: Proc, url: str, *, timeout: float) -> None:
+def wait_http_ok(
+    proc: Proc, url: str, *, timeout: float, cancel: threading.Event | None = None, pid_required: bool = True,
+) -> None:
+    """Until `url` answers 200 from `proc` itself: an answer from another process (one that holds
+    the port) fails at once, as does `proc` exiting. Without `pid_required`, an answer that names
+    no process is taken as the one awaited (code older than the header)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError(f"{proc.name}: start cancelled")
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log()[-4000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            response = httpx.get(url, timeout=1.0)
+            answered_by = response.headers.get(PID_HEADER)
+            if answered_by != str(proc.pid) and (pid_required or answered_by is not None):
+                port = urlsplit(url).port
+                raise RuntimeError(
+                    f"port {port} is held by another process (pid {answered_by or 'unknown'}), "
+                    f"not {proc.name} (pid {proc.pid}): stop it or choose another port"
+                )
+            if response.status_code == 200:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{proc.name} not ready at {url} after {timeout}s:\n{proc.log()[-4000:]}")
@@ -158,8 +210,12 @@ def nats_godebug(given: str) -> str:
     return f"{given},{NATS_SCHEDTRACE}" if given else NATS_SCHEDTRACE
 
 
-def start_nats_server(*, log_dir: Path, store_dir: Path, port: int = 0, timeout: float = 15.0) -> Proc:
-    """nats-server with JetStream on 127.0.0.1; with port 0 the bound port is read from its log."""
+def start_nats_server(
+    *, log_dir: Path, store_dir: Path, port: int = 0, timeout: float = 15.0,
+    on_spawn: Callable[[Proc], None] | None = None, cancel: threading.Event | None = None,
+) -> Proc:
+    """nats-server with JetStream on 127.0.0.1; with port 0 the bound port is read from its log.
+    `on_spawn` and `cancel` as for `spawn_python_service`."""
     store_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         nats_server_binary(),
@@ -171,14 +227,19 @@ def start_nats_server(*, log_dir: Path, store_dir: Path, port: int = 0, timeout:
     ]
     env = {"GOMAXPROCS": os.environ.get("GOMAXPROCS") or "1", "GODEBUG": nats_godebug(os.environ.get("GODEBUG", ""))}
     proc = spawn("nats-server", argv, env=env, log_dir=log_dir)
+    if on_spawn is not None:
+        on_spawn(proc)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (cancel is not None and cancel.is_set()):
         if not proc.alive():
             raise RuntimeError(f"nats-server exited with {proc.popen.returncode}:\n{proc.log()}")
-        match = _NATS_LISTEN.search(proc.log_path.read_bytes())
-        if match and b"Server is ready" in proc.log_path.read_bytes():
+        text = proc.log_bytes()
+        match = _NATS_LISTEN.search(text)
+        if match and b"Server is ready" in text:
             proc.url = f"nats://127.0.0.1:{int(match.group(1))}"
             return proc
         time.sleep(0.02)
     proc.stop()
+    if cancel is not None and cancel.is_set():
+        raise RuntimeError("nats-server: start cancelled")
     raise RuntimeError(f"nats-server did not become ready in {timeout}s:\n{proc.log()}")

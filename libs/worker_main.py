@@ -1,6 +1,6 @@
 """Running a worker process: NATS, the runtime, a small HTTP server for probes and metrics, signals.
 
-Each worker's `__main__` builds its backend and calls `run_worker`.
+Each worker's `__main__` builds its backend and calls `run_worker` (inside `exit_on_start_failure`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -23,8 +24,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from libs.bus import connect
+from libs.errors import BusError
 from libs.gc_tuning import settle_after_startup
+from libs.logs import url_without_credentials, uvicorn_log_config
 from libs.metrics_http import metrics_response
+from libs.probes import PID_HEADER
 from libs.settings import env_int, env_str
 from libs.timeouts import Timeouts
 from libs.worker_metrics import WorkerMetrics
@@ -58,13 +62,15 @@ class WorkerProcessSettings:
 
 
 def probe_app(runtime: Callable[[], WorkerRuntime | None], registry: CollectorRegistry) -> Starlette:
+    pid = {PID_HEADER: str(os.getpid())}
+
     async def healthz(request: Request) -> Response:
-        return PlainTextResponse("OK")
+        return PlainTextResponse("OK", headers=pid)
 
     async def readyz(request: Request) -> Response:
         rt = runtime()
         ready = rt is not None and rt.nc.is_connected and not rt.draining
-        return PlainTextResponse("OK" if ready else "not ready", status_code=200 if ready else 503)
+        return PlainTextResponse("OK" if ready else "not ready", status_code=200 if ready else 503, headers=pid)
 
     async def metrics(request: Request) -> Response:
         return metrics_response(registry)
@@ -82,7 +88,32 @@ class _ProbeServer(uvicorn.Server):
         yield
 
 
-async def run_worker(settings: WorkerProcessSettings, make_backend: Callable[[WorkerMetrics], Backend]) -> None:
+class StartFailed(Exception):
+    """The worker could not start; the message says why in one line."""
+
+
+def _bind_probe(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise StartFailed(f"cannot listen on {host}:{port} (PORT, WORKER_HOST): {exc.strerror or exc}") from None
+    return sock
+
+
+async def run_worker(
+    service: str, settings: WorkerProcessSettings, make_backend: Callable[[WorkerMetrics], Backend],
+) -> None:
+    # SIGTERM and SIGINT are ours from the first moment: a worker told to stop while it still
+    # connects to NATS or waits for its stream stops then, rather than when that succeeds
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, settings.pool)
     backend = make_backend(metrics)
@@ -90,31 +121,79 @@ async def run_worker(settings: WorkerProcessSettings, make_backend: Callable[[Wo
     server = _ProbeServer(uvicorn.Config(
         probe_app(lambda: holder[0] if holder else None, registry),
         host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False,
-        lifespan="off",
+        lifespan="off", log_config=uvicorn_log_config(service, env_str("LOG_LEVEL", "INFO")),
     ))
-    http_task = asyncio.create_task(server.serve(), name="probe-http")
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # bound here, not by uvicorn: uvicorn answers a port in use with sys.exit() inside its task,
+    # which leaves asyncio cancelling a half-made NATS connection on the way out
+    probe_socket = _bind_probe(settings.http_host, settings.http_port)
+    http_task = asyncio.create_task(server.serve(sockets=[probe_socket]), name="probe-http")
 
     async def restore() -> None:
         if holder:
             await holder[0].restore()
 
-    nc = await connect(settings.nats_url, name=settings.worker_id, on_reconnect=restore)
-    runtime = WorkerRuntime(nc, backend, WorkerConfig(
-        worker_id=settings.worker_id, pool=settings.pool, capacity=settings.capacity, timeouts=settings.timeouts,
-    ), metrics)
-    holder.append(runtime)
-    await runtime.start()
+    async def start() -> WorkerRuntime:
+        nc = await connect(settings.nats_url, name=settings.worker_id, on_reconnect=restore)
+        runtime = WorkerRuntime(nc, backend, WorkerConfig(
+            worker_id=settings.worker_id, pool=settings.pool, capacity=settings.capacity,
+            timeouts=settings.timeouts,
+        ), metrics)
+        holder.append(runtime)
+        await runtime.start()
+        return runtime
+
+    try:
+        runtime = await _until_stopped(start(), stop, http_task, settings, connected=lambda: bool(holder))
+    except BaseException:
+        await backend.aclose()
+        if holder:
+            with contextlib.suppress(Exception):
+                await holder[0].nc.close()
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await http_task
+        raise
     settle_after_startup()
-    print(f"worker {settings.worker_id} ready (pool {settings.pool}, capacity {settings.capacity})", flush=True)
+    log.info("worker %s ready (pool %s, capacity %d)", settings.worker_id, settings.pool, settings.capacity,
+             extra={"worker_id": settings.worker_id, "pool": settings.pool})
     await stop.wait()
     log.info("draining: %d job(s) in flight", runtime.in_flight)
     await runtime.drain()
     await backend.aclose()
-    await nc.drain()
+    await runtime.nc.drain()
     server.should_exit = True
     await http_task
+
+
+async def _until_stopped(
+    starting: Coroutine[Any, Any, WorkerRuntime], stop: asyncio.Event, http_task: asyncio.Task[None],
+    settings: WorkerProcessSettings, *, connected: Callable[[], bool],
+) -> WorkerRuntime:
+    """The started runtime, or StartFailed when a signal, the probe server or NATS ends the start."""
+    start_task = asyncio.create_task(starting, name="start")
+    stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({start_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_task.cancel()
+    if start_task.done():
+        try:
+            return start_task.result()
+        except BusError as exc:
+            raise StartFailed(str(exc)) from None
+    start_task.cancel()
+    with contextlib.suppress(BaseException):
+        await start_task
+    if http_task.done():  # uvicorn has logged why
+        raise StartFailed(f"probe server on {settings.http_host}:{settings.http_port} failed to start")
+    doing = "waiting for the job stream on" if connected() else "connecting to"
+    raise StartFailed(f"stopped by a signal while {doing} NATS at {url_without_credentials(settings.nats_url)}")
+
+
+def exit_on_start_failure(run: Callable[[], None]) -> None:
+    """Run a worker; a failed start ends the process with one log line and exit status 1."""
+    try:
+        run()
+    except StartFailed as exc:
+        log.error("start-up failed: %s", exc)
+        raise SystemExit(1) from None

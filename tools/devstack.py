@@ -1,59 +1,210 @@
 """`make run`: the whole stack on loopback, in the foreground; Ctrl-C stops every process it started.
 
-- NATS_URL set: use that server; else start nats-server with JetStream (data under .state/).
+- NATS_URL set: use that server; else start nats-server with JetStream on NATS_PORT (4222), its
+  data under the state folder.
 - OPENAI_BASE_URL or OPENAI_WORKER_CONFIG set: openai-worker forwards there; else the sandbox
   upstream starts and openai-worker points at it (sandbox mode, said clearly in the log).
+- The edge listens on PORT (8080).
+- State (logs, JetStream data, the lock) lives in SY_STATE_DIR, default `.state/` in the checkout.
+  One `make run` per state folder: a second one refuses, naming the first one's pid.
+
+Every process started is stopped on the way out, whether it became ready or not. Each gets only
+the environment it needs (`SERVICE_ENV`): AUTH_TOKEN reaches the edge alone, upstream keys the
+worker alone, and nats-server neither.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
 
 from libs.devproc import REPO_ROOT, Proc, free_port, spawn_python_service, start_nats_server
+from libs.logs import url_without_credentials
+from libs.settings import ConfigError, env_int, env_list
 
-STATE = REPO_ROOT / ".state"
 SANDBOX_MODELS = "sandbox-chat,sandbox-fast"
+
+# Which of the caller's environment variables each service receives, on top of libs/devproc.py's
+# base (PATH, locale, PYTHON*, SY_* tuning, LOG_LEVEL): names, and prefixes ending in "_".
+SERVICE_ENV: dict[str, tuple[str, ...]] = {
+    "edge": ("AUTH_TOKEN", "AUTH_TOKENS", "ALLOWED_ORIGINS", "NO_LOG", "HOST", "EDGE_ID", "SWITCHYARD_CONFIG",
+             "INLINE_BODY_BYTES", "REPLY_BUFFER", "MAX_"),
+    # upstream clients honour proxies; nothing else does
+    "openai-worker": ("OPENAI_", "WORKER_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+                      "http_proxy", "https_proxy", "all_proxy", "no_proxy"),
+    "sandbox": ("SANDBOX_",),
+    "nats-server": (),  # GOMAXPROCS and GODEBUG are set by start_nats_server
+}
+
+
+def service_env(service: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of `environ` (default: ours) that `service` is given."""
+    source = os.environ if environ is None else environ
+    wanted = SERVICE_ENV[service]
+    names = {w for w in wanted if not w.endswith("_")}
+    prefixes = tuple(w for w in wanted if w.endswith("_"))
+    return {k: v for k, v in source.items() if k in names or (prefixes and k.startswith(prefixes))}
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("SY_STATE_DIR") or REPO_ROOT / ".state")
 
 
 def say(text: str) -> None:
     print(f"[switchyard] {text}", flush=True)
 
 
+@contextmanager
+def exclusive(state: Path) -> Iterator[bool]:
+    """Holds `state/devstack.lock` for the run's life (the kernel drops it when we exit, however we
+    exit). Yields False when another run holds it, having said so."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "devstack.lock"
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            say(f"another `make run` (pid {holder}) is running with state in {state}: stop it first, "
+                f"or give this one its own SY_STATE_DIR, PORT and NATS_PORT")
+            yield False
+            return
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield True
+
+
+class LogEcho:
+    """Shows a service's warnings and errors on the console as they reach its log (the log has
+    everything; the console is where people look)."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.offset = proc.log_offset
+        self.partial = b""
+
+    def poll(self) -> None:
+        try:
+            with open(self.proc.log_path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(chunk)
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        for line in lines:
+            shown = _notable(line)
+            if shown:
+                say(f"{self.proc.name}: {shown}")
+
+
+def _notable(line: bytes) -> str | None:
+    """A warning or error in a log line, JSON (our services) or nats-server's own format."""
+    if line.startswith(b"{"):
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
+            return f"{entry['level']}: {entry.get('msg', '')}"
+        return None
+    text = line.decode(errors="replace").strip()
+    return text if any(tag in text for tag in ("[WRN]", "[ERR]", "[FTL]")) else None
+
+
+def hint_model(worker_env: Mapping[str, str]) -> str:
+    """A model the started worker serves, for the example request."""
+    from services.openai_worker.config import load_upstreams  # only once the worker has started
+
+    try:
+        return load_upstreams(worker_env)[0].models[0]
+    except (ConfigError, IndexError):
+        return (env_list("OPENAI_MODELS", worker_env) or ["sandbox-chat"])[0]
+
+
+def wait_model_listed(
+    edge_url: str, model: str, edge_env: Mapping[str, str], cancel: threading.Event, within: float = 15.0,
+) -> bool:
+    """Until the edge has heard the worker announce `model`, so the example works when shown."""
+    keys = [k for k in [edge_env.get("AUTH_TOKEN", "").strip(), *env_list("AUTH_TOKENS", edge_env)] if k]
+    headers = {"authorization": f"Bearer {keys[0]}"} if keys else {}
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not cancel.is_set():
+        with contextlib.suppress(httpx.HTTPError, orjson.JSONDecodeError):
+            listed = httpx.get(f"{edge_url}/v1/models", headers=headers, timeout=2.0).json()
+            if any(m.get("id") == model for m in listed.get("data", [])):
+                return True
+        cancel.wait(0.05)
+    return False
+
+
+def auth_hint(edge_env: Mapping[str, str]) -> str:
+    """The header the example request needs: a reference to the key, never the key."""
+    if edge_env.get("AUTH_TOKEN", "").strip():
+        return ' -H "Authorization: Bearer $AUTH_TOKEN"'
+    if env_list("AUTH_TOKENS", edge_env):
+        return " -H 'Authorization: Bearer <one of AUTH_TOKENS>'"
+    return ""
+
+
 def main() -> int:
-    logs = STATE / "logs"
+    state = state_dir()
+    with exclusive(state) as ours:
+        if not ours:
+            return 1
+        return run(state)
+
+
+def run(state: Path) -> int:
+    logs = state / "logs"
     procs: list[Proc] = []
-    stopping = False
+    echoes: list[LogEcho] = []
+    stopping = threading.Event()
+
+    def started(proc: Proc) -> None:  # stopped on the way out, ready or not
+        procs.append(proc)
+        echoes.append(LogEcho(proc))
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    status = 0
     try:
         nats_url = os.environ.get("NATS_URL", "")
         if not nats_url:
-            nats_port = int(os.environ.get("NATS_PORT", "4222"))
-            nats = start_nats_server(log_dir=logs, store_dir=STATE / "jetstream", port=nats_port)
-            procs.append(nats)
+            nats_port = env_int("NATS_PORT", 4222, minimum=0)
+            nats = start_nats_server(log_dir=logs, store_dir=state / "jetstream", port=nats_port,
+                                     on_spawn=started, cancel=stopping)
             nats_url = nats.url
             say(f"nats-server (JetStream) at {nats_url}, pid {nats.pid}")
         else:
-            say(f"using NATS at {nats_url}")
-        worker_env = {"NATS_URL": nats_url, "PORT": str(free_port())}
+            say(f"using NATS at {url_without_credentials(nats_url)}")
+        worker_env = {**service_env("openai-worker"), "NATS_URL": nats_url, "PORT": str(free_port())}
         # no load balancer in front of a local stack: Ctrl-C need not wait out a readiness grace
-        edge_env = {"NATS_URL": nats_url, "PORT": os.environ.get("PORT", "8080"),
+        edge_env = {**service_env("edge"), "NATS_URL": nats_url, "PORT": os.environ.get("PORT", "8080"),
                     "SY_TIMEOUT_READINESS_GRACE": os.environ.get("SY_TIMEOUT_READINESS_GRACE", "0.1")}
         if not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_WORKER_CONFIG")):
             port = free_port()
-            sandbox = spawn_python_service(
-                "sandbox", "services.sandbox", env={"PORT": str(port)}, log_dir=logs,
-                health_url=f"http://127.0.0.1:{port}/healthz",
+            spawn_python_service(
+                "sandbox", "services.sandbox", env={**service_env("sandbox"), "PORT": str(port)}, log_dir=logs,
+                health_url=f"http://127.0.0.1:{port}/healthz", on_spawn=started, cancel=stopping,
             )
-            procs.append(sandbox)
             worker_env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="sandbox",
                               OPENAI_MODELS=SANDBOX_MODELS)
             edge_env.setdefault("SY_ROUTES", "sandbox-*=openai")
@@ -61,34 +212,49 @@ def main() -> int:
                 f"upstream at http://127.0.0.1:{port} with models {SANDBOX_MODELS}")
         worker = spawn_python_service(
             "openai-worker", "services.openai_worker", env=worker_env, log_dir=logs,
-            health_url=f"http://127.0.0.1:{worker_env['PORT']}/readyz",
+            health_url=f"http://127.0.0.1:{worker_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
         )
-        procs.append(worker)
         say(f"openai-worker pid {worker.pid} (metrics http://127.0.0.1:{worker_env['PORT']}/metrics)")
-        edge = spawn_python_service(
+        spawn_python_service(
             "edge", "services.edge", env=edge_env, log_dir=logs,
-            health_url=f"http://127.0.0.1:{edge_env['PORT']}/readyz",
+            health_url=f"http://127.0.0.1:{edge_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
         )
-        procs.append(edge)
-        say(f"edge ready: http://127.0.0.1:{edge_env['PORT']}/v1 (logs in {logs.relative_to(REPO_ROOT)})")
-        example = '{"model":"sandbox-chat","messages":[{"role":"user","content":"hello"}]}'
+        model = hint_model(worker_env)
+        if not wait_model_listed(f"http://127.0.0.1:{edge_env['PORT']}", model, edge_env, stopping):
+            say(f"warning: the edge does not list {model} yet (check SY_ROUTES and the worker's log)")
+        echo(echoes)
+        say(f"edge ready: http://127.0.0.1:{edge_env['PORT']}/v1 (logs in {logs})")
+        example = orjson.dumps({"model": model,
+                                "messages": [{"role": "user", "content": "hello"}]}).decode()
         say(f"try: curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
-            f"-H 'content-type: application/json' -d '{example}'")
+            f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{example}'")
         say("Ctrl-C stops everything")
-        while not stopping:
+        while not stopping.wait(0.2):
+            echo(echoes)
             for proc in procs:
                 if not proc.alive():
                     say(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log_path}")
-                    stopping = True
-            time.sleep(0.2)
+                    status = 1
+                    stopping.set()
     except RuntimeError as exc:
-        say(f"could not start: {exc}")
-        return 1
+        echo(echoes)
+        if not stopping.is_set():  # the first line says what; the service's own errors are echoed above
+            say(f"could not start: {str(exc).splitlines()[0].rstrip(':')} (logs in {logs})")
+            status = 1
+    except ConfigError as exc:
+        say(f"configuration error: {exc}")
+        status = 2
     finally:
         for proc in reversed(procs):
             proc.stop()
             say(f"stopped {proc.name} (pid {proc.pid})")
-    return 0
+        echo(echoes)
+    return status
+
+
+def echo(echoes: list[LogEcho]) -> None:
+    for e in echoes:
+        e.poll()
 
 
 if __name__ == "__main__":

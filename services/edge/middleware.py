@@ -26,8 +26,15 @@ REQUEST_ID_KEY = "sy.request_id"
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 
 
+# nginx's status for a request whose client went away before any response was sent
+CLIENT_DISCONNECTED = 499
+
+
 class RequestContext:
-    """Gives every request an id (the client's `x-request-id` when well-formed), echoes it, logs."""
+    """Gives every request an id (the client's `x-request-id` when well-formed), echoes it, logs.
+
+    A request whose client disconnected before any response started is logged with status 499
+    and `disconnected: true` (the route saw `http.disconnect` and gave up), not as status 0."""
 
     def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
         self.app = app
@@ -42,6 +49,7 @@ class RequestContext:
         scope[REQUEST_ID_KEY] = request_id
         encoded_id = request_id.encode()
         status = 0
+        disconnected = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -52,13 +60,22 @@ class RequestContext:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", encoded_id)]}
             await send(message)
 
+        async def receive_watching() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
         finally:
             if self.log_requests:
+                gone = status == 0 and disconnected
+                logged = CLIENT_DISCONNECTED if gone else status
                 access_log.info(
-                    "%s %s %s", scope["method"], scope["path"], status,
-                    extra={"request_id": request_id, "status": status,
+                    "%s %s %s%s", scope["method"], scope["path"], logged, " client_disconnected" if gone else "",
+                    extra={"request_id": request_id, "status": logged, "disconnected": gone or None,
                            "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
                 )
 

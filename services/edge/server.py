@@ -44,8 +44,17 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: EdgeState) -> None:
         super().__init__(config)
         self.edge_state = state
+        self.serving: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.serving = asyncio.current_task()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        if not self.started and self.serving is not None:
+            # still starting (connecting to NATS, perhaps for a while): nothing to drain, stop now
+            asyncio.get_event_loop().call_soon_threadsafe(self.serving.cancel)
+            return
         if self.edge_state.draining:
             super().handle_exit(sig, frame)
             return

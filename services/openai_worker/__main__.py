@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import uvloop
 
-from libs.logs import setup_logging
+from libs.logs import config_errors_exit, setup_logging
 from libs.settings import env_str
-from libs.worker_main import WorkerProcessSettings, run_worker
+from libs.worker_main import WorkerProcessSettings, exit_on_start_failure, run_worker
 from services.openai_worker.backend import OpenAIBackend
 from services.openai_worker.config import load_upstreams
 
+SERVICE = "openai-worker"
+
 
 def main() -> None:
-    setup_logging("openai-worker", env_str("LOG_LEVEL", "INFO"))
-    settings = WorkerProcessSettings.from_env(default_pool="openai")
-    upstreams = load_upstreams()
-    uvloop.run(run_worker(settings, lambda metrics: OpenAIBackend(upstreams, metrics)))
+    with config_errors_exit(SERVICE):
+        setup_logging(SERVICE, env_str("LOG_LEVEL", "INFO"))
+        settings = WorkerProcessSettings.from_env(default_pool="openai")
+        upstreams = load_upstreams()
+    exit_on_start_failure(lambda: uvloop.run(run_worker(
+        SERVICE, settings, lambda metrics: OpenAIBackend(upstreams, metrics))))
 
 
 if __name__ == "__main__":

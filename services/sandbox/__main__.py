@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 
 import uvicorn
 
@@ -14,7 +15,11 @@ from .watch import QuietAbort
 
 
 def main() -> None:
-    settings = Settings.from_env(os.environ)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ValueError as exc:  # one line naming the variable, exit status 2 (a usage error)
+        print(f"sandbox: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     config = uvicorn.Config(
         Sandbox(settings),
         http="httptools",

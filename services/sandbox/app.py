@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from urllib.parse import parse_qs
 
@@ -12,6 +13,10 @@ from .asgi import TEXT, ClientGone, Receive, Scope, Send, header, read_body, res
 from .completions import State, handle
 from .config import Settings
 from .directives import DirectiveError
+
+# names the process that answered, as the gateway's services do (libs/probes.py; the sandbox
+# shares no code with the gateway), so whoever started it knows it reached this process
+_PID = [(b"x-switchyard-pid", str(os.getpid()).encode())]
 
 
 class Sandbox:
@@ -43,7 +48,7 @@ class Sandbox:
         elif path.startswith("/v1/models"):
             await self._models(scope, send, method, path)
         elif path == "/" or path == "/healthz":
-            await respond(send, 200, b"OK", TEXT)
+            await respond(send, 200, b"OK", TEXT, _PID)
         elif path == "/_sandbox/config":
             await self._config(send, receive, method)
         elif path == "/_sandbox/events":

@@ -22,9 +22,15 @@ class Settings:
         models = tuple(m.strip() for m in env.get("SANDBOX_MODELS", "").split(",") if m.strip())
         return cls(
             host=env.get("SANDBOX_HOST") or "127.0.0.1",
-            port=int(env.get("PORT") or 8090),
+            port=_port(env.get("PORT") or "8090"),
             api_key=env.get("SANDBOX_API_KEY") or None,
             models=models or DEFAULT_MODELS,
             tls_cert=env.get("SANDBOX_TLS_CERT") or None,
             tls_key=env.get("SANDBOX_TLS_KEY") or None,
         )
+
+
+def _port(raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) > 65535:
+        raise ValueError(f"PORT must be a TCP port number, got {raw!r}")
+    return int(raw)

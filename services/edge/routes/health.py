@@ -5,10 +5,12 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from libs.probes import pid_header
 from services.edge.asgi_io import send_bytes
 from services.edge.state import EdgeState
 
-_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+# health and readiness answers name the process that gave them (libs/probes.py)
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8"), pid_header()]
 
 
 class Health:
