@@ -207,4 +207,6 @@ def from_wire(wire: dict[str, Any]) -> SwitchyardError:
         InvalidRequest.__init__(invalid, message, param=wire.get("param"))
         return invalid
     retry_after = wire.get("retry_after")
-    return cls(message, retry_after=float(retry_after) if retry_after is not None else None)
+    param = wire.get("param")
+    return cls(message, param=param if isinstance(param, str) else None,
+               retry_after=float(retry_after) if retry_after is not None else None)

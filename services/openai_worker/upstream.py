@@ -70,6 +70,15 @@ def _error_text(raw: bytes) -> str:
     return scrub(text)[:500]  # scrubbed whole, then cut: a cut must not leave half a key
 
 
+def _error_param(raw: bytes) -> str | None:
+    """The request field an upstream's 400 names (OpenAI's `error.param`), passed on to the client."""
+    try:
+        param = orjson.loads(raw)["error"]["param"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return param if isinstance(param, str) and len(param) <= 200 else None
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     """Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
     value = headers.get("retry-after")
@@ -93,7 +102,7 @@ def error_for_status(status: int, raw: bytes, headers: Mapping[str, str], upstre
     if status == 429:
         return UpstreamRateLimited(f"{where}: {text}", retry_after=_retry_after(headers) or 1.0)
     if status in (400, 404, 409, 413, 422):
-        return UpstreamBadRequest(f"{where}: {text}")
+        return UpstreamBadRequest(f"{where}: {text}", param=_error_param(raw))
     # An overloaded upstream's Retry-After goes on to the client (the edge sends err.headers()).
     return UpstreamError(f"{where}: {text}", retry_after=_retry_after(headers) if status == 503 else None)
 

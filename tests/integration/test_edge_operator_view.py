@@ -170,3 +170,4 @@ async def test_a_value_the_upstream_refuses_comes_back_as_its_400(stack: Stack) 
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
     assert error["code"] == "upstream_bad_request" and "max_tokens" in error["message"]
+    assert error["param"] == "max_tokens"  # the upstream's own `param`, passed on
