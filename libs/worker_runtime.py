@@ -144,7 +144,7 @@ class WorkerConfig:
     pool: str
     capacity: int
     timeouts: Timeouts
-    max_deliver: int = 3
+    max_deliver: int = proto.MAX_DELIVER
     announce_interval: float = 2.0
 
 

@@ -21,6 +21,9 @@ BODY_STORE = "SY_V1_BODIES"
 CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"
+# JetStream delivers a job this often at most (the pool consumer's max_deliver, subjects.toml):
+# workers create their consumer with it, and the edge knows that the last delivery gets no other
+MAX_DELIVER = 3
 
 _TOKEN_CHARS = r"[A-Za-z0-9_-]+"
 _TOKEN = re.compile(_TOKEN_CHARS)

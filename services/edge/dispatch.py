@@ -94,6 +94,7 @@ class _JobState:
     confirm_asked: float = 0.0  # monotonic: when the acknowledgement was asked for
     started: float | None = None
     holder: str = ""  # the worker_id of the attempt followed (from its `start`)
+    attempt: int = 0  # that attempt's number (JetStream's delivery count)
     last_message: float = 0.0
     streaming: bool = False
     done: bool = False
@@ -287,6 +288,7 @@ class Exchange:
                         self.dispatcher.metrics.queue_wait.observe(max(0.0, outcome.taken_at - job.created_at))
                     job.started = now
                     job.holder = outcome.worker_id
+                    job.attempt = outcome.attempt
                     if outcome.attempt > 1:
                         self.dispatcher.metrics.retries.inc()
                 elif isinstance(outcome, Finished):
@@ -311,9 +313,13 @@ class Exchange:
         if not job.streaming:
             # A dead worker's job comes back after ack_wait, then waits for a free worker again.
             silent_for = t.ack_wait + t.queue_wait + t.worker_silence
-            if not self.streamed:
-                return job.last_message + silent_for
-            return min(job.last_message + silent_for, job.started + t.first_token + t.worker_silence + t.ack_wait)
+            waiting = job.last_message + silent_for
+            if self.streamed:
+                waiting = min(waiting, job.started + t.first_token + t.worker_silence + t.ack_wait)
+            if job.attempt >= proto.MAX_DELIVER:
+                # the last delivery: JetStream brings no other, so its worker's death ends the job
+                waiting = min(waiting, self.dispatcher.liveness.presumed_dead_at(job.holder, job.last_message))
+            return waiting
         # After the first token there is no retry: its worker's death ends it. (Before it, JetStream
         # redelivers a dead worker's job after ack_wait, and another worker may still answer.)
         silent = job.last_message + min(t.worker_silence + t.idle, t.worker_silence * 2)

@@ -7,13 +7,17 @@ Edge and worker run at SY_TIME_SCALE=1 on a bus of their own: scaled, the edge's
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
 
 import httpx
+import nats as nats_py
 import orjson
+from nats.aio.msg import Msg
 
+import proto
 from libs.devproc import Proc, start_nats_server
 from tests.conftest import AUTH_KEY, Stack, start_edge, start_worker_proc, wait_for_models
 from tests.integration.test_faults import sse_events
@@ -51,6 +55,50 @@ async def test_worker_killed_mid_stream_ends_the_stream_within_5s(sandbox: Proc,
         assert events[-1] == b"[DONE]"
         assert orjson.loads(events[-2])["error"]["code"] == "worker_lost"
         assert orjson.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+        assert ended_after < DETECTION_LIMIT
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+async def test_worker_killed_on_the_last_delivery_ends_the_request_within_5s(sandbox: Proc, log_dir: Path) -> None:
+    """Before the first token JetStream redelivers a dead worker's job, but not after its last
+    delivery: then the holder's silence ends the request, as it does mid-stream."""
+    run_dir = log_dir / "last-delivery"
+    nats = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
+    procs = [nats]
+    try:
+        edge = start_edge(nats.url, run_dir, name="edge-last-delivery", SY_TIME_SCALE="1")
+        procs.append(edge)
+        worker = start_worker_proc(nats.url, sandbox.url, run_dir, name="last-worker", pool="fragile",
+                                   models="fragile-last", SY_TIME_SCALE="1")
+        procs.append(worker)
+        await wait_for_models(Stack(nats.url, edge.url, sandbox.url, run_dir), {"fragile-last"})
+        tap = await nats_py.connect(nats.url)
+        last_started = asyncio.get_running_loop().create_future()
+
+        async def on_reply(msg: Msg) -> None:
+            replies = orjson.loads(msg.data)
+            for reply in replies if isinstance(replies, list) else [replies]:
+                last = reply.get("type") == "start" and reply.get("attempt") == proto.MAX_DELIVER
+                if last and not last_started.done():
+                    last_started.set_result(None)
+
+        await tap.subscribe("sy.v1.reply.>", cb=on_reply)
+        # two retryable failures use up the first deliveries; the last one waits long for its first token
+        prompt = "x [sandbox mark=last-delivery fail_times=2 status=500 first_token_ms=30000]"
+        body = {"model": "fragile-last", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {AUTH_KEY}"}, timeout=60) as http:
+            request = asyncio.ensure_future(http.post(edge.url + "/v1/chat/completions", json=body))
+            await asyncio.wait_for(last_started, 20)
+            worker.signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            response = await request
+        ended_after = time.monotonic() - killed_at
+        await tap.close()
+        print(f"request ended {ended_after:.2f} s after the worker holding its last delivery was killed")
+        assert response.status_code == 502, response.text
+        assert response.json()["error"]["code"] == "worker_lost"
         assert ended_after < DETECTION_LIMIT
     finally:
         for proc in reversed(procs):

@@ -408,3 +408,7 @@ def test_error_to_wire_validates_against_reply_schema() -> None:
 ])
 def test_only_reply_subjects_proto_builds_pass_as_reply_subjects(subject: object, ok: bool) -> None:
     assert proto.is_reply_subject(subject) is ok
+
+
+def test_the_delivery_limit_is_the_consumer_s_in_the_contract() -> None:
+    assert proto.contract()["consumers"]["chat"]["max_deliver"] == proto.MAX_DELIVER
