@@ -8,8 +8,10 @@ Edge and worker run at SY_TIME_SCALE=1 on a bus of their own: scaled, the edge's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,17 +27,26 @@ from tests.integration.test_faults import sse_events
 DETECTION_LIMIT = 5.0  # seconds from the kill to the stream's end
 
 
-async def test_worker_killed_mid_stream_ends_the_stream_within_5s(sandbox: Proc, log_dir: Path) -> None:
-    run_dir = log_dir / "worker-death"
+@contextlib.asynccontextmanager
+async def own_bus(sandbox: Proc, run_dir: Path, model: str) -> AsyncIterator[tuple[Proc, Proc, Proc]]:
+    """(nats-server, edge, worker of pool `fragile` serving `model`), all at SY_TIME_SCALE=1."""
     nats = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
     procs = [nats]
     try:
-        edge = start_edge(nats.url, run_dir, name="edge-liveness", SY_TIME_SCALE="1")
+        edge = start_edge(nats.url, run_dir, name=f"edge-{model}", SY_TIME_SCALE="1")
         procs.append(edge)
-        worker = start_worker_proc(nats.url, sandbox.url, run_dir, name="doomed-worker", pool="fragile",
-                                   models="fragile-model", SY_TIME_SCALE="1")
+        worker = start_worker_proc(nats.url, sandbox.url, run_dir, name=f"worker-{model}", pool="fragile",
+                                   models=model, SY_TIME_SCALE="1")
         procs.append(worker)
-        await wait_for_models(Stack(nats.url, edge.url, sandbox.url, run_dir), {"fragile-model"})
+        await wait_for_models(Stack(nats.url, edge.url, sandbox.url, run_dir), {model})
+        yield nats, edge, worker
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+async def test_worker_killed_mid_stream_ends_the_stream_within_5s(sandbox: Proc, log_dir: Path) -> None:
+    async with own_bus(sandbox, log_dir / "worker-death", "fragile-model") as (_, edge, worker):
         body = {"model": "fragile-model", "stream": True,
                 "messages": [{"role": "user", "content": "x [sandbox tokens=200 token_delay_ms=100]"}]}
         killed_at = 0.0
@@ -56,24 +67,12 @@ async def test_worker_killed_mid_stream_ends_the_stream_within_5s(sandbox: Proc,
         assert orjson.loads(events[-2])["error"]["code"] == "worker_lost"
         assert orjson.loads(events[-3])["choices"][0]["finish_reason"] == "length"
         assert ended_after < DETECTION_LIMIT
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 async def test_worker_killed_on_the_last_delivery_ends_the_request_within_5s(sandbox: Proc, log_dir: Path) -> None:
     """Before the first token JetStream redelivers a dead worker's job, but not after its last
     delivery: then the holder's silence ends the request, as it does mid-stream."""
-    run_dir = log_dir / "last-delivery"
-    nats = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js")
-    procs = [nats]
-    try:
-        edge = start_edge(nats.url, run_dir, name="edge-last-delivery", SY_TIME_SCALE="1")
-        procs.append(edge)
-        worker = start_worker_proc(nats.url, sandbox.url, run_dir, name="last-worker", pool="fragile",
-                                   models="fragile-last", SY_TIME_SCALE="1")
-        procs.append(worker)
-        await wait_for_models(Stack(nats.url, edge.url, sandbox.url, run_dir), {"fragile-last"})
+    async with own_bus(sandbox, log_dir / "last-delivery", "fragile-last") as (nats, edge, worker):
         tap = await nats_py.connect(nats.url)
         last_started = asyncio.get_running_loop().create_future()
 
@@ -100,6 +99,3 @@ async def test_worker_killed_on_the_last_delivery_ends_the_request_within_5s(san
         assert response.status_code == 502, response.text
         assert response.json()["error"]["code"] == "worker_lost"
         assert ended_after < DETECTION_LIMIT
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
