@@ -19,7 +19,7 @@ from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
 import proto
-from libs import fenced
+from libs import fenced, secrets
 from libs.errors import BusError
 from libs.fenced import nats_internals
 from libs.logs import url_without_credentials
@@ -39,6 +39,7 @@ async def connect(
     a wrong NATS_URL would neither start nor say why. It fails with a BusError naming the URL
     (without any user:password it carries)."""
     restoring: set[asyncio.Task[None]] = set()
+    secrets.hold_url(url)  # nats://user:password@host: credentials this process holds
     shown = url_without_credentials(url)
     first_error: list[BaseException] = []  # the latest failure of the first connection, for the message
 

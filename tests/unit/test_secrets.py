@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from libs import secrets
-from libs.errors import UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from libs.errors import BusError, UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from libs.logs import JsonFormatter, redact
 from libs.worker_metrics import WorkerMetrics
 from services.openai_worker.upstream import error_for_status
@@ -121,3 +121,14 @@ def test_upstream_errors_are_counted_by_upstream() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'switchyard_worker_upstream_errors_total{code="upstream_error",upstream="primary"} 1.0' in text
     assert 'switchyard_worker_upstream_errors_total{code="upstream_timeout",upstream=""} 1.0' in text
+
+
+async def test_the_edge_s_keys_and_the_bus_credentials_are_held() -> None:
+    from libs.bus import connect
+    from services.edge.middleware import StaticKeyStore
+
+    StaticKeyStore(["0f3c9a7e5b1d4c2a8e6f0b9d7c5a3e1f"])  # an edge key of no recognisable shape
+    with pytest.raises(BusError):  # nothing listens there; the credentials are held all the same
+        await connect("nats://bususer:bus-pass-7f3a9c@127.0.0.1:1", "t", initial_wait=0.2)
+    line = redact("key 0f3c9a7e5b1d4c2a8e6f0b9d7c5a3e1f, bus bus-pass-7f3a9c")
+    assert "0f3c9a7e5b1d4c2a8e6f0b9d7c5a3e1f" not in line and "bus-pass-7f3a9c" not in line
