@@ -54,7 +54,7 @@ class CorsWhenNeeded:
     and GETs take the full CORS path.
     """
 
-    def __init__(self, app: ASGIApp, **cors: Any) -> None:
+    def __init__(self, app: ASGIApp, /, **cors: Any) -> None:
         self.app = app
         self.cors = CORSMiddleware(app, **cors)
 
