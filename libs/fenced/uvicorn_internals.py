@@ -226,8 +226,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.refused and not self.transport.is_closing():
+        super().on_response_complete()  # starts a pipelined request, if one is waiting
+        if not self.refused and self.cycle.response_complete and not self.transport.is_closing():
             type(self).idle[self] = None
 
     # ---- the guard ---------------------------------------------------------------------------
@@ -263,16 +263,19 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         for conn in list(connections):
             if not isinstance(conn, EdgeHttpProtocol):
                 continue
+            cycle = conn.cycle
             head_since = conn.head_since
             if head_since is not None:
-                if now - head_since > limits.head_timeout:
+                # a pipelined head behind a response still going out is judged once that is done
+                if now - head_since > limits.head_timeout and (cycle is None or cycle.response_complete):
                     conn.refuse(cls.answers.head_timeout if conn.in_head else None)
                 continue
             body_since = conn.body_since
             if body_since is not None and not conn.flow.read_paused and (
                 now > body_since + limits.head_timeout + conn.body_bytes / limits.min_body_rate
             ):
-                conn.refuse(cls.answers.body_too_slow)
+                # answered already (a 401 needs no body, say): just close, a second answer would be bogus
+                conn.refuse(None if cycle.response_started else cls.answers.body_too_slow)
         if connections:
             loop.call_later(cls.sweep_interval(), cls.sweep, loop, connections)
         else:

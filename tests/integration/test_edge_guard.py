@@ -220,3 +220,12 @@ async def test_a_connection_beyond_the_cap_of_busy_ones_gets_a_503_at_once(edge:
         status, _ = error_of(await read_to_close(busy_reader, within=HEAD_TIMEOUT + 3))
         assert status == 408
     assert (await served(edge)).status_code == 200
+
+
+async def test_a_request_answered_before_its_body_came_gets_no_second_answer(edge: Proc, connect: Connect) -> None:
+    """A 401 needs no body: if the body then stalls, the connection is closed without a 408 after the 401."""
+    reader, writer = await connect()
+    writer.write(request_head().replace(AUTH_KEY.encode(), b"wrong-key") + CHAT[:1])
+    data = await read_to_close(reader, within=HEAD_TIMEOUT + 5)
+    assert data.startswith(b"HTTP/1.1 401 ")
+    assert data.count(b"HTTP/1.1 ") == 1, data
