@@ -104,12 +104,13 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
                 await nc.drain()
 
     routes = [
+        # the router tries routes in order: the generation routes, nearly all the traffic, first
+        Route("/v1/chat/completions", GenerationRoute(state, "chat"), methods=["POST"]),
+        Route("/v1/completions", GenerationRoute(state, "completion"), methods=["POST"]),
         Route("/", Health(), methods=["GET", "HEAD"]),
         Route("/healthz", Health(), methods=["GET", "HEAD"]),
         Route("/readyz", Ready(state), methods=["GET", "HEAD"]),
         Route("/metrics", Metrics(state), methods=["GET"]),
-        Route("/v1/chat/completions", GenerationRoute(state, "chat"), methods=["POST"]),
-        Route("/v1/completions", GenerationRoute(state, "completion"), methods=["POST"]),
         Route("/v1/models", ListModels(state), methods=["GET"]),
         Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
     ]
