@@ -258,6 +258,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     @classmethod
     def sweep(cls, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
         """Close the connections whose head is late or whose body is too slow; runs while any are open."""
+        if connections:  # scheduled first: a failure below must not end the sweeps
+            loop.call_later(cls.sweep_interval(), cls.sweep, loop, connections)
+        else:
+            cls.sweeping.discard(id(connections))
         now = loop.time()
         limits = cls.limits
         for conn in list(connections):
@@ -275,11 +279,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 now > body_since + limits.head_timeout + conn.body_bytes / limits.min_body_rate
             ):
                 # answered already (a 401 needs no body, say): just close, a second answer would be bogus
-                conn.refuse(None if cycle.response_started else cls.answers.body_too_slow)
-        if connections:
-            loop.call_later(cls.sweep_interval(), cls.sweep, loop, connections)
-        else:
-            cls.sweeping.discard(id(connections))
+                answered = cycle is not None and cycle.response_started
+                conn.refuse(None if answered else cls.answers.body_too_slow)
 
 
 class _Refused(Exception):
