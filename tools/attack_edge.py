@@ -12,9 +12,11 @@ SY_TIME_SCALE) in front of one nats-server, worker and sandbox, and runs on loop
 - slow_body: 200 requests whose body comes at 1 byte/s, held 30 s
 - fd_limit: 1,100 idle connections to an edge whose descriptor limit is 1,024 (prlimit)
 
-Meanwhile a normal client sends a chat request on a new connection every 0.25 s. Prints one JSON
-line per scenario: edge RSS before and at its peak (VmRSS, sampled every 0.1 s), the probe's
-successes, failures and latencies, and how many attack connections the edge still held at the end.
+The edges inherit this process's environment: `SY_PRIVATE_APIS=0 python -m tools.attack_edge`
+attacks the public (h11) path. Meanwhile a normal client sends a chat request on a new
+connection every 0.25 s. Prints one JSON line per scenario: edge RSS before and at its peak
+(VmRSS, sampled every 0.1 s), the probe's successes, failures and latencies, how many attack
+connections the edge still held at the end, and what it answered them.
 Not part of `make test`: it takes minutes, and opens thousands of sockets.
 """
 

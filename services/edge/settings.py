@@ -61,9 +61,11 @@ class EdgeSettings:
                 max_headers=env_int("MAX_HEADERS", default.max_headers, env, minimum=1),
                 head_timeout=timeouts.request_head,
                 min_body_rate=env_float("MIN_BODY_RATE", default.min_body_rate, env),
-                # 2048: an edge process streams a few hundred requests at once at most (one core);
-                # this leaves room for idle keep-alive clients, and bounds what held heads can
-                # cost (2048 x MAX_HEADER_BYTES = 64 MiB at the defaults) within a 4096-descriptor limit
+                # 2048: bounds what held heads can cost (2048 x MAX_HEADER_BYTES = 64 MiB at the
+                # defaults; an idle connection costs about 5 KiB) and fits a 4096-descriptor limit
+                # with room for the rest. Idle connections make room for new ones, so the cap bites
+                # only when that many requests are in progress at once: an edge with long streams at
+                # a high rate (say 100 new per second, 30 s each) raises it, with the descriptor limit.
                 max_connections=env_int("MAX_CONNECTIONS", default.max_connections, env, minimum=1),
             ),
         )
