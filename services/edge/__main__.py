@@ -12,11 +12,12 @@ Which HTTP protocol runs:
   uvicorn's httptools protocol (libs/fenced/uvicorn_internals.py), which enforces every limit
   above and sends a response's head with its body;
 - SY_PRIVATE_APIS=0 (or an untested uvicorn): stock `http="h11"` with uvicorn's public limits.
-  That path bounds a head's size (h11_max_incomplete_event_size; an oversized head gets h11's
-  400, not a 431, and the header count is bounded only through the size) and answers 503 once
-  MAX_CONNECTIONS are open (limit_concurrency, checked when a request's head is complete). It has
-  no head timeout, no body rate and no eviction: a connection that never completes a head holds
-  its descriptor until the client goes.
+  That path bounds a head's size only while it is incomplete in h11's buffer
+  (h11_max_incomplete_event_size: an 8 MB header gets h11's 400, not a 431; a 120 KB head of
+  10,000 fields that arrives in one read passes), and answers 503 once MAX_CONNECTIONS are open
+  (limit_concurrency, checked when a request's head is complete). It has no header count limit,
+  no head timeout, no body rate and no eviction: a connection that never completes a head, or
+  trickles its body, holds its descriptor until the client goes.
 """
 
 from __future__ import annotations
