@@ -17,7 +17,8 @@ Which HTTP protocol runs:
   10,000 fields that arrives in one read passes), and answers 503 once MAX_CONNECTIONS are open
   (limit_concurrency, checked when a request's head is complete). It has no header count limit,
   no head timeout, no body rate and no eviction: a connection that never completes a head, or
-  trickles its body, holds its descriptor until the client goes.
+  trickles its body, holds its descriptor until the client goes (1,100 silent connections to an
+  edge with 1,024 descriptors keep every real client out on this path).
 """
 
 from __future__ import annotations
