@@ -30,6 +30,10 @@ class Timeouts:
     # edge: after JetStream confirmed a pool's job, the pool's jobs within this are published
     # without asking; one not started within it is confirmed then (0: confirm every job at once)
     confirm_window: float = 1.0
+    # edge: from connect (or a keep-alive request's first byte) until the request's head is complete,
+    # else the connection is closed (408 if part of a head came); also a body's allowance before
+    # MIN_BODY_RATE applies
+    request_head: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Timeouts:

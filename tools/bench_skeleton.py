@@ -24,8 +24,8 @@ import uvicorn
 from nats.aio.msg import Msg
 
 from libs.bus_write import DirectPublisher
+from libs.fenced.uvicorn_internals import EdgeHttpProtocol
 from libs.http1 import HTTP1Pool
-from services.edge.http_protocol import EdgeHttpProtocol
 from tools.bench_responder import serve_until_signalled
 
 SUBJECT = "bench.skeleton"

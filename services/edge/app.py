@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from libs.gc_tuning import settle_after_startup
 from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
 from services.edge.metrics import EdgeMetrics
-from services.edge.middleware import BearerAuth, KeyStore, RequestContext, StaticKeyStore
+from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
 from services.edge.routes.models import GetModel, ListModels
@@ -45,26 +46,25 @@ async def _http_error(metrics: EdgeMetrics, request: Request, exc: Exception) ->
     )
 
 
-class HotPath:
-    """The generation routes without the framework's per-response wrappers.
+class CorsWhenNeeded:
+    """Starlette's CORS middleware, for the requests it has anything to do for.
 
-    Profiling showed Starlette's error, exception and CORS middleware wrapping every `send` of
-    every chunk. Requests without an `Origin` header (SDKs, servers) need no CORS, so a POST to a
-    generation route goes through only the edge's own request-id and auth middleware; everything
-    else (browsers, preflight, other routes, lifespan) takes the full Starlette stack.
+    Every route goes through one middleware stack (a middleware added to `create_app` sees every
+    request). Starlette's CORSMiddleware wraps `send` for every request, and adds `Vary: Origin`
+    even when no `Origin` header came: for a POST without one (SDKs, servers: the generation
+    traffic) there is nothing to allow and nothing a cache may store, so such a request goes
+    straight on and its every streamed chunk skips the wrapper. Browsers (an `Origin`), preflights
+    and GETs take the full CORS path.
     """
 
-    def __init__(self, app: ASGIApp, routes: Mapping[str, ASGIApp], *, keys: KeyStore, log_requests: bool) -> None:
+    def __init__(self, app: ASGIApp, /, **cors: Any) -> None:
         self.app = app
-        self.routes = {path: RequestContext(BearerAuth(route, keys), log_requests=log_requests)
-                       for path, route in routes.items()}
+        self.cors = CORSMiddleware(app, **cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            route = self.routes.get(scope["path"])
-            if route is not None and header(scope, b"origin") is None:
-                await route(scope, receive, send)
-                return
+        if scope["type"] == "http" and (scope["method"] != "POST" or header(scope, b"origin") is not None):
+            await self.cors(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -111,20 +111,20 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             with contextlib.suppress(Exception):
                 await nc.drain()
 
-    generation = {"/v1/chat/completions": GenerationRoute(state, "chat"),
-                  "/v1/completions": GenerationRoute(state, "completion")}
     routes = [
+        # the router tries routes in order: the generation routes, nearly all the traffic, first
+        Route("/v1/chat/completions", GenerationRoute(state, "chat"), methods=["POST"]),
+        Route("/v1/completions", GenerationRoute(state, "completion"), methods=["POST"]),
         Route("/", Health(), methods=["GET", "HEAD"]),
         Route("/healthz", Health(), methods=["GET", "HEAD"]),
         Route("/readyz", Ready(state), methods=["GET", "HEAD"]),
         Route("/metrics", Metrics(state), methods=["GET"]),
-        *(Route(path, route, methods=["POST"]) for path, route in generation.items()),
         Route("/v1/models", ListModels(state), methods=["GET"]),
         Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
     ]
     middleware = [
         Middleware(
-            CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"],
+            CorsWhenNeeded, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"],
             expose_headers=["x-request-id", "retry-after", "retry-after-ms"],
         ),
         Middleware(RequestContext, log_requests=not settings.no_log),
@@ -132,4 +132,4 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: functools.partial(_http_error, state.metrics)})
-    return HotPath(app, generation, keys=keys, log_requests=not settings.no_log), state
+    return app, state

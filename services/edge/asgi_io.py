@@ -28,16 +28,51 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+# How deeply a request body may nest arrays and objects. orjson parses up to 1024 levels but
+# serialises only up to 254, and the body is serialised again on its way to a worker (inside the
+# job, a few levels deeper): bounded here, well below that, a too-deep body is a clear 400 rather
+# than a 500 later. Tool `parameters` schemas, the deepest part of real requests, nest a few levels.
+MAX_JSON_DEPTH = 64
+_TOO_DEEP = (f"The request body nests JSON arrays and objects more than {MAX_JSON_DEPTH} levels deep, "
+             "this gateway's limit.")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and dicts more than `limit` levels (the value itself is level 1).
+
+    Level by level over the parsed value: the cost is one step per array element and object
+    member, whatever the length of the strings (a byte scan of the body would pay for every byte
+    of a long prompt, and a count of brackets costs more than parsing does).
+    """
+    level = [value]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below = []
+        for container in level:
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    below.append(item)
+        level = below
+        depth += 1
+    return False
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # past orjson's own bound (1024 levels)
+            raise InvalidRequest(_TOO_DEEP, code="nesting_too_deep") from None
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid JSON "
             "(NaN and Infinity are not JSON).", code="invalid_json",
         ) from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise InvalidRequest(_TOO_DEEP, code="nesting_too_deep")
     return value
 
 

@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.settings import env_bool, env_int, env_list, env_str
+from libs.http_limits import ConnectionLimits
+from libs.settings import env_bool, env_float, env_int, env_list, env_str
 from libs.timeouts import Timeouts
 from services.edge.routing import RoutingConfig
 
@@ -33,9 +34,12 @@ class EdgeSettings:
     edge_id: str
     timeouts: Timeouts
     routing: RoutingConfig
+    limits: ConnectionLimits  # what a client may hold before its request is complete
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
+        timeouts = Timeouts.from_env(env)
+        default = ConnectionLimits()
         return cls(
             host=env_str("HOST", "127.0.0.1", env),
             port=env_int("PORT", 8080, env, minimum=0),
@@ -50,6 +54,18 @@ class EdgeSettings:
             reply_buffer=env_int("REPLY_BUFFER", 1024, env, minimum=8),
             max_n=env_int("MAX_N", 128, env, minimum=1),
             edge_id=env_str("EDGE_ID", "", env) or _default_edge_id(),
-            timeouts=Timeouts.from_env(env),
+            timeouts=timeouts,
             routing=RoutingConfig.from_env(env),
+            limits=ConnectionLimits(
+                max_header_bytes=env_int("MAX_HEADER_BYTES", default.max_header_bytes, env, minimum=1024),
+                max_headers=env_int("MAX_HEADERS", default.max_headers, env, minimum=1),
+                head_timeout=timeouts.request_head,
+                min_body_rate=env_float("MIN_BODY_RATE", default.min_body_rate, env),
+                # 2048: bounds what held heads can cost (2048 x MAX_HEADER_BYTES = 64 MiB at the
+                # defaults; an idle connection costs about 5 KiB) and fits a 4096-descriptor limit
+                # with room for the rest. Idle connections make room for new ones, so the cap bites
+                # only when that many requests are in progress at once: an edge with long streams at
+                # a high rate (say 100 new per second, 30 s each) raises it, with the descriptor limit.
+                max_connections=env_int("MAX_CONNECTIONS", default.max_connections, env, minimum=1),
+            ),
         )

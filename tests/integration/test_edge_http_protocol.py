@@ -1,4 +1,4 @@
-"""services.edge.http_protocol: a response's head goes out with its body, and never waits longer
+"""libs.fenced.uvicorn_internals (HeadWithBody): a response's head goes out with its body, and never waits longer
 than one loop step for it (real sockets, and a real uvicorn server with the edge's protocol)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest_asyncio
 import uvicorn
 
 from libs.devproc import free_port
-from services.edge.http_protocol import EdgeHttpProtocol, HeadWithBody
+from libs.fenced.uvicorn_internals import EdgeHttpProtocol, HeadWithBody
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
 

@@ -170,7 +170,7 @@ def test_load_toml_invalid_names_the_variable(tmp_path: Path, text: str) -> None
 DEFAULTS = dataclasses.asdict(Timeouts())
 FIELDS = (
     "queue_wait", "first_token", "idle", "total", "heartbeat", "keepalive", "ack_wait", "drain", "readiness_grace",
-    "publish_ack", "confirm_window",
+    "publish_ack", "confirm_window", "request_head",
 )
 
 
