@@ -41,16 +41,19 @@ async def test_401s_are_counted_by_reason(stack: Stack) -> None:
             (await http.get("/v1/models")).status_code,
             (await http.get("/v1/models", headers={"authorization": "Basic abc"})).status_code,
             (await http.get("/v1/models", headers={"authorization": "Bearer wrong-key"})).status_code,
-            # a browser's POST (it carries an Origin) goes through the same middleware
+            # a browser's POST (it carries an Origin) and an SDK's (none) go through the same middleware
             (await http.post("/v1/chat/completions", json=chat("hi"),
                              headers={"authorization": "Bearer wrong-key", "origin": "https://app.example"})
              ).status_code,
+            (await http.post("/v1/chat/completions", json=chat("hi"))).status_code,
+            (await http.post("/v1/completions", json={"model": "sandbox-chat", "prompt": "hi"},
+                             headers={"authorization": "Bearer wrong-key"})).status_code,
             (await http.get("/v1/models", headers=AUTH)).status_code,
         ]
         after = (await http.get("/metrics")).text
-    assert statuses == [401, 401, 401, 401, 200]
-    assert metric(after, name, reason="missing") - metric(before, name, reason="missing") == 2
-    assert metric(after, name, reason="invalid") - metric(before, name, reason="invalid") == 2
+    assert statuses == [401, 401, 401, 401, 401, 401, 200]
+    assert metric(after, name, reason="missing") - metric(before, name, reason="missing") == 3
+    assert metric(after, name, reason="invalid") - metric(before, name, reason="invalid") == 3
     assert "wrong-key" not in after
 
 
