@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 import proto
 from libs import wire
 from libs.background import BackgroundTasks
+from libs.backoff import full_jitter
 from libs.bus import delivery_count, ensure_pool_consumer
 from libs.bus_write import DirectPublisher, Outgoing
 from libs.coalesce import coalesce
@@ -455,6 +456,12 @@ class WorkerRuntime:
         await self._fail(running, err)
         return "timeout" if isinstance(err, UpstreamTimeout | DeadlineExceeded) else "cut"
 
+    def retry_delay(self, attempt: int) -> float:
+        """Backoff before another replica's try: a small share of ack_wait, so it stays well inside
+        the edge's wait for a first worker (and scales with the other limits)."""
+        ack_wait = self.config.timeouts.ack_wait
+        return full_jitter(attempt, base=ack_wait / 50, cap=ack_wait / 5)
+
     async def _on_failed(self, running: _Running, err: SwitchyardError) -> str:
         self.metrics.count_upstream_error(err)
         # The error's own `retryable` decides: the same flag the edge and clients read.
@@ -463,7 +470,9 @@ class WorkerRuntime:
             log.warning("attempt %d failed: %s: %s; handing the job back for another try",
                         running.attempt, err.code, err.message, extra=self._log_extra(running))
             with contextlib.suppress(Exception):
-                await running.msg.nak()
+                # JetStream redelivers after the delay: a burst of jobs that failed together (an
+                # upstream down for all of them) comes back spread out, not in one wave
+                await running.msg.nak(delay=self.retry_delay(running.attempt))
             return "retried"
         await self._fail(running, err)
         return "error"

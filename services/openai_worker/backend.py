@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from libs import secrets
+from libs.backoff import full_jitter
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
 from libs.http1 import HTTP1Pool
 from libs.tokens import estimate_tokens
@@ -184,7 +184,7 @@ class OpenAIBackend:
                     "upstream %s failed (%s: %s); trying upstream %s", upstream.name, err.code, err.message,
                     candidates[number].name, extra={"request_id": job["request_id"], "job_id": job["job_id"]},
                 )
-                await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (number - 1))))
+                await asyncio.sleep(full_jitter(number, base=_BACKOFF_BASE, cap=_BACKOFF_CAP))
 
     def _call(self, upstream: Upstream, job: Job, body: dict[str, Any], *, limited: bool) -> tuple[UpstreamCall, bool]:
         """The call to make to this upstream, and whether it asks for the whole answer at once.

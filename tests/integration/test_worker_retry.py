@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
+import orjson
 from prometheus_client import CollectorRegistry
 
 import proto
@@ -74,7 +75,14 @@ async def test_redelivery_follows_retryable_for_every_error_class(private_nats: 
             if message["type"] == "error":
                 errors[message["job_id"]] = message
 
+    naks: list[bytes] = []  # what the worker answers JetStream for a delivery it hands back
+
+    async def on_ack(msg: Any) -> None:
+        if msg.data.startswith(b"-NAK"):
+            naks.append(msg.data)
+
     await nc.subscribe(proto.reply_wildcard("retry-edge"), cb=on_reply)
+    await nc.subscribe("$JS.ACK.>", cb=on_ack)
     await runtime.start()
     try:
         for cls in error_classes():
@@ -97,6 +105,12 @@ async def test_redelivery_follows_retryable_for_every_error_class(private_nats: 
         await runtime.drain()
         await nc.close()
     assert len(errors) == len(names), sorted(set(names.values()) - {names[j] for j in errors})
+    # every hand-back asks JetStream to wait a jittered while before the next try
+    retried = sum(MAX_DELIVER - 1 for name in names.values() if backend.by_name[name].retryable)
+    assert len(naks) == retried
+    delays = [orjson.loads(nak.removeprefix(b"-NAK "))["delay"] for nak in naks if nak != b"-NAK"]
+    assert len(delays) >= retried - 1  # a draw of exactly zero goes without a delay
+    assert len(set(delays)) > 1
     for job_id, name in names.items():
         cls = backend.by_name[name]
         tries = MAX_DELIVER if cls.retryable else 1
