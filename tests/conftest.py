@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -191,3 +192,13 @@ def start_worker(stack: Stack) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in started:
         proc.stop(grace=5)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one series in a Prometheus exposition (0 when absent), labels in any order."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0

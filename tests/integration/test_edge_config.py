@@ -4,7 +4,6 @@ usage accounting, expired jobs, upstream failover."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import httpx
 import orjson
 
 from libs.devproc import Proc
-from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack, start_edge, wait_for_models
+from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack, metric, start_edge, wait_for_models
 from tests.wiretap import Wiretap
 
 AUTH = {"authorization": f"Bearer {AUTH_KEY}"}
@@ -58,14 +57,6 @@ async def test_keep_alive_comments_while_the_first_token_is_slow(stack: Stack) -
     assert raw.startswith(b": keep-alive\n\n")
     assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
 
-
-def metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return 0.0
 
 
 async def test_usage_is_recorded_from_the_upstream_or_estimated_and_marked(stack: Stack) -> None:

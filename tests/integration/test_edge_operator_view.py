@@ -4,7 +4,6 @@ added after the edge's tables forwarded (the upstream judges them), SY_TIMEOUT_C
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 
@@ -14,19 +13,11 @@ import orjson
 from nats.aio.msg import Msg
 
 import proto
-from tests.conftest import AUTH_KEY, Stack, start_edge, wait_for_models
+from tests.conftest import AUTH_KEY, Stack, metric, start_edge, wait_for_models
 from tests.wiretap import Wiretap
 
 AUTH = {"authorization": f"Bearer {AUTH_KEY}"}
 
-
-def metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return 0.0
 
 
 def chat(text: str, **extra: object) -> dict[str, object]:
