@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping
+from typing import Any
 
 import httptools
 
@@ -108,8 +109,8 @@ class Response(asyncio.Protocol):
             self._interim = True
             self.headers = {}
             return
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
+        encoding = self.headers.get("content-encoding")
+        if encoding is not None and (encoding := encoding.strip().lower()) != "identity":
             # We ask for identity (ACCEPT_ENCODING); a server that compresses anyway would
             # otherwise hand compressed bytes to the SSE and JSON parsers as if they were text.
             self._fail(ProtocolError(f"the server sent a body in content-encoding {encoding!r}"))
@@ -260,10 +261,15 @@ class _Call:
         self._head_timeout = head_timeout
         self._conn: Response | None = None
 
-    async def __aenter__(self) -> Response:
-        if self._head_timeout is None:  # no timer at all unless asked: this runs for every call
-            return await self._enter()
-        async with asyncio.timeout(self._head_timeout):
+    def __aenter__(self) -> Coroutine[Any, Any, Response]:
+        # without a limit, `_enter` itself is what `async with` awaits: no timer and no coroutine
+        # layer around it (this runs for every upstream call)
+        if self._head_timeout is None:
+            return self._enter()
+        return self._enter_limited(self._head_timeout)
+
+    async def _enter_limited(self, limit: float) -> Response:
+        async with asyncio.timeout(limit):
             return await self._enter()
 
     async def _enter(self) -> Response:

@@ -227,7 +227,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts a pipelined request, if one is waiting
-        if not self.refused and self.cycle.response_complete and not self.transport.is_closing():
+        raw = self.raw  # the socket's transport itself: HeadWithBody would add a call layer
+        if not self.refused and self.cycle.response_complete and raw is not None and not raw.is_closing():
             type(self).idle[self] = None
 
     # ---- the guard ---------------------------------------------------------------------------

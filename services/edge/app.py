@@ -24,6 +24,7 @@ from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
 from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
+from services.edge.router import EdgeApp
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
 from services.edge.routes.models import GetModel, ListModels
@@ -130,6 +131,6 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Middleware(RequestContext, log_requests=not settings.no_log),
         Middleware(BearerAuth, keys=keys, metrics=state.metrics),
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+    app = EdgeApp(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: functools.partial(_http_error, state.metrics)})
     return app, state

@@ -51,7 +51,6 @@ class RequestContext:
         encoded_id = request_id.encode()
         status = 0
         disconnected = False
-        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -60,6 +59,11 @@ class RequestContext:
                 # a new message, never the caller's: senders may reuse theirs
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", encoded_id)]}
             await send(message)
+
+        if not self.log_requests:  # no line to write: nothing to time, no receive to watch
+            await self.app(scope, receive, send_with_id)
+            return
+        started = time.perf_counter()
 
         async def receive_watching() -> Message:
             nonlocal disconnected
@@ -71,14 +75,13 @@ class RequestContext:
         try:
             await self.app(scope, receive_watching, send_with_id)
         finally:
-            if self.log_requests:
-                gone = status == 0 and disconnected
-                logged = CLIENT_DISCONNECTED if gone else status
-                access_log.info(
-                    "%s %s %s%s", scope["method"], scope["path"], logged, " client_disconnected" if gone else "",
-                    extra={"request_id": request_id, "status": logged, "disconnected": gone or None,
-                           "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
-                )
+            gone = status == 0 and disconnected
+            logged = CLIENT_DISCONNECTED if gone else status
+            access_log.info(
+                "%s %s %s%s", scope["method"], scope["path"], logged, " client_disconnected" if gone else "",
+                extra={"request_id": request_id, "status": logged, "disconnected": gone or None,
+                       "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
 
 
 class KeyStore(Protocol):

@@ -167,7 +167,8 @@ def number() -> Rule:
 
 def array(items: Rule | None = None, *, non_empty: bool = False) -> Rule:
     def check(value: Any, path: str) -> None:
-        _expect(value, path, (list,), "an array")
+        if type(value) is not list:  # `messages` and its objects, in every request: _expect inlined
+            raise _type_error(value, path, "an array")
         if non_empty and not value:
             raise _value_error(path, f"'{path}' must not be empty.")
         if items is not None:
@@ -181,7 +182,8 @@ def obj(table: Table | None = None) -> Rule:
     """A JSON object checked against `table`; unknown nested keys are tolerated."""
 
     def check(value: Any, path: str) -> None:
-        _expect(value, path, (dict,), "an object")
+        if type(value) is not dict:
+            raise _type_error(value, path, "an object")
         if table:
             _check_fields(value, table, path)
 

@@ -424,3 +424,16 @@ async def test_a_head_limit_bounds_the_wait_for_the_head_only() -> None:
         async with pool.post("127.0.0.1", server.port, "/slow-body", {}, b"", head_timeout=0.1) as response:
             assert b"".join([c async for c in response.body()]) == b"ab\n"
         await pool.aclose()
+
+
+async def test_a_call_without_a_head_limit_is_entered_without_a_timer_or_a_wrapping_coroutine() -> None:
+    # `async with` awaits what __aenter__ returns: without a limit, the entering coroutine itself
+    pool = HTTP1Pool()
+    plain = pool.post("127.0.0.1", 9, "/", {}, b"").__aenter__()
+    limited = pool.post("127.0.0.1", 9, "/", {}, b"", head_timeout=1.0).__aenter__()
+    try:
+        assert plain.cr_code.co_name == "_enter"  # type: ignore[attr-defined]
+        assert limited.cr_code.co_name == "_enter_limited"  # type: ignore[attr-defined]
+    finally:
+        plain.close()
+        limited.close()
