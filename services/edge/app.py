@@ -132,5 +132,5 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Middleware(BearerAuth, keys=keys, metrics=state.metrics),
     ]
     app = EdgeApp(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={HTTPException: functools.partial(_http_error, state.metrics)})
+                  exception_handlers={HTTPException: functools.partial(_http_error, state.metrics)})
     return app, state
