@@ -110,6 +110,12 @@ class NoCapacity(BusError):
     status = 503
     code = "no_capacity"
 
+    @classmethod
+    def after_queue_wait(cls, queue_wait: float) -> NoCapacity:
+        """No worker took the job within the queue wait (said alike by the edge and a worker)."""
+        return cls("no worker had capacity for this request within the queue wait; retry later",
+                   retry_after=max(1.0, queue_wait / 5))
+
 
 class BusUnavailable(BusError):
     status = 503

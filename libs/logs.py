@@ -4,7 +4,7 @@ Secrets (API keys, bearer tokens, cookies, access tokens) must never reach a log
 an upstream echoes them in an error body, so every record passes through `redact`.
 
 Every line a service writes is one JSON object with an ISO-8601 UTC `ts`: its own loggers,
-nats-py's, and uvicorn's (`uvicorn_log_config` is handed to uvicorn, which applies its
+nats-py's, and uvicorn's (`log_config` is handed to uvicorn too, which applies its
 `log_config` when its Config is built and would otherwise install its own plain-text handlers).
 """
 
@@ -121,7 +121,8 @@ class StartupFailure(logging.Filter):
 
 
 def log_config(service: str, level: str = "INFO") -> dict[str, Any]:
-    """A `logging.config.dictConfig` configuration: every logger through one JSON handler on stderr."""
+    """A `logging.config.dictConfig` configuration: every logger through one JSON handler on stderr.
+    Also uvicorn's `log_config`, so that uvicorn applying it when its Config is built changes nothing."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -141,12 +142,6 @@ def log_config(service: str, level: str = "INFO") -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": True},
         },
     }
-
-
-def uvicorn_log_config(service: str, level: str = "INFO") -> dict[str, Any]:
-    """What to pass as uvicorn's `log_config`: the service's own JSON configuration, so that
-    uvicorn applying it at Config time changes nothing."""
-    return log_config(service, level)
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:

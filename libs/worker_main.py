@@ -26,7 +26,7 @@ from starlette.routing import Route
 from libs.bus import connect
 from libs.errors import BusError
 from libs.gc_tuning import settle_after_startup
-from libs.logs import url_without_credentials, uvicorn_log_config
+from libs.logs import log_config, url_without_credentials
 from libs.metrics_http import metrics_response
 from libs.probes import PID_HEADER
 from libs.settings import env_int, env_str
@@ -121,7 +121,7 @@ async def run_worker(
     server = _ProbeServer(uvicorn.Config(
         probe_app(lambda: holder[0] if holder else None, registry),
         host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False,
-        lifespan="off", log_config=uvicorn_log_config(service, env_str("LOG_LEVEL", "INFO")),
+        lifespan="off", log_config=log_config(service, env_str("LOG_LEVEL", "INFO")),
     ))
     # bound here, not by uvicorn: uvicorn answers a port in use with sys.exit() inside its task,
     # which leaves asyncio cancelling a half-made NATS connection on the way out

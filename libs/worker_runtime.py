@@ -292,10 +292,7 @@ class WorkerRuntime:
             # No worker took it within the queue wait, and none has started it: the edge gives up
             # at `start_by` too. A redelivery is different: an earlier attempt started it (or
             # was about to), the edge follows it still, and this is its retry.
-            self._drop(msg, job, attempt, NoCapacity(
-                "no worker had capacity for this request within the queue wait; retry later",
-                retry_after=max(1.0, self.config.timeouts.queue_wait / 5),
-            ))
+            self._drop(msg, job, attempt, NoCapacity.after_queue_wait(self.config.timeouts.queue_wait))
             return
         running = _Running(job=job, msg=msg, attempt=attempt)
         # `start` tells the edge a worker has the job. Sent with the first delta it costs no

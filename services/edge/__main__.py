@@ -32,7 +32,7 @@ import uvicorn
 
 from libs.fenced import private_apis_enabled
 from libs.http_limits import descriptor_budget
-from libs.logs import config_errors_exit, setup_logging, url_without_credentials, uvicorn_log_config
+from libs.logs import config_errors_exit, log_config, setup_logging, url_without_credentials
 from libs.settings import env_str
 from services.edge.app import create_app
 from services.edge.server import DrainingServer
@@ -62,7 +62,7 @@ def main() -> None:
         # X-Forwarded-* would only rewrite the client address, which the edge never reads: skip
         # uvicorn's middleware that parses them on every request
         proxy_headers=False,
-        log_config=uvicorn_log_config("edge", env_str("LOG_LEVEL", "INFO")),  # uvicorn's own lines as JSON too
+        log_config=log_config("edge", env_str("LOG_LEVEL", "INFO")),  # uvicorn's own lines as JSON too
     )
     try:
         DrainingServer(config, state).run()

@@ -348,10 +348,7 @@ class Exchange:
                 raise BusUnavailable("the bus did not confirm it had queued the request", retry_after=1)
             if job.started is None:
                 self.dispatcher.metrics.no_capacity.inc()
-                raise NoCapacity(
-                    "no worker had capacity for this request within the queue wait; retry later",
-                    retry_after=max(1.0, t.queue_wait / 5),
-                )
+                raise NoCapacity.after_queue_wait(t.queue_wait)
             if self.streamed and not job.streaming and job.last_message - job.started > t.first_token:
                 raise UpstreamTimeout("the upstream sent no token within the first-token limit")
             raise WorkerLost("the worker handling this request stopped responding")
@@ -484,18 +481,22 @@ class Dispatcher:
         shuts down. Each request's task sends the error by the contract (a status before the first
         token, in-band after it) and cancels its jobs. Returns how many requests were ended."""
         self.closing = error
-        exchanges = {id(e): e for e in self._exchanges.values()}  # a request with n jobs is here n times
-        for exchange in exchanges.values():
+        exchanges = self._open_exchanges()
+        for exchange in exchanges:
             exchange.abort(error)
         return len(exchanges)
 
     def interrupt_all(self) -> int:
         """Stop the tasks of requests still open after `abort_all` (blocked sending to clients that
         stopped reading): uvicorn would cancel them a moment later, a traceback for each."""
-        exchanges = {id(e): e for e in self._exchanges.values()}
-        for exchange in exchanges.values():
+        exchanges = self._open_exchanges()
+        for exchange in exchanges:
             exchange.interrupt()
         return len(exchanges)
+
+    def _open_exchanges(self) -> list[Exchange]:
+        """Each open request once (one with n jobs is in `_exchanges` n times)."""
+        return list({id(e): e for e in self._exchanges.values()}.values())
 
     def forget(self, token: str) -> None:
         self._exchanges.pop(token, None)

@@ -37,7 +37,6 @@ is bounded by the total time limit only, since a whole answer takes as long as t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +85,7 @@ def _from_table(index: int, table: dict[str, Any], scale: float) -> Upstream:
         raise ConfigError(f"{where}.base_url must be a URL")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"{where}.models must be a non-empty list of model ids")
-    return dataclasses.replace(Upstream(
+    return Upstream(
         name=str(table.get("name") or f"upstream{index}"),
         base_url=base_url.rstrip("/"),
         api_key=str(table.get("api_key") or ""),
@@ -96,7 +95,8 @@ def _from_table(index: int, table: dict[str, Any], scale: float) -> Upstream:
         completions=bool(table.get("completions", True)),
         stream_usage=bool(table.get("stream_usage", True)),
         whole_answers=bool(table.get("whole_answers", True)),
-    ), **_limits(where, table, scale))
+        **_limits(where, table, scale),
+    )
 
 
 def load_upstreams(env: Mapping[str, str] | None = None) -> list[Upstream]:
@@ -108,10 +108,10 @@ def load_upstreams(env: Mapping[str, str] | None = None) -> list[Upstream]:
         models = env_list("OPENAI_MODELS", env)
         if not models:
             raise ConfigError("OPENAI_MODELS must list the model ids served at OPENAI_BASE_URL")
-        upstreams.insert(0, dataclasses.replace(Upstream(
+        upstreams.insert(0, Upstream(
             name="env", base_url=base_url.rstrip("/"), api_key=env_str("OPENAI_API_KEY", "", env),
-            models=tuple(models),
-        ), **_limits("OPENAI_BASE_URL's upstream", {}, scale)))
+            models=tuple(models), **_limits("OPENAI_BASE_URL's upstream", {}, scale),
+        ))
     if not upstreams:
         raise ConfigError("no upstream configured: set OPENAI_BASE_URL and OPENAI_MODELS, or OPENAI_WORKER_CONFIG")
     return upstreams

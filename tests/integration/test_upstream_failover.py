@@ -49,17 +49,23 @@ def chat(model: str, text: str, stream: bool) -> dict[str, object]:
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}
 
 
+def upstreams_toml(folder: Path, hung: Proc, healthy: Proc, model: str, limits: str) -> Path:
+    """An OPENAI_WORKER_CONFIG with both sandboxes serving `model`, each with the TOML lines `limits`."""
+    config = folder / "upstreams.toml"
+    config.write_text("\n".join(
+        f"[[upstreams]]\nname = '{name}'\nbase_url = '{sandbox.url}/v1'\napi_key = 'k-{name}-0123456789'\n"
+        f"models = ['{model}']\n{limits}\n"
+        for name, sandbox in (("hung", hung), ("healthy", healthy))
+    ))
+    return config
+
+
 async def test_a_hung_upstream_is_failed_over_then_put_aside(
     stack: Stack, start_worker: Callable[..., Proc], sandboxes: tuple[Proc, Proc], tmp_path: Path
 ) -> None:
     hung, healthy = sandboxes
-    config = tmp_path / "upstreams.toml"
-    config.write_text("\n".join(
-        f"[[upstreams]]\nname = '{name}'\nbase_url = '{sandbox.url}/v1'\napi_key = 'k-{name}-0123456789'\n"
-        f"models = ['tight-hang']\nfirst_byte_timeout = {HEAD_LIMIT}\nanswer_timeout = {HEAD_LIMIT}\n"
-        "cooldown = 300\n"
-        for name, sandbox in (("hung", hung), ("healthy", healthy))
-    ))
+    config = upstreams_toml(tmp_path, hung, healthy, "tight-hang",
+                            f"first_byte_timeout = {HEAD_LIMIT}\nanswer_timeout = {HEAD_LIMIT}\ncooldown = 300")
     worker = start_worker(name="failover-worker", pool="tight", models="unused", OPENAI_BASE_URL="",
                           OPENAI_WORKER_CONFIG=str(config))
     await wait_for_models(stack, {"tight-hang"})
@@ -99,12 +105,7 @@ async def test_a_whole_answer_from_a_hung_upstream_is_failed_over(
 ) -> None:
     """Non-stream requests go upstream non-streamed, bounded by the whole answer's own limit."""
     hung, healthy = sandboxes
-    config = tmp_path / "upstreams.toml"
-    config.write_text("\n".join(
-        f"[[upstreams]]\nname = '{name}'\nbase_url = '{sandbox.url}/v1'\nmodels = ['tight-hang-whole']\n"
-        f"answer_timeout = {HEAD_LIMIT}\n"
-        for name, sandbox in (("hung", hung), ("healthy", healthy))
-    ))
+    config = upstreams_toml(tmp_path, hung, healthy, "tight-hang-whole", f"answer_timeout = {HEAD_LIMIT}")
     start_worker(name="failover-whole", pool="tight", models="unused", OPENAI_BASE_URL="",
                  OPENAI_WORKER_CONFIG=str(config))
     await wait_for_models(stack, {"tight-hang-whole"})
