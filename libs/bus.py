@@ -99,10 +99,10 @@ async def connect(
     return nc
 
 
-async def ensure_chat_stream(js: JetStreamContext, max_age: float, duplicate_window: float = 120.0) -> None:
+async def ensure_job_stream(js: JetStreamContext, max_age: float, duplicate_window: float = 120.0) -> None:
     """The work-queue stream of chat jobs (owner: edge); jobs with a Nats-Msg-Id are de-duplicated
     within `duplicate_window` (an edge publishes a job again to confirm it was stored)."""
-    spec = proto.contract()["streams"]["chat"]
+    spec = proto.contract()["streams"]["jobs"]
     config = js_api.StreamConfig(
         name=spec["name"],
         subjects=list(spec["subjects"]),
@@ -157,11 +157,11 @@ async def ensure_pool_consumer(
     deadline = loop.time() + wait_for_stream
     while True:
         try:
-            await js.add_consumer(proto.STREAM_CHAT, config)
+            await js.add_consumer(proto.STREAM_JOBS, config)
             return durable
         except NotFoundError:
             if loop.time() > deadline:
-                raise BusError(f"stream {proto.STREAM_CHAT} does not exist (is the edge running?)") from None
+                raise BusError(f"stream {proto.STREAM_JOBS} does not exist (is the edge running?)") from None
             await asyncio.sleep(0.25)
         except BadRequestError as exc:
             # the server updates editable fields itself; anything else needs an operator

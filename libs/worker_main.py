@@ -31,8 +31,9 @@ from libs.metrics_http import metrics_response
 from libs.probes import PID_HEADER
 from libs.settings import env_int, env_str
 from libs.timeouts import Timeouts
+from libs.worker_backend import Backend
 from libs.worker_metrics import WorkerMetrics
-from libs.worker_runtime import Backend, WorkerConfig, WorkerRuntime
+from libs.worker_runtime import WorkerConfig, WorkerRuntime
 
 log = logging.getLogger("switchyard.worker")
 

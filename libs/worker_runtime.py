@@ -1,25 +1,23 @@
-"""The bus side every worker shares: take jobs, run them on a backend, stream replies, obey cancels.
+"""The job lifecycle every worker shares: take jobs, run them on a backend, send replies, obey cancels.
 
-A backend (the upstream side) only turns one job into an async stream of `list[choice]` batches
-and one final `StreamEnd` (which may carry the last choices, when the upstream's last read held
-both). A backend that waits for a whole, non-streamed answer says so first (`WholeAnswer`): the
-first-token and idle limits then do not apply, only the total one. This runtime owns the rest of
-the contract in proto/:
+What a job produces (deltas, a unary result, native events) is the backend's side of the contract,
+libs/worker_backend.py. This runtime owns the rest of proto/, the same for every worker kind:
 
-- replies: what the job has to say at one moment (start, deltas, end) goes out as one message,
-  a JSON array when there is more than one reply (the reply subject allows batches);
-
-- capacity: `JobPuller` never holds more jobs than `capacity`;
-- ack and retry: a job stays unacked (with in-progress acks) until its first delta is published;
-  a failure before that whose error is `retryable` is nak'ed so another replica retries it; after
-  it, or for any other error, the failure goes to the edge as an `error` reply;
+- replies: what the job has to say at one moment (start, its outputs, end) goes out as one
+  message, a JSON array when there is more than one reply (the reply subject allows batches);
+- capacity: `JobPuller` never holds more jobs than `capacity`, whatever their kind;
+- ack and retry: a job stays unacked (with in-progress acks) until its first output (a delta, a
+  result or an event) is published; a failure before that whose error is `retryable` is nak'ed so
+  another replica retries it; after it, or for any other error, the failure goes to the edge as
+  an `error` reply;
 - expiry: a job first delivered after its `start_by` is dropped (the edge has given up on a
   worker by then); a redelivered one runs until its `deadline`, since an earlier attempt started
   it and the edge waits for it. Every dropped job is answered with an `error` reply, so no client
   waits for a job nobody runs;
-- liveness: `heartbeat` replies while the upstream is silent; first-token, idle and total limits;
+- liveness: `heartbeat` replies while the upstream is silent; first-token, idle and total limits
+  (a backend awaiting a whole answer, every unary job, has the total limit only);
 - cancellation: `sy.v1.cancel` aborts the job's task, which closes the upstream call;
-- discovery: `announce` every interval and on `discover`;
+- discovery: `announce` (models, the kinds each serves, capacity) every interval and on `discover`;
 - drain: on stop, no more pulls, in-flight jobs finish under a deadline, the rest are cut;
 - logs: every line about a job carries its `request_id` and `job_id` (as record extras): a retry,
   a cancel, a drop, a drain cut and a final failure are logged once each; a job that goes well is
@@ -32,9 +30,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -47,7 +44,6 @@ from libs.background import BackgroundTasks
 from libs.backoff import full_jitter
 from libs.bus import delivery_count, ensure_pool_consumer
 from libs.bus_write import DirectPublisher, Outgoing
-from libs.coalesce import coalesce
 from libs.errors import (
     BusError,
     DeadlineExceeded,
@@ -59,36 +55,11 @@ from libs.errors import (
 )
 from libs.pull import JobPuller
 from libs.timeouts import Timeouts
+from libs.worker_backend import Backend, Event, Result, StreamEnd, WholeAnswer, end_reply, output_replies
 from libs.worker_metrics import WorkerMetrics
-from proto.messages import Announce, Feature, Job
+from proto.messages import Announce, Job
 
 log = logging.getLogger("switchyard.worker")
-
-
-@dataclass(frozen=True)
-class StreamEnd:
-    usage: dict[str, Any] | None = None
-    system_fingerprint: str | None = None
-    choices: list[dict[str, Any]] | None = None  # the last choices, read together with the end
-
-
-@dataclass(frozen=True)
-class WholeAnswer:
-    """The upstream answers in one piece: no first-token or idle limit, heartbeats go on."""
-
-
-Item = list[dict[str, Any]] | StreamEnd | WholeAnswer
-
-
-class Backend(Protocol):
-    """The upstream side of a worker."""
-
-    models: list[str]
-    features: list[Feature]
-
-    def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]: ...
-
-    async def aclose(self) -> None: ...
 
 
 _NUMBER = (int, float)  # by exact type: a bool is not a time
@@ -128,7 +99,7 @@ class _Running:
     acked: bool = False
     started: float = field(default_factory=time.monotonic)
     last_sent: float = field(default_factory=time.monotonic)
-    last_delta: float | None = None
+    last_output: float | None = None  # monotonic: the last delta, result or event staged
     last_progress: float = field(default_factory=time.monotonic)  # last in-progress ack
     taken_at: float = field(default_factory=time.time)
     start_due: float = 0.0  # monotonic: `start` goes out with the first reply, or by then
@@ -177,7 +148,7 @@ class WorkerRuntime:
         self._subs.append(await self.nc.subscribe(proto.CANCEL_SUBJECT, cb=self._on_cancel))
         self._subs.append(await self.nc.subscribe(proto.DISCOVER_SUBJECT, cb=self._on_discover))
         self._puller = JobPuller(
-            self.nc, proto.STREAM_CHAT, durable, self.config.capacity, self._on_job,
+            self.nc, proto.STREAM_JOBS, durable, self.config.capacity, self._on_job,
             expires=max(0.25, min(5.0, t.ack_wait / 2)),
         )
         await self._puller.start()
@@ -185,7 +156,7 @@ class WorkerRuntime:
         self._tasks.append(asyncio.create_task(self._announce_loop(), name="announce"))
         self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         await self.announce()
-        log.info("worker %s serving pool %s: %s", self.config.worker_id, self.config.pool, self.backend.models)
+        log.info("worker %s serving pool %s: %s", self.config.worker_id, self.config.pool, list(self.backend.serves))
 
     async def restore(self) -> None:
         """After a reconnect: the server may have restarted and lost our consumer (memory storage)
@@ -247,7 +218,8 @@ class WorkerRuntime:
             "type": "announce",
             "worker_id": self.config.worker_id,
             "pool": self.config.pool,
-            "models": list(self.backend.models),
+            "models": list(self.backend.serves),
+            "serves": {model: list(kinds) for model, kinds in self.backend.serves.items()},
             "capacity": self.config.capacity,
             "in_flight": self.in_flight,
             "draining": self.draining,
@@ -378,7 +350,7 @@ class WorkerRuntime:
                 parts = wire.fragments(payload, self.nc.max_payload, running.job["job_id"], running.attempt,
                                        out[0]["seq"])
                 messages = [self._publisher.message(reply, part) for part in parts]
-        if running.last_delta is not None and not running.acked:
+        if running.last_output is not None and not running.acked:
             running.acked = True
             messages.append(Outgoing(running.msg.reply, b"+ACK"))
         if messages:
@@ -393,10 +365,10 @@ class WorkerRuntime:
         self._stage_start(running)
         await self._flush(running)
 
-    def _stage_deltas(self, running: _Running, choices: list[dict[str, Any]]) -> None:
-        for merged in coalesce(choices, running.job["index_offset"]):
-            self._stage(running, {"type": "delta", "choices": merged})
-        running.last_delta = time.monotonic()
+    def _stage_output(self, running: _Running, item: list[dict[str, Any]] | Result | Event) -> None:
+        for reply in output_replies(item, running.job["index_offset"]):
+            self._stage(running, reply)
+        running.last_output = time.monotonic()
 
     async def _run(self, running: _Running) -> None:
         job = running.job
@@ -407,18 +379,20 @@ class WorkerRuntime:
             body = await self._load_body(job)
             end = StreamEnd()
             async for item in self.backend.stream(job, body):
-                if isinstance(item, StreamEnd):
+                if type(item) is list:  # chat deltas: nearly every item
+                    if item:
+                        self._stage_output(running, item)
+                        await self._flush(running)
+                elif isinstance(item, StreamEnd):
                     end = item  # its choices go out below, in one message with the end
-                    continue
-                if isinstance(item, WholeAnswer):
+                elif isinstance(item, WholeAnswer):
                     running.whole = True
-                    continue
-                if item:
-                    self._stage_deltas(running, item)
+                elif isinstance(item, Result | Event):
+                    self._stage_output(running, item)
                     await self._flush(running)
             if end.choices:
-                self._stage_deltas(running, end.choices)
-            self._stage(running, {"type": "end", "usage": end.usage, "system_fingerprint": end.system_fingerprint})
+                self._stage_output(running, end.choices)
+            self._stage(running, end_reply(end))
             await self._flush(running)
         except asyncio.CancelledError:
             outcome = await self._on_stopped(running)
@@ -526,9 +500,9 @@ class WorkerRuntime:
             reason = DeadlineExceeded("the request's total time limit was reached")
         elif running.whole:
             pass  # a whole answer takes as long as the generation: only the total limit bounds it
-        elif running.last_delta is None and now - running.started > running.job["timeouts"]["first_token"]:
+        elif running.last_output is None and now - running.started > running.job["timeouts"]["first_token"]:
             reason = UpstreamTimeout("the upstream sent no token within the first-token limit")
-        elif running.last_delta is not None and now - running.last_delta > running.job["timeouts"]["idle"]:
+        elif running.last_output is not None and now - running.last_output > running.job["timeouts"]["idle"]:
             reason = UpstreamTimeout("the upstream went silent for longer than the idle limit")
         if reason is not None and running.task is not None and running.stop_reason is None:
             running.stop_reason = reason

@@ -16,8 +16,13 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 VERSION = "v1"
 
-STREAM_CHAT = "SY_V1_CHAT"
+STREAM_JOBS = "SY_V1_JOBS"
 BODY_STORE = "SY_V1_BODIES"
+IMAGE_STORE = "SY_V1_IMAGES"
+# What a job asks a worker to do (job.json's `kind`): chat and completion stream deltas; the
+# others answer with one `result` (UNARY_KINDS), whose body `result_schema(kind)` describes
+KINDS = ("chat", "completion", "embedding", "image", "moderation")
+UNARY_KINDS = frozenset({"embedding", "image", "moderation"})
 CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"
@@ -38,11 +43,11 @@ def check_token(value: str) -> str:
 
 @functools.lru_cache(maxsize=1024)  # on every job's publish; pools are a handful
 def job_subject(pool: str) -> str:
-    return f"sy.v1.chat.jobs.{check_token(pool)}"
+    return f"sy.v1.jobs.{check_token(pool)}"
 
 
 def consumer_name(pool: str) -> str:
-    return f"sy_v1_chat_{check_token(pool)}"
+    return f"sy_v1_jobs_{check_token(pool)}"
 
 
 _REPLY_PREFIX = "sy.v1.reply."
@@ -86,6 +91,12 @@ def schema(schema_id: str) -> dict[str, Any]:
     if loaded.get("$id") != schema_id:
         raise KeyError(schema_id)
     return loaded
+
+
+def result_schema(kind: str) -> str | None:
+    """The schema id of a `result` body answering a job of `kind` (None: the kind has no result)."""
+    results: dict[str, str] = contract().get("results", {})
+    return results.get(kind)
 
 
 @dataclass(frozen=True)

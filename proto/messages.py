@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+Kind = Literal["chat", "completion", "embedding", "image", "moderation"]
+
 
 class Timeouts(TypedDict):
     first_token: float
@@ -21,7 +23,7 @@ class Job(TypedDict):
     type: Literal["job"]
     job_id: str
     request_id: str
-    kind: Literal["chat", "completion"]
+    kind: Kind
     model: str
     pool: str
     reply: str
@@ -30,6 +32,7 @@ class Job(TypedDict):
     start_by: float
     deadline: float
     timeouts: Timeouts
+    account: NotRequired[str]
     body: NotRequired[dict[str, Any]]
     body_ref: NotRequired[BodyRef]
 
@@ -49,6 +52,26 @@ class Delta(TypedDict):
     attempt: int
     seq: int
     choices: list[dict[str, Any]]
+
+
+class Result(TypedDict):
+    """A unary job's answer; `body` per kind: proto/schemas/v1/<kind>_result.json."""
+
+    type: Literal["result"]
+    job_id: str
+    attempt: int
+    seq: int
+    body: dict[str, Any]
+
+
+class Event(TypedDict):
+    """One event of an upstream's native stream, relayed by the edge in the client's wire format."""
+
+    type: Literal["event"]
+    job_id: str
+    attempt: int
+    seq: int
+    event: dict[str, Any]
 
 
 class Heartbeat(TypedDict):
@@ -72,6 +95,7 @@ class End(TypedDict):
     seq: int
     usage: NotRequired[Usage | None]
     system_fingerprint: NotRequired[str | None]
+    account: NotRequired[str]
 
 
 class WireError(TypedDict):
@@ -102,7 +126,7 @@ class Fragment(TypedDict):
     data: str
 
 
-Reply = Start | Delta | Heartbeat | End | Error | Fragment
+Reply = Start | Delta | Result | Event | Heartbeat | End | Error | Fragment
 
 
 class Cancel(TypedDict):
@@ -120,6 +144,7 @@ class Announce(TypedDict):
     worker_id: str
     pool: str
     models: list[str]
+    serves: dict[str, list[Kind]]
     capacity: int
     in_flight: int
     draining: bool
@@ -135,7 +160,7 @@ class Discover(TypedDict):
 # schema $id -> TypedDicts that must list exactly the schema's properties
 SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
     "switchyard.v1.job": (Job,),
-    "switchyard.v1.reply": (Start, Delta, Heartbeat, End, Error, Fragment),
+    "switchyard.v1.reply": (Start, Delta, Result, Event, Heartbeat, End, Error, Fragment),
     "switchyard.v1.cancel": (Cancel,),
     "switchyard.v1.announce": (Announce,),
     "switchyard.v1.discover": (Discover,),

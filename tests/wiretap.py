@@ -23,6 +23,7 @@ class Wiretap:
         self._validators: dict[str, Draft202012Validator] = {}
         self._tolerated: set[str] = set()  # subjects a test breaks the contract on, on purpose
         self._fragments: dict[str, Fragments] = {}  # reply subject -> parts so far (the edge's joiner)
+        self._kinds: dict[str, str] = {}  # job id -> its kind, for checking the body of its `result`
 
     async def attach(self, nc: NATS) -> None:
         await nc.subscribe(">", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
@@ -86,6 +87,26 @@ class Wiretap:
         self.seen[schema_id] += 1
         if isinstance(message, dict):
             self.messages.append((schema_id, message))
+            self._check_result_body(subject, schema_id, message)
+
+    def _check_result_body(self, subject: str, schema_id: str, message: dict[str, Any]) -> None:
+        """A `result` body against its kind's schema (proto's [results]), the kind read off the job."""
+        if schema_id == "switchyard.v1.job":
+            self._kinds[str(message.get("job_id"))] = str(message.get("kind"))
+            return
+        if schema_id != "switchyard.v1.reply" or message.get("type") != "result":
+            return
+        kind = self._kinds.get(str(message.get("job_id")))
+        if kind is None:  # its job went out before the tap listened
+            return
+        body_schema = proto.result_schema(kind)
+        if body_schema is None:
+            self.violations.append(f"{subject}: a result answers a {kind} job, which has no result")
+            return
+        errors = sorted(self._validator(body_schema).iter_errors(message.get("body")), key=lambda e: e.path)
+        if errors:
+            self.violations.append(f"{subject}: {kind} result: {errors[0].message}")
+        self.seen[body_schema] += 1
 
     def _check_batch(self, subject: str, schema_id: str, batch: list[Any]) -> None:
         """2+ messages of one job and attempt with consecutive seq, each valid on its own."""

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from libs.bus import connect, ensure_body_store, ensure_chat_stream
+from libs.bus import connect, ensure_body_store, ensure_job_stream
 from libs.gc_tuning import settle_after_startup
 from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
@@ -84,7 +84,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             # de-duplication must outlast a blind job's confirmation (Dispatcher.confirm); JetStream
             # wants it no longer than the stream's max_age
             max_age = max(60.0, t.queue_wait * 4)
-            await ensure_chat_stream(js, max_age=max_age,
+            await ensure_job_stream(js, max_age=max_age,
                                      duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
 

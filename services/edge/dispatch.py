@@ -60,7 +60,18 @@ from proto.messages import Job
 from services.edge.bus_gate import BusGate
 from services.edge.liveness import WorkerLiveness
 from services.edge.metrics import EdgeMetrics
-from services.edge.replies import Alive, Deltas, Failed, Finished, Fragments, JobReplies, Stale, Started
+from services.edge.replies import (
+    Alive,
+    Deltas,
+    Emitted,
+    Failed,
+    Finished,
+    Fragments,
+    JobReplies,
+    Produced,
+    Stale,
+    Started,
+)
 from services.edge.routing import RoutingTable
 
 log = logging.getLogger("switchyard.edge.dispatch")
@@ -224,8 +235,11 @@ class Exchange:
 
     # ---- the event loop of one request -----------------------------------------------------
 
-    async def events(self, keepalive: float | None = None) -> AsyncIterator[Deltas | Finished | KeepAlive]:
-        """Deltas and per-job Finished events in arrival order; raises SwitchyardError on failure."""
+    async def events(
+        self, keepalive: float | None = None,
+    ) -> AsyncIterator[Deltas | Produced | Emitted | Finished | KeepAlive]:
+        """The jobs' outputs (deltas, results, native events) and per-job Finished events in arrival
+        order; raises SwitchyardError on failure."""
         t = self.dispatcher.timeouts
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
@@ -293,6 +307,12 @@ class Exchange:
                         self.dispatcher.metrics.retries.inc()
                 elif isinstance(outcome, Finished):
                     job.done = True
+                    yield outcome
+                elif isinstance(outcome, Produced | Emitted):
+                    if not job.streaming:
+                        job.streaming = True
+                        self.dispatcher.metrics.ttft.observe(now - job.created)
+                    last_yield = now
                     yield outcome
                 elif isinstance(outcome, Failed):
                     # a lost reply means the worker is still streaming: leave the job for close() to cancel
@@ -596,7 +616,7 @@ class Dispatcher:
         """Remove a job nobody started from the work queue, so no worker wastes upstream quota on it."""
         async def delete() -> None:
             with contextlib.suppress(Exception):
-                await self.js.delete_msg(proto.STREAM_CHAT, stream_seq)
+                await self.js.delete_msg(proto.STREAM_JOBS, stream_seq)
         self._background.start(delete())
 
     def discard_unconfirmed(self, job: _JobState, request_id: str) -> None:
@@ -609,7 +629,7 @@ class Dispatcher:
                 ack = await self.nc.request(
                     proto.job_subject(job.pool), payload, timeout=self.timeouts.publish_ack, headers=headers
                 )
-                await self.js.delete_msg(proto.STREAM_CHAT, int(orjson.loads(ack.data)["seq"]))
+                await self.js.delete_msg(proto.STREAM_JOBS, int(orjson.loads(ack.data)["seq"]))
         self._background.start(delete())
 
     def discard_body(self, name: str) -> None:

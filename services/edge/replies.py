@@ -25,9 +25,24 @@ class Deltas:
 
 
 @dataclass(frozen=True)
+class Produced:
+    """A unary job's result: its body (proto/schemas/v1/<kind>_result.json)."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One event of an upstream's native stream."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Finished:
     usage: dict[str, Any] | None
     system_fingerprint: str | None
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,14 +62,14 @@ class Stale:
     attempt: int
 
 
-Outcome = Started | Deltas | Finished | Failed | Alive | Stale
+Outcome = Started | Deltas | Produced | Emitted | Finished | Failed | Alive | Stale
 
 
 @dataclass
 class JobReplies:
     job_id: str
     attempt: int = 0  # the attempt we follow; 0 until a start arrives
-    locked: bool = False  # a delta of `attempt` was forwarded: no other attempt may speak now
+    locked: bool = False  # an output of `attempt` was forwarded: no other attempt may speak now
     next_seq: int = 0
     done: bool = False
     stale_cancelled: set[int] = field(default_factory=set)
@@ -85,7 +100,13 @@ class JobReplies:
             return Alive()
         if kind == "end":
             self.done = True
-            return Finished(message.get("usage"), message.get("system_fingerprint"))
+            return Finished(message.get("usage"), message.get("system_fingerprint"), message.get("account"))
+        if kind == "result":
+            self.locked = True
+            return Produced(message.get("body") or {})
+        if kind == "event":
+            self.locked = True
+            return Emitted(message.get("event") or {})
         if kind == "error":
             self.done = True
             return Failed(from_wire(message.get("error") or {}))

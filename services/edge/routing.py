@@ -1,11 +1,14 @@
 """Model → worker pool routing: a static table from configuration plus what live workers announce.
 
-Resolution order for a requested model:
+A request is routed by its model and its kind (the route it came to: chat, completion, embedding,
+image, moderation). Resolution order for a requested model:
 1. aliases (`SY_ALIASES="gpt4=gpt-4o,fast=sandbox-fast"`): the alias is replaced by its target;
-2. a model a live worker announced: its pool;
+2. a model a live worker announced for this kind (`serves`): its pool; a completion goes to a
+   chat model too (the edge converts). A live model that serves other kinds only is a 400
+   `model_not_supported` naming what it serves;
 3. static routes (`SY_ROUTES="gpt-*=openai,llama*=openai"`, fnmatch patterns, first match wins):
    queued even while the pool has no live replica, so workers can scale from zero;
-4. the default chat pool (`SY_DEFAULT_POOL`), if set;
+4. for chat and completion, the default chat pool (`SY_DEFAULT_POOL`), if set;
 5. otherwise 404 `model_not_found`.
 
 The same keys may come from the TOML file named by SWITCHYARD_CONFIG:
@@ -19,15 +22,20 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import proto
-from libs.errors import ModelNotFound
+from libs.errors import InvalidRequest, ModelNotFound
 from libs.settings import ConfigError, env_list, env_str, load_toml
 from proto.messages import Announce
 
+# how a kind is named to a client: the route it called
+ROUTE_OF_KIND = {"chat": "/v1/chat/completions", "completion": "/v1/completions", "embedding": "/v1/embeddings",
+                 "image": "/v1/images/generations", "moderation": "/v1/moderations"}
+_CHAT_KINDS = frozenset({"chat", "completion"})
+_SERVED_BEFORE_KINDS = ("chat", "completion")  # a worker announcing no `serves` predates them
 
 @dataclass(frozen=True)
 class RoutingConfig:
@@ -91,6 +99,8 @@ class RoutingTable:
         # live_models() runs on every request: its answer is kept until a replica announces,
         # leaves, or its announcement expires (with many replicas and models, a rebuild is costly)
         self._models: dict[str, str] | None = None
+        self._by_kind: dict[tuple[str, str], str] = {}  # (model, kind) -> pool, rebuilt with _models
+        self._kinds: dict[str, tuple[str, ...]] = {}  # model -> the kinds live replicas serve it for
         self._models_until = 0.0
 
     def observe(self, announce: Announce, now: float | None = None) -> None:
@@ -116,9 +126,18 @@ class RoutingTable:
         if self._models is not None and now < self._models_until:
             return self._models
         models: dict[str, str] = {}
+        by_kind: dict[tuple[str, str], str] = {}
+        kinds: dict[str, set[str]] = {}
         for announce in self._live(now):
-            for model in announce["models"]:
+            serves: Mapping[str, Sequence[str]] = announce.get("serves") or dict.fromkeys(
+                announce["models"], _SERVED_BEFORE_KINDS)
+            for model, model_kinds in serves.items():
                 models.setdefault(model, announce["pool"])
+                kinds.setdefault(model, set()).update(model_kinds)
+                for kind in model_kinds:
+                    by_kind.setdefault((model, kind), announce["pool"])
+        self._by_kind = by_kind
+        self._kinds = {model: tuple(k for k in proto.KINDS if k in found) for model, found in kinds.items()}
         self._models = models
         self._models_until = min((r.expires for r in self._replicas.values()), default=float("inf"))
         return models
@@ -132,20 +151,39 @@ class RoutingTable:
                 in_flight += announce["in_flight"]
         return capacity, in_flight
 
-    def listed_models(self) -> list[tuple[str, str]]:
-        """(id, owner) for /v1/models: live models, plus aliases whose target is live."""
+    def live_kinds(self, model: str) -> tuple[str, ...]:
+        """The kinds live replicas serve `model` for (in proto.KINDS order); () if none."""
+        self.live_models()
+        return self._kinds.get(model, ())
+
+    def listed_models(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(id, owner, kinds) for /v1/models: live models, plus aliases whose target is live."""
         live = self.live_models()
-        listed = [(model, pool) for model, pool in sorted(live.items())]
-        listed += [(alias, live[target]) for alias, target in sorted(self.config.aliases.items()) if target in live]
+        listed = [(model, pool, self._kinds[model]) for model, pool in sorted(live.items())]
+        listed += [(alias, live[target], self._kinds[target])
+                   for alias, target in sorted(self.config.aliases.items()) if target in live]
         return listed
 
-    def resolve(self, requested: str) -> Route:
+    def models_for(self, kind: str) -> list[str]:
+        """The live models serving `kind`, sorted."""
+        self.live_models()
+        return sorted(model for model, k in self._by_kind if k == kind)
+
+    def resolve(self, requested: str, kind: str = "chat") -> Route:
         model = self.config.aliases.get(requested, requested)
         live = self.live_models()
-        pool = live.get(model)
+        pool = self._by_kind.get((model, kind))
+        if pool is None and kind == "completion":
+            pool = self._by_kind.get((model, "chat"))  # the edge turns each prompt into a chat
+        if pool is None and model in live:
+            served = ", ".join(ROUTE_OF_KIND[k] for k in self._kinds[model])
+            raise InvalidRequest(
+                f"The model '{requested}' does not serve {ROUTE_OF_KIND[kind]}; it serves {served}.",
+                param="model", code="model_not_supported",
+            )
         if pool is None:
             pool = next((p for pattern, p in self.config.routes if fnmatch.fnmatchcase(model, pattern)), None)
-        if pool is None:
+        if pool is None and kind in _CHAT_KINDS:
             pool = self.config.default_pool or None
         if pool is None:
             raise ModelNotFound(requested)

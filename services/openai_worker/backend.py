@@ -24,9 +24,9 @@ from libs.backoff import full_jitter
 from libs.errors import ModelNotFound, SwitchyardError, UpstreamBadRequest
 from libs.http1 import HTTP1Pool
 from libs.tokens import estimate_tokens
+from libs.worker_backend import Item, StreamEnd, WholeAnswer
 from libs.worker_metrics import WorkerMetrics
-from libs.worker_runtime import Item, StreamEnd, WholeAnswer
-from proto.messages import Feature, Job
+from proto.messages import Feature, Job, Kind
 from services.openai_worker.config import Upstream
 from services.openai_worker.upstream import UpstreamCall, plain_http, proxy_for
 
@@ -93,14 +93,16 @@ class OpenAIBackend:
     def __init__(self, upstreams: list[Upstream], metrics: WorkerMetrics, *, connect_timeout: float = 10.0) -> None:
         self.upstreams = upstreams
         self.metrics = metrics
-        self.models = sorted({m for u in upstreams for m in u.models})
+        # a chat model serves /v1/completions too: natively, or through the edge's conversion
+        models = sorted({m for u in upstreams for m in u.models})
+        self.serves: dict[str, list[Kind]] = {m: ["chat", "completion"] for m in models}
         features: list[Feature] = ["chat", "tools"]
         if all(u.native_n for u in upstreams):
             features.append("n")
         if all(u.completions for u in upstreams):
             features.append("completion")
         self.features = features
-        self._by_model = {m: [u for u in upstreams if m in u.models] for m in self.models}
+        self._by_model = {m: [u for u in upstreams if m in u.models] for m in self.serves}
         self._rotation = itertools.count()
         self._proxies = {u.name: proxy_for(u) for u in upstreams}
         self._plain = {u.name: plain_http(u, self._proxies[u.name]) for u in upstreams}

@@ -103,8 +103,8 @@ async def worker(rogue_edge: Proc, nats_server: Proc, wiretap: Wiretap) -> Async
     nc = await nats.connect(nats_server.url, name="fake-rogue-worker")
     js = nc.jetstream()
     durable = await ensure_pool_consumer(js, POOL, ack_wait=LIMITS.ack_wait, max_deliver=3, wait_for_stream=10)
-    assert durable == "sy_v1_chat_rogue"
-    sub = await js.pull_subscribe_bind(durable=durable, stream=proto.STREAM_CHAT)
+    assert durable == "sy_v1_jobs_rogue"
+    sub = await js.pull_subscribe_bind(durable=durable, stream=proto.STREAM_JOBS)
     fake = FakeWorker(nc, js, sub)
 
     async def on_cancel(msg: Msg) -> None:

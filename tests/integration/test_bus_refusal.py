@@ -68,7 +68,7 @@ async def bus(log_dir: Path) -> AsyncIterator[PrivateBus]:
 
 
 async def queued(js: JetStreamContext) -> int:
-    return (await js.stream_info(proto.STREAM_CHAT)).state.messages
+    return (await js.stream_info(proto.STREAM_JOBS)).state.messages
 
 
 async def timed_post(bus: PrivateBus) -> tuple[httpx.Response, float]:
@@ -88,7 +88,7 @@ def assert_bus_unavailable(response: httpx.Response) -> None:
 async def test_a_deleted_work_queue_fails_the_request_at_once(bus: PrivateBus) -> None:
     nc = await nats.connect(bus.nats.url)
     try:
-        await nc.jetstream().delete_stream(proto.STREAM_CHAT)
+        await nc.jetstream().delete_stream(proto.STREAM_JOBS)
         response, elapsed = await timed_post(bus)
     finally:
         await nc.close()
@@ -102,24 +102,24 @@ async def test_a_full_work_queue_refuses_and_the_queued_job_still_times_out(bus:
     js = nc.jetstream()
     try:
         # The operator capped the queue at one job (discard new): JetStream refuses the second.
-        info = await js.stream_info(proto.STREAM_CHAT)
+        info = await js.stream_info(proto.STREAM_JOBS)
         config = info.config
         config.max_msgs = 1
         config.discard = js_api.DiscardPolicy.NEW
         await js.update_stream(config)
         first = asyncio.create_task(bus.http.post("/chat/completions", json=BODY))
         for _ in range(100):  # bounded: until the first job is stored
-            if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 1:
+            if (await js.stream_info(proto.STREAM_JOBS)).state.messages == 1:
                 break
             await asyncio.sleep(0.01)
         second, elapsed = await timed_post(bus)
         queued = await first
         # the edge took the unstarted job back out of the queue after answering 503 no_capacity
         for _ in range(100):
-            if (await js.stream_info(proto.STREAM_CHAT)).state.messages == 0:
+            if (await js.stream_info(proto.STREAM_JOBS)).state.messages == 0:
                 break
             await asyncio.sleep(0.01)
-        remaining = (await js.stream_info(proto.STREAM_CHAT)).state.messages
+        remaining = (await js.stream_info(proto.STREAM_JOBS)).state.messages
     finally:
         await nc.close()
     assert_bus_unavailable(second)
@@ -132,7 +132,7 @@ async def test_a_full_work_queue_refuses_and_the_queued_job_still_times_out(bus:
 async def test_a_job_nobody_acknowledges_fails_after_the_publish_ack_limit(bus: PrivateBus) -> None:
     nc = await nats.connect(bus.nats.url)
     try:
-        await nc.jetstream().delete_stream(proto.STREAM_CHAT)
+        await nc.jetstream().delete_stream(proto.STREAM_JOBS)
         # Something listens on the pool's subject but is not JetStream: no "no responders", and no
         # acknowledgement either (as when the acknowledgement is lost with a broken connection).
         swallowed: list[bytes] = []
@@ -167,7 +167,7 @@ async def test_a_blind_job_lost_with_its_stream_is_refused_after_the_window(log_
                 if await queued(js) == 1:
                     break
                 await asyncio.sleep(0.01)
-            await js.delete_stream(proto.STREAM_CHAT)
+            await js.delete_stream(proto.STREAM_JOBS)
             second, elapsed = await timed_post(private)  # blind: published into nothing
             await first
         finally:
@@ -248,7 +248,7 @@ async def test_the_duplicate_window_stays_within_the_streams_max_age(log_dir: Pa
     async with private_bus(log_dir, "edge-long-ack", SY_TIMEOUT_PUBLISH_ACK="400") as private:
         nc = await nats.connect(private.nats.url)
         try:
-            config = (await nc.jetstream().stream_info(proto.STREAM_CHAT)).config
+            config = (await nc.jetstream().stream_info(proto.STREAM_JOBS)).config
         finally:
             await nc.close()
     assert config.duplicate_window == config.max_age == 60.0
@@ -285,7 +285,7 @@ async def test_after_a_reconnect_the_next_job_is_confirmed_again(log_dir: Path) 
             js = listener.jetstream()
             for _ in range(200):  # bounded: until the edge has reconnected and recreated its stream
                 with contextlib.suppress(Exception):
-                    await js.stream_info(proto.STREAM_CHAT)
+                    await js.stream_info(proto.STREAM_JOBS)
                     break
                 await asyncio.sleep(0.05)
             statuses.append((await private.http.post("/chat/completions", json=BODY)).status_code)

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 import proto
-from libs.bus import connect, ensure_chat_stream
+from libs.bus import connect, ensure_job_stream
 from libs.bus_write import DirectPublisher, Outgoing, header_block, pub_command
 from libs.devproc import Proc, free_port, start_nats_server
 from tests.conftest import start_worker_proc
@@ -174,7 +174,7 @@ async def test_a_worker_drops_a_job_whose_reply_subject_would_break_the_protocol
     proto/ builds (here, one smuggling a command) is terminated unanswered; the next job is served."""
     client = await nats.connect(private_nats.url)
     js = client.jetstream()
-    await ensure_chat_stream(js, max_age=600)
+    await ensure_job_stream(js, max_age=600)
     worker = start_worker_proc(private_nats.url, sandbox.url, log_dir / "write", name=f"write-worker-{switch}",
                                pool="wpool", models="sandbox-chat", SY_PRIVATE_APIS=switch)
     try:
@@ -188,7 +188,7 @@ async def test_a_worker_drops_a_job_whose_reply_subject_would_break_the_protocol
         assert {m.subject for m in replies} == {"sy.v1.reply.wedge.t2"}
         assert b'"type":"end"' in replies[0].data
         assert smuggled == []
-        info = await js.stream_info(proto.STREAM_CHAT)
+        info = await js.stream_info(proto.STREAM_JOBS)
         assert info.state.messages == 0  # both jobs left the work queue: one terminated, one acked
     finally:
         worker.stop()

@@ -92,7 +92,7 @@ async def test_a_job_past_its_start_by_is_dropped_unstarted(stack: Stack, wireta
             "timeouts": {"first_token": 6.0, "idle": 3.0, "heartbeat": 0.5},
             "body": chat("sandbox-chat", "too late [sandbox mark=late]"),
         }
-        await nc.jetstream().publish("sy.v1.chat.jobs.openai", orjson.dumps(job))
+        await nc.jetstream().publish("sy.v1.jobs.openai", orjson.dumps(job))
         await asyncio.sleep(1.0)
     finally:
         await nc.drain()

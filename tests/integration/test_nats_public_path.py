@@ -106,7 +106,7 @@ async def test_a_chat_is_answered_and_its_job_acked_on_first_delivery(
         async def on_ack(msg: Msg) -> None:
             acks.append(msg)
 
-        await nc.subscribe(f"$JS.ACK.{proto.STREAM_CHAT}.{durable}.>", cb=on_ack)
+        await nc.subscribe(f"$JS.ACK.{proto.STREAM_JOBS}.{durable}.>", cb=on_ack)
         await nc.flush()
         reply = await client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi [sandbox tokens=5]"}]

@@ -204,9 +204,9 @@ async def test_a_draining_worker_runs_what_it_asked_for_and_burns_no_delivery(
             pulls.append(orjson.loads(msg.data))
 
         consumer = proto.consumer_name("tight")
-        await bus.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{proto.STREAM_CHAT}.{consumer}",
+        await bus.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{proto.STREAM_JOBS}.{consumer}",
                             cb=on_advisory)
-        await bus.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{proto.STREAM_CHAT}.{consumer}", cb=on_pull)
+        await bus.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{proto.STREAM_JOBS}.{consumer}", cb=on_pull)
         await bus.flush()
         # the draining worker's idle pull request asks for its whole capacity: it was just made
         await wait_until(lambda: any(p.get("batch") == 32 for p in pulls), within=5)

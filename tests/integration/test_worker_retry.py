@@ -17,13 +17,14 @@ from prometheus_client import CollectorRegistry
 
 import proto
 from libs import wire
-from libs.bus import ensure_chat_stream
+from libs.bus import ensure_job_stream
 from libs.devproc import Proc
 from libs.errors import ModelNotFound, SwitchyardError
 from libs.timeouts import Timeouts
+from libs.worker_backend import Item
 from libs.worker_metrics import WorkerMetrics
-from libs.worker_runtime import Item, WorkerConfig, WorkerRuntime
-from proto.messages import Feature, Job
+from libs.worker_runtime import WorkerConfig, WorkerRuntime
+from proto.messages import Feature, Job, Kind
 from tests.conftest import TIME_SCALE
 
 LIMITS = Timeouts.from_env({"SY_TIME_SCALE": str(TIME_SCALE)})
@@ -45,7 +46,7 @@ class FailingBackend:
     """Fails the job whose prompt names an error class with that class; counts the calls."""
 
     def __init__(self) -> None:
-        self.models = ["retry-model"]
+        self.serves: dict[str, list[Kind]] = {"retry-model": ["chat"]}
         self.features: list[Feature] = ["chat"]
         self.calls: dict[str, int] = {}
         self.by_name = {cls.__name__: cls for cls in error_classes()}
@@ -62,7 +63,7 @@ class FailingBackend:
 
 async def test_redelivery_follows_retryable_for_every_error_class(private_nats: Proc) -> None:
     nc = await nats.connect(private_nats.url)
-    await ensure_chat_stream(nc.jetstream(), max_age=60, duplicate_window=2)
+    await ensure_job_stream(nc.jetstream(), max_age=60, duplicate_window=2)
     backend = FailingBackend()
     runtime = WorkerRuntime(nc, backend, WorkerConfig(
         worker_id="retry-worker", pool="retry", capacity=8, timeouts=LIMITS, max_deliver=MAX_DELIVER,
@@ -123,7 +124,7 @@ async def test_a_job_cut_by_a_drain_on_its_last_delivery_is_answered_not_handed_
     """Handing a job back on its last delivery would drop it silently (JetStream redelivers it no
     more) and leave the edge waiting for a worker that is gone: it gets `worker_lost` instead."""
     nc = await nats.connect(private_nats.url)
-    await ensure_chat_stream(nc.jetstream(), max_age=60, duplicate_window=2)
+    await ensure_job_stream(nc.jetstream(), max_age=60, duplicate_window=2)
     hanging = asyncio.Event()
 
     class HangingBackend(FailingBackend):

@@ -37,7 +37,7 @@ def test_wiretap_rejects_what_proto_does_not_name() -> None:
     tap.check("sy.v1.puback.e.t", b'{"stream": "ELSEWHERE", "seq": 1}')
     assert len(tap.violations) == 6
     tap.check("sy.v1.puback.e.t", b"", {"Status": "503"})
-    tap.check("sy.v1.puback.e.t", b'{"stream": "SY_V1_CHAT", "seq": 1}')
+    tap.check("sy.v1.puback.e.t", b'{"stream": "SY_V1_JOBS", "seq": 1}')
     assert len(tap.violations) == 6
     # reply batches: 2+ replies of one job and attempt, seq consecutive, each valid
     hb = {"type": "heartbeat", "job_id": "j", "attempt": 1}

@@ -9,9 +9,9 @@ from libs.bus import delivery_count
 
 
 @pytest.mark.parametrize("subject", [
-    "$JS.ACK.SY_V1_CHAT.sy_v1_chat_openai.3.12345.12340.1795478063203000000.0",
-    "$JS.ACK.hub.ACCOUNTHASH.SY_V1_CHAT.sy_v1_chat_openai.5.1.2.1795478063203000000.7.token",
-    "$JS.ACK.hub.ACCOUNTHASH.SY_V1_CHAT.sy_v1_chat_openai.12.1.2.1795478063203000000.7",
+    "$JS.ACK.SY_V1_JOBS.sy_v1_jobs_openai.3.12345.12340.1795478063203000000.0",
+    "$JS.ACK.hub.ACCOUNTHASH.SY_V1_JOBS.sy_v1_jobs_openai.5.1.2.1795478063203000000.7.token",
+    "$JS.ACK.hub.ACCOUNTHASH.SY_V1_JOBS.sy_v1_jobs_openai.12.1.2.1795478063203000000.7",
 ])
 def test_delivery_count_matches_nats_py(subject: str) -> None:
     assert delivery_count(subject) == Msg.Metadata._from_reply(subject).num_delivered

@@ -15,7 +15,7 @@ from services.edge.state import EdgeState
 
 
 class BrokenRouting(RoutingTable):
-    def resolve(self, requested: str) -> Route:
+    def resolve(self, requested: str, kind: str = "chat") -> Route:
         raise RuntimeError("a bug")
 
 

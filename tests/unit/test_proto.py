@@ -11,9 +11,12 @@ import pytest
 import proto
 from proto import messages
 
+RESULT_SCHEMA_IDS = {f"switchyard.v1.{kind}_result" for kind in ("embedding", "image", "moderation")}
 SCHEMA_IDS = [f"switchyard.v1.{name}" for name in ("job", "reply", "cancel", "announce", "discover", "puback")]
-# written by nats-server (JetStream's publish acknowledgement), so no TypedDict of ours mirrors it
-FOREIGN_SCHEMA_IDS = {"switchyard.v1.puback"}
+SCHEMA_IDS += sorted(RESULT_SCHEMA_IDS)
+# written by nats-server (JetStream's publish acknowledgement), or OpenAI's response bodies carried
+# in a `result` reply: no TypedDict of ours mirrors them
+FOREIGN_SCHEMA_IDS = {"switchyard.v1.puback"} | RESULT_SCHEMA_IDS
 
 
 def validator(schema_id: str) -> jsonschema.Draft202012Validator:
@@ -56,13 +59,13 @@ def test_schema_types_cover_every_schema() -> None:
 @pytest.mark.parametrize(
     ("message", "valid"),
     [
-        ({"stream": "SY_V1_CHAT", "seq": 7}, True),
-        ({"stream": "SY_V1_CHAT", "seq": 7, "duplicate": True, "domain": "hub"}, True),
+        ({"stream": "SY_V1_JOBS", "seq": 7}, True),
+        ({"stream": "SY_V1_JOBS", "seq": 7, "duplicate": True, "domain": "hub"}, True),
         ({"error": {"code": 503, "err_code": 10077, "description": "maximum messages exceeded"}}, True),
-        ({"error": {"code": 500}, "stream": "SY_V1_CHAT"}, True),
+        ({"error": {"code": 500}, "stream": "SY_V1_JOBS"}, True),
         ({"stream": "OTHER", "seq": 7}, False),  # a job must land in the chat work queue
-        ({"stream": "SY_V1_CHAT"}, False),
-        ({"stream": "SY_V1_CHAT", "seq": 0}, False),
+        ({"stream": "SY_V1_JOBS"}, False),
+        ({"stream": "SY_V1_JOBS", "seq": 0}, False),
         ({"error": "refused"}, False),
         ({}, False),
     ],
@@ -158,17 +161,17 @@ def test_literals_match_schema_enums(literal: Any, schema_id: str, path: tuple[s
 @pytest.mark.parametrize(
     ("subject", "pattern", "schema"),
     [
-        ("sy.v1.chat.jobs.openai", "sy.v1.chat.jobs.{pool}", "switchyard.v1.job"),
-        ("sy.v1.chat.jobs.my_pool-2", "sy.v1.chat.jobs.{pool}", "switchyard.v1.job"),
+        ("sy.v1.jobs.openai", "sy.v1.jobs.{pool}", "switchyard.v1.job"),
+        ("sy.v1.jobs.my_pool-2", "sy.v1.jobs.{pool}", "switchyard.v1.job"),
         ("sy.v1.reply.edge1.abc", "sy.v1.reply.{edge}.{token}", "switchyard.v1.reply"),
         ("sy.v1.cancel", "sy.v1.cancel", "switchyard.v1.cancel"),
         ("sy.v1.announce", "sy.v1.announce", "switchyard.v1.announce"),
         ("sy.v1.discover", "sy.v1.discover", "switchyard.v1.discover"),
         ("$JS.API.STREAM.INFO.X", "$JS.API.>", None),
-        ("$JS.API.CONSUMER.MSG.NEXT.SY_V1_CHAT.sy_v1_chat_openai", "$JS.API.>", None),
+        ("$JS.API.CONSUMER.MSG.NEXT.SY_V1_JOBS.sy_v1_jobs_openai", "$JS.API.>", None),
         ("$JS.ACK.a.b.c", "$JS.ACK.>", None),
         ("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.C", "$JS.EVENT.>", None),
-        ("$JS.FC.SY_V1_CHAT.x.y", "$JS.FC.>", None),
+        ("$JS.FC.SY_V1_JOBS.x.y", "$JS.FC.>", None),
         ("$O.SY_V1_BODIES.C.abc", "$O.SY_V1_BODIES.>", None),
         ("_INBOX.x.y", "_INBOX.>", None),
         ("_INBOX.x", "_INBOX.>", None),
@@ -189,7 +192,7 @@ def test_rule_for_known_subjects(subject: str, pattern: str, schema: str | None)
         "sy.v2.cancel",
         "sy.v1.cancel.extra",
         "sy.v1.chat.jobs",
-        "sy.v1.chat.jobs.a.b",
+        "sy.v1.jobs.a.b",
         "sy.v1.reply.edge1",
         "sy.v1.reply.edge1.abc.def",
         "sy.v1.announcex",
@@ -221,9 +224,9 @@ def test_subject_helpers_agree_with_rules() -> None:
     puback = proto.rule_for(proto.puback_subject("edge1", "tok"))
     assert puback is not None and puback.status_messages
     assert not any(rule.status_messages for rule in proto.subject_rules() if rule is not puback)
-    assert proto.consumer_name("openai") == "sy_v1_chat_openai"
+    assert proto.consumer_name("openai") == "sy_v1_jobs_openai"
     contract = proto.contract()
-    assert contract["streams"]["chat"]["name"] == proto.STREAM_CHAT
+    assert contract["streams"]["jobs"]["name"] == proto.STREAM_JOBS
     assert contract["object_stores"]["bodies"]["name"] == proto.BODY_STORE
 
 
@@ -287,6 +290,7 @@ ANNOUNCE = {
     "worker_id": "w1",
     "pool": "openai",
     "models": ["gpt-4o"],
+    "serves": {"gpt-4o": ["chat", "completion"]},
     "capacity": 8,
     "in_flight": 0,
     "draining": False,
@@ -334,7 +338,7 @@ INVALID: list[tuple[str, str, dict[str, Any]]] = [
     ("switchyard.v1.job", "both body and body_ref", with_(JOB, body_ref={"store": "s", "name": "n"})),
     ("switchyard.v1.job", "bad reply subject", with_(JOB, reply="sy.v1.reply.edge1")),
     ("switchyard.v1.job", "bad pool", with_(JOB, pool="a.b")),
-    ("switchyard.v1.job", "bad kind", with_(JOB, kind="embedding")),
+    ("switchyard.v1.job", "bad kind", with_(JOB, kind="transcription")),
     ("switchyard.v1.job", "negative offset", with_(JOB, index_offset=-1)),
     ("switchyard.v1.job", "zero timeout", with_(JOB, timeouts={"first_token": 0, "idle": 1, "heartbeat": 1})),
     ("switchyard.v1.job", "missing timeout", with_(JOB, timeouts={"first_token": 1, "idle": 1})),
@@ -411,4 +415,4 @@ def test_only_reply_subjects_proto_builds_pass_as_reply_subjects(subject: object
 
 
 def test_the_delivery_limit_is_the_consumer_s_in_the_contract() -> None:
-    assert proto.contract()["consumers"]["chat"]["max_deliver"] == proto.MAX_DELIVER
+    assert proto.contract()["consumers"]["jobs"]["max_deliver"] == proto.MAX_DELIVER

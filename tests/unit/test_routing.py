@@ -10,7 +10,7 @@ import pytest
 
 from libs.errors import ModelNotFound
 from libs.settings import ConfigError
-from proto.messages import Announce, Feature
+from proto.messages import Announce, Feature, Kind
 from services.edge.routing import Route, RoutingConfig, RoutingTable
 
 
@@ -24,12 +24,15 @@ def announce(
     draining: bool = False,
     capacity: int = 4,
     in_flight: int = 0,
+    serves: list[Kind] | None = None,
 ) -> Announce:
+    serves = ["chat", "completion"] if serves is None else serves
     return {
         "type": "announce",
         "worker_id": worker_id,
         "pool": pool,
         "models": ["gpt-4o"] if models is None else models,
+        "serves": dict.fromkeys(["gpt-4o"] if models is None else models, serves),
         "capacity": capacity,
         "in_flight": in_flight,
         "draining": draining,
@@ -306,12 +309,13 @@ def test_listed_models_includes_aliases_only_with_live_targets() -> None:
     )
     routing.observe(announce("w1", "openai", ["o1", "gpt-4o"]))
     routing.observe(announce("w2", "sandbox", ["sandbox-fast"]))
+    chat = ("chat", "completion")
     assert routing.listed_models() == [
-        ("gpt-4o", "openai"),
-        ("o1", "openai"),
-        ("sandbox-fast", "sandbox"),
-        ("big", "openai"),
-        ("gpt4", "openai"),
+        ("gpt-4o", "openai", chat),
+        ("o1", "openai", chat),
+        ("sandbox-fast", "sandbox", chat),
+        ("big", "openai", chat),
+        ("gpt4", "openai", chat),
     ]
 
 

@@ -8,9 +8,7 @@ every answer is streamed, so heartbeats, cancel and retry behave alike.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -24,6 +22,7 @@ from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.openai_format import Kind, ResponseBuilder
 from services.edge.plan import JobPlan, plan_jobs
 from services.edge.replies import Deltas, Finished
+from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute
 from services.edge.state import EdgeState
 from services.edge.validation import validate_chat_request, validate_completion_request
 
@@ -31,92 +30,39 @@ log = logging.getLogger("switchyard.edge.generation")
 
 _VALIDATORS = {"chat": validate_chat_request, "completion": validate_completion_request}
 
-# Disconnects are watched for only once a request has run this long: most non-stream answers are
-# done sooner, and skip the watcher task. A disconnect before then is seen as soon as it starts
-# (uvicorn keeps the state), well inside the 200 ms in which the upstream call must be cancelled.
-_WATCH_AFTER = 0.02
-
 
 def _stream_start() -> dict[str, Any]:
     # a fresh message per response: middleware add headers to it
     return {"type": "http.response.start", "status": 200, "headers": list(sse.HEADERS)}
 
 
-async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            exchange.client_gone()
-            return
-
-
-class GenerationRoute:
+class GenerationRoute(JobRoute):
     def __init__(self, state: EdgeState, kind: Kind) -> None:
-        self.state = state
+        super().__init__(state, "chat.completions" if kind == "chat" else "completions")
         self.kind = kind
-        self.route_name = "chat.completions" if kind == "chat" else "completions"
-        self._latency = state.metrics.latency.labels(route=self.route_name)
-        self._requests: dict[tuple[str, str], Any] = {}  # (model label, status) → counter child
 
-    def _count_request(self, model_label: str, status: int) -> None:
-        key = (model_label, str(status))
-        child = self._requests.get(key)
-        if child is None:  # bounded: model labels are configured or live models, or "other"
-            child = self._requests[key] = self.state.metrics.requests.labels(
-                route=self.route_name, model=model_label, status=key[1]
-            )
-        child.inc()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, receive: Receive, send: Send, answering: Answering) -> int:
         state = self.state
-        started = time.perf_counter()
-        status = 500
-        model_label = "unknown"
-        state.metrics.in_flight.inc()
-        try:
-            body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
-            model = body.get("model")
-            if type(model) is str:  # labelled before validation, so a 400 on another field carries it
-                model_label = state.model_label(model)
-            unknown = _VALIDATORS[self.kind](body, max_n=state.settings.max_n)
-            if unknown and log.isEnabledFor(logging.DEBUG):
-                log.debug("forwarding unknown fields %s", unknown[:10], extra={"request_id": scope[REQUEST_ID_KEY]})
-            route = state.routing.resolve(body["model"])
-            plan = plan_jobs(self.kind, body, route)
-            if plan.choices > state.settings.max_n:
-                param = "n" if self.kind == "chat" else "prompt"
-                raise InvalidRequest(
-                    f"This request asks for {plan.choices} choices; this gateway allows at most "
-                    f"{state.settings.max_n} per request (MAX_N).", param=param,
-                )
-            status = await self._answer(scope, receive, send, body, plan)
-        except SwitchyardError as err:
-            status = err.status
-            state.metrics.errors.labels(code=err.code).inc()
-            await send_error(send, err)
-        except Exception:
-            # a bug of ours: still an OpenAI-shaped 500 (if nothing was sent yet), and a log line to find it by
-            log.exception("request failed unexpectedly", extra={"request_id": scope[REQUEST_ID_KEY]})
-            status = 500
-            state.metrics.errors.labels(code="internal_error").inc()
-            with contextlib.suppress(Exception):
-                await send_error(send, SwitchyardError(
-                    f"The gateway failed unexpectedly; request id {scope[REQUEST_ID_KEY]} is in its logs."
-                ))
-        finally:
-            state.metrics.in_flight.dec()
-            self._count_request(model_label, status)
-            self._latency.observe(time.perf_counter() - started)
+        body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
+        model = body.get("model")
+        if type(model) is str:  # labelled before validation, so a 400 on another field carries it
+            answering.model_label = state.model_label(model)
+        unknown = _VALIDATORS[self.kind](body, max_n=state.settings.max_n)
+        if unknown and log.isEnabledFor(logging.DEBUG):
+            log.debug("forwarding unknown fields %s", unknown[:10], extra={"request_id": scope[REQUEST_ID_KEY]})
+        route = state.routing.resolve(body["model"], self.kind)
+        plan = plan_jobs(self.kind, body, route)
+        if plan.choices > state.settings.max_n:
+            param = "n" if self.kind == "chat" else "prompt"
+            raise InvalidRequest(
+                f"This request asks for {plan.choices} choices; this gateway allows at most "
+                f"{state.settings.max_n} per request (MAX_N).", param=param,
+            )
+        return await self._answer(scope, receive, send, body, plan)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan) -> int:
         exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=bool(body.get("stream")))
-        watcher: asyncio.Task[None] | None = None
-
-        def watch() -> None:
-            nonlocal watcher
-            watcher = asyncio.ensure_future(_watch_disconnect(receive, exchange))
-
-        watch_later = asyncio.get_running_loop().call_later(_WATCH_AFTER, watch)
+        watch = DisconnectWatch(receive, exchange)
         builder = ResponseBuilder(self.kind, body["model"], plan.choices)
         started = False
 
@@ -146,11 +92,7 @@ class GenerationRoute:
                 await send_error(send, err)
             return err.status  # mid-stream: the socket is blocked, so nothing more is sent
         finally:
-            watch_later.cancel()
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            await watch.stop()
             await exchange.close()
             self._count_tokens(builder, len(plan.jobs))
 
