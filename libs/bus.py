@@ -135,6 +135,22 @@ async def ensure_body_store(js: JetStreamContext, ttl: float) -> None:
         log.info("body store exists with another config; using it as is")
 
 
+async def ensure_image_store(js: JetStreamContext, ttl: float, max_bytes: int) -> None:
+    """The object store of generated images served as URLs (owner: edge; image workers write).
+
+    In memory like every Switchyard object: an image lives as long as its URL (`ttl`), and the
+    store is bounded (`max_bytes`): when full, a worker's write fails, and the client gets an error
+    rather than an edge that swells."""
+    config = js_api.ObjectStoreConfig(
+        bucket=proto.IMAGE_STORE, storage=js_api.StorageType.MEMORY, ttl=ttl, max_bytes=max_bytes,
+        description="generated images served as URLs",
+    )
+    try:
+        await js.create_object_store(proto.IMAGE_STORE, config=config)
+    except BadRequestError:
+        log.info("image store exists with another config; using it as is")
+
+
 async def ensure_pool_consumer(
     js: JetStreamContext, pool: str, *, ack_wait: float, max_deliver: int, wait_for_stream: float
 ) -> str:

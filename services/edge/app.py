@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from libs.bus import connect, ensure_body_store, ensure_job_stream
+from libs.bus import connect, ensure_body_store, ensure_image_store, ensure_job_stream
 from libs.gc_tuning import settle_after_startup
 from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
@@ -27,6 +27,7 @@ from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.router import EdgeApp
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
+from services.edge.routes.images import ImageFile
 from services.edge.routes.models import GetModel, ListModels
 from services.edge.routing import RoutingTable
 from services.edge.settings import EdgeSettings
@@ -87,6 +88,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             await ensure_job_stream(js, max_age=max_age,
                                      duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
+            await ensure_image_store(js, ttl=settings.image_url_ttl, max_bytes=settings.image_store_bytes)
 
         async def on_reconnect() -> None:
             dispatcher = getattr(state, "dispatcher", None)
@@ -122,6 +124,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Route("/metrics", Metrics(state), methods=["GET"]),
         Route("/v1/models", ListModels(state), methods=["GET"]),
         Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
+        Route("/images/{name}", ImageFile(state), methods=["GET", "HEAD"]),
     ]
     middleware = [
         Middleware(

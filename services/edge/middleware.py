@@ -24,7 +24,9 @@ access_log = logging.getLogger("switchyard.edge.access")
 
 _REQUEST_ID = re.compile(rb"^[\w.-]{1,128}$")
 REQUEST_ID_KEY = "sy.request_id"
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"})
+# generated images' URLs: their random names are their secret, as OpenAI's are (routes/images.py)
+OPEN_PREFIX = "/images/"
 
 
 # nginx's status for a request whose client went away before any response was sent
@@ -120,7 +122,8 @@ class BearerAuth:
         self.failures = metrics.auth_failures_by if metrics is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.keys.is_open() or scope["path"] in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not path or self.keys.is_open() or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         raw = header(scope, b"authorization") or b""

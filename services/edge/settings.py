@@ -35,6 +35,9 @@ class EdgeSettings:
     timeouts: Timeouts
     routing: RoutingConfig
     limits: ConnectionLimits  # what a client may hold before its request is complete
+    public_base_url: str = ""  # where clients reach this edge, for image URLs ("": the request's Host)
+    image_url_ttl: float = 3600.0  # how long an image URL serves its image
+    image_store_bytes: int = 512 * 1024 * 1024  # the image store's bound (memory); the oldest go first
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -56,6 +59,9 @@ class EdgeSettings:
             edge_id=env_str("EDGE_ID", "", env) or _default_edge_id(),
             timeouts=timeouts,
             routing=RoutingConfig.from_env(env),
+            public_base_url=env_str("PUBLIC_BASE_URL", "", env).rstrip("/"),
+            image_url_ttl=env_float("IMAGE_URL_TTL", 3600.0, env),
+            image_store_bytes=env_int("IMAGE_STORE_BYTES", 512 * 1024 * 1024, env, minimum=1024 * 1024),
             limits=ConnectionLimits(
                 max_header_bytes=env_int("MAX_HEADER_BYTES", default.max_header_bytes, env, minimum=1024),
                 max_headers=env_int("MAX_HEADERS", default.max_headers, env, minimum=1),
