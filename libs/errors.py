@@ -2,6 +2,7 @@
 
     SwitchyardError
     ├── InvalidRequest            400  invalid_request_error (param names the field)
+    │   ├── ContextLengthExceeded 400  context_length_exceeded (an input longer than the model takes)
     │   ├── BodyTooLarge          413
     │   └── ModelNotFound         404  model_not_found
     ├── AuthenticationFailed      401  invalid_api_key
@@ -79,6 +80,10 @@ class InvalidRequest(SwitchyardError):
         super().__init__(message, param=param)
         if code is not None:
             self.code = code  # type: ignore[misc]  # per-instance refinement of the class default
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
 
 
 class BodyTooLarge(InvalidRequest):

@@ -285,3 +285,21 @@ def test_a_fragmented_payload_past_the_limit_is_a_reply_gap(monkeypatch: pytest.
     assert fragments.add(fragment(0, "12345")) is None
     with pytest.raises(ReplyGap):
         fragments.add(fragment(1, "678901"))
+
+
+@pytest.mark.parametrize(
+    ("message", "outcome"),
+    [
+        ({"type": "result", "body": {"object": "list", "data": []}}, replies.Produced({"object": "list", "data": []})),
+        ({"type": "event", "event": {"type": 1, "arguments": []}}, replies.Emitted({"type": 1, "arguments": []})),
+    ],
+)
+def test_a_result_or_an_event_is_an_output_that_locks_the_attempt(
+    message: dict[str, Any], outcome: replies.Outcome
+) -> None:
+    followed = started(1)
+    assert followed.accept({**message, "job_id": JOB, "attempt": 1, "seq": 1}) == outcome
+    assert followed.locked
+    # an output was forwarded: a newer attempt may no longer take over
+    assert followed.accept(start(2, "w2")) == Stale(2)
+    assert followed.accept(end(1, 2, account="acct-7")) == Finished(None, None, "acct-7")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from libs.errors import ModelNotFound
+from libs.errors import InvalidRequest, ModelNotFound
 from libs.settings import ConfigError
 from proto.messages import Announce, Feature, Kind
 from services.edge.routing import Route, RoutingConfig, RoutingTable
@@ -358,3 +358,42 @@ def test_cached_live_models_follow_expiry_and_departures() -> None:
     assert routing.live_models() == {"steady-model": "p2"}
     routing.observe({**announce("steady", "p2", ["steady-model"]), "draining": True})
     assert routing.live_models() == {}
+
+
+def test_a_request_routes_by_model_and_kind() -> None:
+    routing = table(default_pool="openai")
+    routing.observe(announce("w1", "openai", ["gpt-4o"]))
+    routing.observe(announce("w2", "openai", ["omni-moderation-latest"], serves=["moderation"]))
+    routing.observe(announce("w3", "embeddings", ["all-MiniLM-L6-v2"], serves=["embedding"]))
+    assert routing.resolve("all-MiniLM-L6-v2", "embedding").pool == "embeddings"
+    assert routing.resolve("omni-moderation-latest", "moderation").pool == "openai"
+    assert routing.resolve("gpt-4o", "completion").pool == "openai"  # a chat model answers completions
+    assert routing.models_for("moderation") == ["omni-moderation-latest"]
+    assert routing.live_kinds("all-MiniLM-L6-v2") == ("embedding",)
+    with pytest.raises(InvalidRequest) as refused:
+        routing.resolve("all-MiniLM-L6-v2", "chat")
+    assert refused.value.code == "model_not_supported" and refused.value.param == "model"
+    assert "/v1/embeddings" in refused.value.message
+    # the default pool takes unknown chat models, never other kinds
+    assert routing.resolve("unknown-model", "chat").pool == "openai"
+    with pytest.raises(ModelNotFound):
+        routing.resolve("unknown-model", "embedding")
+
+
+def test_one_model_id_may_be_served_for_different_kinds_by_different_pools() -> None:
+    routing = table()
+    routing.observe(announce("w1", "chatpool", ["shared-id"], serves=["chat"]))
+    routing.observe(announce("w2", "embedpool", ["shared-id"], serves=["embedding"]))
+    assert routing.resolve("shared-id", "chat").pool == "chatpool"
+    assert routing.resolve("shared-id", "embedding").pool == "embedpool"
+    assert routing.live_kinds("shared-id") == ("chat", "embedding")
+
+
+def test_an_announcement_without_serves_counts_as_chat() -> None:
+    routing = table()
+    legacy = announce("w1", "openai", ["old-model"])
+    del legacy["serves"]  # type: ignore[misc]
+    routing.observe(legacy)
+    assert routing.resolve("old-model", "chat").pool == "openai"
+    with pytest.raises(InvalidRequest):
+        routing.resolve("old-model", "embedding")
