@@ -98,7 +98,7 @@ def job_parser(settings: Settings) -> Callable[[Any], EmbeddingJob]:
         if not isinstance(model, str) or not model:
             raise BadRequest("you must provide a model parameter", "model")
         seeds, tokens, text = _inputs(body["input"])
-        encoding = body.get("encoding_format", "float")
+        encoding = body.get("encoding_format") or "float"  # null is the default, as for OpenAI
         if encoding not in ("float", "base64"):
             raise BadRequest(
                 f"Invalid value: '{encoding}'. Supported values are: 'float' and 'base64'.", "encoding_format"

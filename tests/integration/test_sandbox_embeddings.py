@@ -91,6 +91,7 @@ async def test_invalid_inputs_get_openai_400s(http: httpx.AsyncClient) -> None:
         assert_error_body(response.json(), None)
         assert response.json()["error"]["type"] == "invalid_request_error"
     assert (await embed(http, model="sandbox-embedding", input=["x"] * 2048)).status_code == 200
+    assert (await embed(http, model="sandbox-embedding", input="x", encoding_format=None, dimensions=None)).is_success
     for body in ({"model": "sandbox-embedding"}, {"input": "x"},
                  {"model": "sandbox-embedding", "input": "x", "encoding_format": "int8"}):
         response = await http.post("/v1/embeddings", json=body)
