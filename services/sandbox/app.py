@@ -8,11 +8,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import directives, payloads
+from . import directives, embeddings, images, moderations, payloads
 from .asgi import TEXT, ClientGone, Receive, Scope, Send, header, read_body, respond
-from .completions import State, handle
+from .completions import handle
 from .config import Settings
-from .directives import DirectiveError
+from .directives import DirectiveError, Directives
+from .front import send_refusal, serve
+from .parse import model_not_found
+from .state import State
 
 # names the process that answered, as the gateway's services do (libs/probes.py; the sandbox
 # shares no code with the gateway), so whoever started it knows it reached this process
@@ -23,6 +26,12 @@ class Sandbox:
     def __init__(self, settings: Settings) -> None:
         self.state = State(settings)
         self.started = int(time.time())
+        self.models = settings.listed_models()
+        self._served = frozenset(self.models)
+        # the one-shot routes: path -> (validate the body, build the answer)
+        self._embedding_job = embeddings.job_parser(settings)
+        self._image_job = images.job_parser(settings)
+        self._moderation_job = moderations.job_parser(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -45,6 +54,33 @@ class Sandbox:
                 await handle(self.state, scope, receive, send, chat=path == "/v1/chat/completions")
             else:
                 await _not_allowed(send)
+        elif path == "/v1/embeddings":
+            if method == "POST":
+                await serve(self.state, scope, receive, send, self._embedding_job, embeddings.answer)
+            else:
+                await _not_allowed(send)
+        elif path == "/v1/images/generations":
+            if method == "POST":
+                state = self.state
+
+                def image_answer(job: images.ImageJob, d: Directives) -> bytes:
+                    return images.answer(state, scope, job, d)
+
+                await serve(state, scope, receive, send, self._image_job, image_answer)
+            else:
+                await _not_allowed(send)
+        elif path == "/v1/moderations":
+            if method == "POST":
+                state = self.state
+
+                def moderation_answer(job: moderations.ModerationJob, d: Directives) -> bytes:
+                    return moderations.answer(state, job, d)
+
+                await serve(state, scope, receive, send, self._moderation_job, moderation_answer)
+            else:
+                await _not_allowed(send)
+        elif path.startswith(images.URL_PREFIX):
+            await self._image(send, method, path)
         elif path.startswith("/v1/models"):
             await self._models(scope, send, method, path)
         elif path == "/" or path == "/healthz":
@@ -63,16 +99,27 @@ class Sandbox:
         elif not self.state.authorized(header(scope, b"authorization")):
             await respond(send, 401, payloads.status_error(401))
         elif path in ("/v1/models", "/v1/models/"):
-            await respond(send, 200, payloads.models_list(self.state.settings.models, self.started))
+            await respond(send, 200, payloads.models_list(self.models, self.started))
         else:
             model = path.removeprefix("/v1/models/")
-            if model in self.state.settings.models:
+            if model in self._served:
                 await respond(send, 200, orjson.dumps(payloads.model_object(model, self.started)))
             else:
-                message = f"The model `{model}` does not exist or you do not have access to it."
-                await respond(
-                    send, 404, payloads.error_body(message, "invalid_request_error", "model_not_found", "model")
-                )
+                await send_refusal(send, model_not_found(model), None)
+
+    async def _image(self, send: Send, method: str, path: str) -> None:
+        """A stored PNG of a `url` answer. No API key, like a provider's signed CDN link: the id is the secret."""
+        if method != "GET":
+            await _not_allowed(send)
+            return
+        image_id = images.stored_id(path)
+        image = self.state.images.get(image_id) if image_id is not None else None
+        if image is None:
+            body = payloads.error_body("No such image, or it has expired (sandbox).", "invalid_request_error",
+                                       "not_found")
+            await respond(send, 404, body)
+        else:
+            await respond(send, 200, image, b"image/png")
 
     async def _config(self, send: Send, receive: Receive, method: str) -> None:
         """GET shows the defaults; POST replaces them ({} resets). Per-request directives still win."""

@@ -3,66 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import time
-from dataclasses import dataclass, field
 
 import orjson
 
 from . import directives, payloads
 from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, header, read_body, respond
-from .config import Settings
 from .directives import DirectiveError, Directives
-from .events import Event, EventLog, FailCounter
+from .events import Event
+from .front import bearer, injected_failure, send_error, send_refusal
 from .generate import DEFAULT_TOKENS, Choice, seed_of, text_choice, tool_choice
 from .parse import BadRequest, Job, chat_job, completion_job
+from .state import State
 from .watch import ClientWatch, InjectedAbort
 
 # Any of these means the request sleeps somewhere, so it needs a disconnect watcher.
 _TIMED = frozenset(("latency_ms", "first_token_ms", "token_delay_ms", "hang", "hang_after"))
 # A failure mid-generation, as OpenAI reports one inside a stream (the message echoes the key with echo_key).
 _MID_STREAM_ERROR = "The server had an error while processing your request (sandbox)."
-
-
-@dataclass(slots=True)
-class State:
-    settings: Settings
-    events: EventLog = field(default_factory=EventLog)
-    fails: FailCounter = field(default_factory=FailCounter)
-    defaults: Directives = field(default_factory=dict)  # POST /_sandbox/config
-    boot: str = field(default_factory=lambda: os.urandom(4).hex())  # ids stay unique across restarts
-    counter: itertools.count[int] = field(default_factory=itertools.count)
-    expected_auth: bytes | None = field(init=False, default=None)  # the whole Authorization header value
-
-    def __post_init__(self) -> None:
-        key = self.settings.api_key
-        self.expected_auth = b"Bearer " + key.encode() if key else None
-
-    def authorized(self, auth: bytes | None) -> bool:
-        expected = self.expected_auth
-        if expected is None or auth == expected:
-            return True
-        # the scheme is case-insensitive (RFC 9110); the exact match above is the fast path
-        return auth is not None and auth[:7].lower() == b"bearer " and auth[7:] == expected[7:]
-
-
-def bearer(auth: bytes | None) -> str | None:
-    if auth is None:
-        return None
-    text = auth.decode("latin-1")
-    return text[7:] if text[:7].lower() == "bearer " else text
-
-
-async def _error(send: Send, status: int, body: bytes, retry_after: int | None, event: Event | None) -> None:
-    extra = () if retry_after is None else ((b"retry-after", b"%d" % retry_after),)
-    if event is not None:
-        event["status"] = status
-        event["first_byte_at"] = time.time()
-    await respond(send, status, body, extra=extra)
-    if event is not None:
-        event["completed_at"] = time.time()
-        event["outcome"] = "completed"
 
 
 def _choices(job: Job, d: Directives) -> list[Choice]:
@@ -118,13 +76,10 @@ async def handle(state: State, scope: Scope, receive: Receive, send: Send, chat:
     echoed = (bearer(auth) or "(none)") if d.get("echo_key") else None
 
     if not state.authorized(auth):  # auth first, like the real API
-        await _error(send, 401, payloads.status_error(401, echoed), None, event)
+        await send_error(send, 401, payloads.status_error(401, echoed), None, event)
         return
     if problem is not None or job is None:
-        problem = problem or BadRequest("invalid request")
-        await _error(
-            send, 400, payloads.error_body(problem.message, "invalid_request_error", None, problem.param), None, event
-        )
+        await send_refusal(send, problem or BadRequest("invalid request"), event)
         return
 
     timed = bool(d) and not _TIMED.isdisjoint(d)
@@ -154,34 +109,19 @@ async def _answer(
     if d.get("hang") and watch is not None:
         await watch.until_gone()
 
-    status = d.get("status")
-    fail_times = d.get("fail_times")
-    if fail_times is not None:  # the first K requests with this mark fail, later ones pass
-        status = (status or 500) if state.fails.hit(str(d.get("mark", ""))) <= int(fail_times) else None
-    if status:
-        status = int(status)
-        retry_after = d.get("retry_after")
-        if retry_after is None and status == 429:
-            retry_after = 1
-        await _error(
-            send,
-            status,
-            payloads.status_error(status, echoed),
-            None if retry_after is None else int(retry_after),
-            event,
-        )
+    if await injected_failure(state, send, d, echoed, event):
         return
 
     choices = _choices(job, d)
     created = int(time.time())
-    rid = ("chatcmpl-" if job.chat else "cmpl-") + state.boot + f"{next(state.counter):x}"
+    rid = state.next_id("chatcmpl-" if job.chat else "cmpl-")
     if not job.stream:
         # A real upstream answers a non-stream request once it has generated everything: the
         # same delays apply, and a failure or hang mid-generation means no answer at all.
         if await _generate_unstreamed(max((c.completion_tokens for c in choices), default=0), d, watch, event):
             return
         if d.get("error_after") is not None:  # the generation failed: no answer, an error status
-            await _error(send, 500, payloads.status_error(500, echoed), None, event)
+            await send_error(send, 500, payloads.status_error(500, echoed), None, event)
             return
         build = payloads.chat_completion if job.chat else payloads.text_completion
         body = build(rid, created, job.model, choices, job.prompt_tokens)

@@ -6,6 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_MODELS = ("sandbox-chat", "sandbox-fast")
+# Models of the other endpoints, listed apart: a chat model name must not answer /v1/embeddings, and
+# these (unlike chat, which answers any model name) are checked, 404 model_not_found as OpenAI does.
+# An embedding entry may carry its width, `name=DIM` (see embeddings.py for the built-in widths).
+DEFAULT_EMBEDDING_MODELS: tuple[tuple[str, int | None], ...] = (
+    ("sandbox-embedding", None), ("text-embedding-3-small", None), ("intfloat/e5-large-v2", None)
+)  # (name, width or None for the built-in width)
+MAX_EMBEDDING_DIM = 8192
+DEFAULT_IMAGE_MODELS = ("sandbox-image", "stabilityai/stable-diffusion-xl-base-1.0", "dall-e-3")
+DEFAULT_MODERATION_MODELS = ("omni-moderation-latest", "text-moderation-latest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,20 +23,46 @@ class Settings:
     port: int = 8090
     api_key: str | None = None  # None: /v1 is open
     models: tuple[str, ...] = DEFAULT_MODELS
+    embedding_models: tuple[tuple[str, int | None], ...] = DEFAULT_EMBEDDING_MODELS
+    image_models: tuple[str, ...] = DEFAULT_IMAGE_MODELS
+    moderation_models: tuple[str, ...] = DEFAULT_MODERATION_MODELS  # the first is the default model
     tls_cert: str | None = None  # PEM paths: serve HTTPS, as real providers do (tests of TLS upstreams)
     tls_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        models = tuple(m.strip() for m in env.get("SANDBOX_MODELS", "").split(",") if m.strip())
         return cls(
             host=env.get("SANDBOX_HOST") or "127.0.0.1",
             port=_port(env.get("PORT") or "8090"),
             api_key=env.get("SANDBOX_API_KEY") or None,
-            models=models or DEFAULT_MODELS,
+            models=_names(env, "SANDBOX_MODELS") or DEFAULT_MODELS,
+            embedding_models=_embedding_models(env) or DEFAULT_EMBEDDING_MODELS,
+            image_models=_names(env, "SANDBOX_IMAGE_MODELS") or DEFAULT_IMAGE_MODELS,
+            moderation_models=_names(env, "SANDBOX_MODERATION_MODELS") or DEFAULT_MODERATION_MODELS,
             tls_cert=env.get("SANDBOX_TLS_CERT") or None,
             tls_key=env.get("SANDBOX_TLS_KEY") or None,
         )
+
+    def listed_models(self) -> tuple[str, ...]:
+        """Every model /v1/models shows: chat first, then embeddings, images and moderations."""
+        embedding = tuple(name for name, _ in self.embedding_models)
+        return self.models + embedding + self.image_models + self.moderation_models
+
+
+def _names(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in env.get(key, "").split(",") if m.strip())
+
+
+def _embedding_models(env: Mapping[str, str]) -> tuple[tuple[str, int | None], ...]:
+    out: list[tuple[str, int | None]] = []
+    for entry in _names(env, "SANDBOX_EMBEDDING_MODELS"):
+        name, sep, dim = (part.strip() for part in entry.partition("="))
+        if not name or (sep and not (dim.isdigit() and 1 <= int(dim) <= MAX_EMBEDDING_DIM)):
+            raise ValueError(
+                f"SANDBOX_EMBEDDING_MODELS entries are `name` or `name=DIM` (1..{MAX_EMBEDDING_DIM}), got {entry!r}"
+            )
+        out.append((name, int(dim) if sep else None))
+    return tuple(out)
 
 
 def _port(raw: str) -> int:

@@ -27,7 +27,16 @@ INT_KEYS = frozenset(
         "fail_times",  # with mark: the first K requests get `status` (default 500)
     }
 )
-STR_KEYS = frozenset({"tool", "mark"})
+# keys whose value is one of a few words
+CHOICE_KEYS: dict[str, frozenset[str]] = {
+    # /v1/images/generations answers in this form whatever `response_format` asked for, as real
+    # upstreams that support only one form do (the gateway's conversion is tested with it)
+    "image_form": frozenset({"url", "b64_json"}),
+    # tiles (default): flat colour tiles, compresses well; noise: random bytes, about 1.33 bytes of
+    # base64 per pixel byte, for benchmarks that want a big answer (512x512 noise: ~1 MB of b64_json)
+    "image_pattern": frozenset({"tiles", "noise"}),
+}
+STR_KEYS = frozenset({"tool", "mark", *CHOICE_KEYS})
 KEYS = INT_KEYS | STR_KEYS
 
 _BRACKET = re.compile(r"\[sandbox(?:\s+([^\]]*))?\]")
@@ -41,6 +50,9 @@ def _coerce(key: str, value: Any) -> int | str:
     if key in STR_KEYS:
         if not isinstance(value, str) or not value:
             raise DirectiveError(f"sandbox directive {key!r} needs a non-empty string")
+        choices = CHOICE_KEYS.get(key)
+        if choices is not None and value not in choices:
+            raise DirectiveError(f"sandbox directive {key}={value!r} is not one of {', '.join(sorted(choices))}")
         return value
     if key not in INT_KEYS:
         raise DirectiveError(f"unknown sandbox directive {key!r} (known: {', '.join(sorted(KEYS))})")

@@ -9,10 +9,20 @@ MAX_N = 128
 
 
 class BadRequest(ValueError):
-    def __init__(self, message: str, param: str | None = None) -> None:
+    """A request refused before any directive runs: a 400 by default, or e.g. a 404 model_not_found."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.status = status
+        self.code = code
+
+
+def model_not_found(model: str) -> BadRequest:
+    """OpenAI's answer for a model the key cannot use (the routes that check their model list)."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    return BadRequest(message, "model", status=404, code="model_not_found")
 
 
 @dataclass(slots=True)
