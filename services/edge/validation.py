@@ -568,11 +568,15 @@ BODIES: dict[str, tuple[Table, tuple[Constraint, ...]]] = {
 }
 
 
-def body_schema(kind: str) -> Schema:
+def body_schema(kind: str, *, max_n: int | None = None) -> Schema:
     """The JSON Schema of a request body of `kind` (a key of BODIES), generated from the table the
-    edge validates it with, its cross-field constraints merged in."""
+    edge validates it with, its cross-field constraints merged in; `max_n`: the gateway's MAX_N,
+    the bound `validate_*_request` puts on `n`."""
     table, constraints = BODIES[kind]
     schema = table_schema(table)
+    n = schema["properties"].get("n")
+    if n is not None and max_n is not None:
+        n["maximum"] = min(n.get("maximum", max_n), max_n)
     notes: list[str] = []
     for constraint in constraints:
         for key, value in copy.deepcopy(_CONSTRAINT_SCHEMAS[constraint]).items():
