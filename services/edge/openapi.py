@@ -1,0 +1,309 @@
+"""The edge's OpenAPI 3.1 document: every public route, its body schemas generated from validation.py.
+
+A request body's schema is `validation.body_schema(kind)`: walked from the very field table the
+edge validates that body with, so the document cannot drift from what the edge accepts (a field
+added to a table appears here; tests/unit/test_openapi.py checks both ways). Responses are
+concise: OpenAI's shapes, with the fields clients read, and one error schema for every failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+from typing import Any
+
+from services.edge.validation import body_schema
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+_NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+_USAGE: Schema = {
+    "type": "object",
+    "required": ["prompt_tokens", "total_tokens"],
+    "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+                   "total_tokens": {"type": "integer"}},
+}
+
+_ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {**_NULLABLE_STRING, "description": "the request field at fault, as a path"},
+                       "code": _NULLABLE_STRING},
+    }},
+}
+
+# the success bodies, OpenAI's shapes with the fields clients read
+_RESPONSES: dict[str, Schema] = {
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {
+                "type": "object",
+                "required": ["index", "message", "finish_reason"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "message": {"type": "object", "required": ["role"], "properties": {
+                        "role": {"const": "assistant"}, "content": _NULLABLE_STRING,
+                        "refusal": _NULLABLE_STRING, "tool_calls": {"type": "array", "items": {"type": "object"}},
+                    }},
+                    "finish_reason": _NULLABLE_STRING,
+                    "logprobs": {"type": ["object", "null"]},
+                },
+            }},
+            "usage": _USAGE,
+        },
+    },
+    "ChatCompletionChunk": {
+        "type": "object",
+        "description": "One `data:` event of a streamed chat completion; the stream ends with `data: [DONE]`.",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "chat.completion.chunk"}, "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object", "required": ["index", "delta"], "properties": {
+                "index": {"type": "integer"}, "delta": {"type": "object"}, "finish_reason": _NULLABLE_STRING,
+            }}},
+            "usage": {"anyOf": [_USAGE, {"type": "null"}]},
+        },
+    },
+    "Completion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object", "required": ["index", "text"], "properties": {
+                "index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": _NULLABLE_STRING,
+                "logprobs": {"type": ["object", "null"]},
+            }}},
+            "usage": _USAGE,
+        },
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"],
+                                                "properties": {
+                "object": {"const": "embedding"}, "index": {"type": "integer"},
+                "embedding": {"oneOf": [
+                    {"type": "array", "items": {"type": "number"}},
+                    {"type": "string", "description": "encoding_format base64: little-endian float32, base64"},
+                ]},
+            }}},
+            "model": {"type": "string"},
+            "usage": _USAGE,
+        },
+    },
+    "ImagesResponse": {
+        "type": "object",
+        "required": ["created", "data"],
+        "properties": {
+            "created": {"type": "integer"},
+            "data": {"type": "array", "items": {"type": "object", "properties": {
+                "url": {"type": "string", "description": "the upstream's, or this gateway's /images/{name} until "
+                                                          "the image expires"},
+                "b64_json": {"type": "string"},
+                "revised_prompt": {"type": "string"},
+            }}},
+        },
+    },
+    "ModerationResponse": {
+        "type": "object",
+        "required": ["id", "model", "results"],
+        "properties": {
+            "id": {"type": "string"}, "model": {"type": "string"},
+            "results": {"type": "array", "items": {
+                "type": "object",
+                "required": ["flagged", "categories", "category_scores"],
+                "properties": {
+                    "flagged": {"type": "boolean"},
+                    "categories": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                    "category_scores": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "category_applied_input_types": {"type": "object"},
+                },
+            }},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+            "owned_by": {"type": "string", "description": "the worker pool serving it"},
+            "capabilities": {"type": "array", "items": {
+                "enum": ["chat.completions", "completions", "embeddings", "images", "moderations"]}},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}},
+    },
+}
+
+_RETRY_AFTER = {
+    "retry-after": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}},
+    "retry-after-ms": {"description": "the same, in milliseconds", "schema": {"type": "integer"}},
+}
+
+# status -> what it means at this gateway (libs/errors.py is the one table from errors to statuses)
+_ERRORS: dict[str, tuple[str, bool]] = {
+    "400": ("Invalid request: `param` names the field at fault (invalid_value, invalid_type, "
+            "missing_required_parameter, ...), or the upstream rejected it (upstream_bad_request).", False),
+    "401": ("Missing or invalid API key (invalid_api_key).", False),
+    "404": ("Unknown model (model_not_found) or URL (not_found).", False),
+    "413": ("The request body exceeds MAX_BODY_BYTES (request_too_large).", False),
+    "429": ("The upstream is rate limited (rate_limit_exceeded).", True),
+    "502": ("A worker or the upstream failed (worker_lost, reply_gap, upstream_error, ...).", False),
+    "503": ("No capacity, the bus is unavailable, the client reads too slowly, or the edge is shutting down "
+            "(no_capacity, bus_unavailable, client_too_slow, shutting_down).", True),
+    "504": ("The request ran out of time (timeout, upstream_timeout).", False),
+}
+
+
+def _error_response(description: str, retry_after: bool) -> Schema:
+    response: Schema = {"description": description, "content": _json(_ref("Error"))}
+    if retry_after:
+        response["headers"] = _RETRY_AFTER
+    return response
+
+
+def _errors(*statuses: str) -> dict[str, Schema]:
+    return {status: {"$ref": f"#/components/responses/Error{status}"} for status in statuses}
+
+
+_JOB_ERRORS = ("400", "401", "404", "413", "429", "502", "503", "504")
+_OPEN: list[Schema] = []  # no security requirement: the route is served without a key
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+def _post(operation_id: str, summary: str, request: str, response: Schema) -> Schema:
+    return {"post": {
+        "operationId": operation_id,
+        "summary": summary,
+        "requestBody": {"required": True, "content": _json(_ref(request))},
+        "responses": {"200": response, **_errors(*_JOB_ERRORS)},
+    }}
+
+
+def _get(operation_id: str, summary: str, responses: dict[str, Schema], *, open_route: bool = False,
+         parameters: list[Schema] | None = None) -> Schema:
+    operation: Schema = {"operationId": operation_id, "summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    if open_route:
+        operation["security"] = _OPEN
+    return {"get": operation}
+
+
+def _path_parameter(name: str, description: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+def _ok(description: str, content: Schema) -> Schema:
+    return {"description": description, "content": content}
+
+
+_STREAM_NOTE = ("With `stream: true`, server-sent events: `data: <chunk JSON>` per event, then `data: [DONE]`; "
+                "an error after the stream started arrives as `data: {\"error\": ...}`.")
+
+
+def _stream(description: str) -> Schema:
+    return {"text/event-stream": {"schema": {"type": "string", "description": description}}}
+
+
+_IMAGE_BYTES = {"image/*": {"schema": {"type": "string", "contentMediaType": "image/*"}}}
+
+
+def _paths() -> dict[str, Schema]:
+    return {
+        "/v1/chat/completions": _post("createChatCompletion", "Create a chat completion", "ChatCompletionRequest", {
+            "description": "A chat completion. " + _STREAM_NOTE,
+            "content": {**_json(_ref("ChatCompletion")), **_stream("ChatCompletionChunk events")},
+        }),
+        "/v1/completions": _post("createCompletion", "Create a completion", "CompletionRequest", {
+            "description": "A completion. " + _STREAM_NOTE,
+            "content": {**_json(_ref("Completion")), **_stream("text_completion events")},
+        }),
+        "/v1/embeddings": _post("createEmbedding", "Create embeddings", "EmbeddingRequest",
+                                _ok("One embedding per input, in input order.", _json(_ref("EmbeddingList")))),
+        "/v1/images/generations": _post("createImage", "Create images", "ImageRequest",
+                                        _ok("The generated images.", _json(_ref("ImagesResponse")))),
+        "/v1/moderations": _post("createModeration", "Classify input as potentially harmful", "ModerationRequest",
+                                 _ok("One result per input.", _json(_ref("ModerationResponse")))),
+        "/v1/models": _get("listModels", "List the live models and their aliases",
+                           {"200": _ok("The models.", _json(_ref("ModelList"))), **_errors("401")}),
+        "/v1/models/{model}": _get(
+            "retrieveModel", "Retrieve a model",
+            {"200": _ok("The model.", _json(_ref("Model"))), **_errors("401", "404")},
+            parameters=[_path_parameter("model", "a model id or alias; ids may contain '/'")],
+        ),
+        "/images/{name}": _get(
+            "getImage", "An image this gateway stored for a url response",
+            {"200": _ok("The image's bytes.", _IMAGE_BYTES), **_errors("404")},
+            open_route=True,
+            parameters=[_path_parameter("name", "the random name in the url the images response gave")],
+        ),
+        "/": _get("root", "Liveness (seed 000's health check)", {"200": _ok("OK", _TEXT)}, open_route=True),
+        "/healthz": _get("healthz", "Liveness", {"200": _ok("OK", _TEXT)}, open_route=True),
+        "/readyz": _get("readyz", "Readiness: connected to NATS and not draining",
+                        {"200": _ok("ready", _TEXT), "503": _ok("not ready", _TEXT)}, open_route=True),
+        "/metrics": _get("metrics", "Prometheus metrics", {"200": _ok("The exposition.", _TEXT)}, open_route=True),
+        "/openapi.json": _get("openapi", "This document",
+                              {"200": _ok("The OpenAPI document.", _json({"type": "object"}))}, open_route=True),
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "0"
+
+
+# component name -> the body kind (validation.BODIES) it describes
+_REQUESTS = {"ChatCompletionRequest": "chat", "CompletionRequest": "completion", "EmbeddingRequest": "embedding",
+             "ImageRequest": "image", "ModerationRequest": "moderation"}
+
+
+def openapi_document(*, max_n: int | None = None) -> dict[str, Any]:
+    """The whole document, a fresh copy (the route serves it built once). `max_n`: this edge's
+    MAX_N, the most choices or images `n` may ask for (unbounded in the document when None)."""
+    requests = {name: body_schema(kind, max_n=max_n) for name, kind in _REQUESTS.items()}
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchyard",
+            "version": _version(),
+            "description": "A self-hosted OpenAI-compatible gateway. Request bodies are checked strictly for what "
+                           "the gateway acts on and by JSON type for what it forwards; unknown fields are forwarded "
+                           "as they are, and an explicit null counts as an absent field.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": {"Error": _ERROR, **requests, **_RESPONSES},
+            "responses": {f"Error{status}": _error_response(description, retry)
+                          for status, (description, retry) in _ERRORS.items()},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "one of the keys in AUTH_TOKEN"}},
+        },
+        "security": [{"bearerAuth": []}],
+    })
