@@ -29,9 +29,16 @@ from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
 from services.edge.routes.images import ImageFile
 from services.edge.routes.models import GetModel, ListModels
+from services.edge.routes.openapi import OpenAPIRoute
+from services.edge.routes.unary import UnaryRoute, UnarySpec
 from services.edge.routing import RoutingTable
 from services.edge.settings import EdgeSettings
 from services.edge.state import EdgeState
+from services.edge.validation import (
+    validate_embedding_request,
+    validate_image_request,
+    validate_moderation_request,
+)
 
 log = logging.getLogger("switchyard.edge")
 
@@ -68,6 +75,34 @@ class CorsWhenNeeded:
             await self.cors(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+# OpenAI's own default when a moderation request names no model
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+_MODERATION_HINT = (
+    " No worker serves it for /v1/moderations: give openai-worker an upstream that offers moderations "
+    "(OPENAI_MODERATION_MODELS, or moderation_models in OPENAI_WORKER_CONFIG)."
+)
+
+
+def _moderation_model(state: EdgeState) -> str:
+    """OpenAI's default where a worker serves it, else the one model served for moderations."""
+    served = state.routing.models_for("moderation")
+    if DEFAULT_MODERATION_MODEL in served or not served:
+        return DEFAULT_MODERATION_MODEL  # not served: its 404 says how to configure one
+    return served[0]
+
+
+def unary_specs(settings: EdgeSettings) -> dict[str, UnarySpec]:
+    """path -> how it is answered, for the routes that answer with one result."""
+    return {
+        "/v1/embeddings": UnarySpec("embedding", "embeddings", validate_embedding_request),
+        "/v1/images/generations": UnarySpec(
+            "image", "images.generations", lambda body: validate_image_request(body, max_n=settings.max_n)),
+        "/v1/moderations": UnarySpec(
+            "moderation", "moderations", validate_moderation_request, default_model=_moderation_model,
+            not_found_hint=_MODERATION_HINT),
+    }
 
 
 def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
@@ -118,6 +153,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         # the router tries routes in order: the generation routes, nearly all the traffic, first
         Route("/v1/chat/completions", GenerationRoute(state, "chat"), methods=["POST"]),
         Route("/v1/completions", GenerationRoute(state, "completion"), methods=["POST"]),
+        *(Route(path, UnaryRoute(state, spec), methods=["POST"]) for path, spec in unary_specs(settings).items()),
         Route("/", Health(), methods=["GET", "HEAD"]),
         Route("/healthz", Health(), methods=["GET", "HEAD"]),
         Route("/readyz", Ready(state), methods=["GET", "HEAD"]),
@@ -125,6 +161,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Route("/v1/models", ListModels(state), methods=["GET"]),
         Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
         Route("/images/{name}", ImageFile(state), methods=["GET", "HEAD"]),
+        Route("/openapi.json", OpenAPIRoute(settings.max_n), methods=["GET"]),
     ]
     middleware = [
         Middleware(
