@@ -6,7 +6,7 @@ Patterns alone miss keys without a recognisable shape (a 32-hex Azure key, `gsk_
 …"). So whatever credential a worker loads (API keys, proxy or URL credentials; cookies and access
 tokens the same way) is registered here with `hold`, and `scrub` replaces each held value
 verbatim, plus its URL-encoded form, before the patterns run. Callers: upstream error text
-(`services/openai_worker/upstream.py`), errors put on the bus (`SwitchyardError.to_wire`), and
+(`libs/openai_upstream/call.py`), errors put on the bus (`SwitchyardError.to_wire`), and
 every log line (`libs.logs.redact`).
 
 Values shorter than MIN_SECRET_LENGTH are not held: no provider issues such keys, and scrubbing

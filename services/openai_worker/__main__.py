@@ -1,9 +1,10 @@
-"""openai-worker: forwards chat and completions jobs to OpenAI-compatible upstreams.
+"""openai-worker: forwards chat, completions and moderation jobs to OpenAI-compatible upstreams.
 
     python -m services.openai_worker
 
 Env: NATS_URL, WORKER_POOL (default "openai"), WORKER_CAPACITY, PORT (probes and /metrics),
-OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODELS or OPENAI_WORKER_CONFIG (see config.py),
+OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODELS / OPENAI_MODERATION_MODELS or OPENAI_WORKER_CONFIG
+(libs/openai_upstream/config.py),
 HTTPS_PROXY / HTTP_PROXY, SY_TIMEOUT_* and SY_TIME_SCALE (libs/timeouts.py).
 """
 

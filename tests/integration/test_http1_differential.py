@@ -23,8 +23,8 @@ from aiohttp import web
 
 from libs.errors import SwitchyardError
 from libs.http1 import HTTP1Pool
-from services.openai_worker.config import Upstream
-from services.openai_worker.upstream import UpstreamCall
+from libs.openai_upstream.call import UpstreamCall
+from libs.openai_upstream.config import Upstream
 
 Scope = dict[str, Any]
 EVENTS = [{"choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]} for i in range(3)]

@@ -1,4 +1,4 @@
-"""HTTP_PROXY and NO_PROXY are honoured by openai-worker (services/openai_worker/upstream.py proxy_for).
+"""HTTP_PROXY and NO_PROXY are honoured by openai-worker (libs/openai_upstream/call.py proxy_for).
 
 The workers here point at an upstream whose host does not resolve (`upstream.invalid`, RFC 2606).
 With HTTP_PROXY set to the sandbox, which accepts absolute-form request targets as a forward proxy

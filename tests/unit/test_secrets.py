@@ -14,8 +14,8 @@ import pytest
 from libs import secrets
 from libs.errors import BusError, UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from libs.logs import JsonFormatter, redact
+from libs.openai_upstream.call import error_for_status
 from libs.worker_metrics import WorkerMetrics
-from services.openai_worker.upstream import error_for_status
 
 AZURE = "3f9a1c27e4b8d6050a7e2c914b6d8f03"
 ODD_KEYS = [AZURE, "gsk_Q7vT2mXc9LpR4sWz8NbK1yHd6FjG3aUe5oIq0rEt", "AIzaSyB3x-Qk9v_T7mZp2LrW8cN4sJd6HfY1aGe",

@@ -18,5 +18,5 @@ def test_the_worker_and_the_edge_use_the_one_estimate() -> None:
     from services.edge.routes import generation
     from services.openai_worker import backend
 
-    assert backend.estimate_tokens is tokens.estimate_tokens
+    assert backend.usage is tokens.usage  # which estimates with estimate_tokens
     assert generation.estimate_tokens is tokens.estimate_tokens

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.openai_worker.config import Upstream
-from services.openai_worker.upstream import plain_http, proxy_for
+from libs.openai_upstream.call import plain_http, proxy_for
+from libs.openai_upstream.config import Upstream
 
 
 def upstream(base_url: str, proxy: str | None = None) -> Upstream:

@@ -1,4 +1,5 @@
-"""Per-upstream attempt limits (config.py) and the order upstreams are tried in (backend.py)."""
+"""Per-upstream attempt limits (libs/openai_upstream/config.py) and the order upstreams are tried in
+(failover.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from libs import secrets
+from libs.openai_upstream.config import Upstream
+from libs.openai_upstream.failover import Failover
 from libs.settings import ConfigError
 from libs.worker_metrics import WorkerMetrics
 from services.openai_worker.backend import OpenAIBackend
-from services.openai_worker.config import Upstream, load_upstreams
+from services.openai_worker.config import load_upstreams
 
 
 def test_limits_default_and_scale_with_the_time_scale(tmp_path: Path) -> None:
@@ -35,27 +38,27 @@ def test_a_bad_limit_is_refused(tmp_path: Path, value: str) -> None:
         load_upstreams({"OPENAI_WORKER_CONFIG": str(config)})
 
 
-def backend(*names: str) -> OpenAIBackend:
+def failover(*names: str) -> tuple[Failover, list[Upstream]]:
     ups = [Upstream(name=n, base_url=f"http://{n}/v1", api_key="", models=("m",), cooldown=30.0) for n in names]
-    return OpenAIBackend(ups, WorkerMetrics(CollectorRegistry(), "p"))
+    return Failover(ups, WorkerMetrics(CollectorRegistry(), "p")), ups
 
 
 def test_the_rotation_tries_an_upstream_put_aside_last() -> None:
-    b = backend("a", "b", "c")
-    firsts = [b._candidates("m")[0].name for _ in range(3)]
+    f, ups = failover("a", "b", "c")
+    firsts = [f.candidates("m")[0].name for _ in range(3)]
     assert firsts == ["a", "b", "c"]  # rotating
-    b._put_aside(b.upstreams[0])
+    f.put_aside(ups[0])
     for _ in range(6):
-        order = [u.name for u in b._candidates("m")]
+        order = [u.name for u in f.candidates("m")]
         assert order[-1] == "a" and sorted(order) == ["a", "b", "c"]  # still used, last
 
 
 def test_the_cooldown_doubles_while_an_upstream_keeps_hanging() -> None:
-    b = backend("a", "b")
+    f, ups = failover("a", "b")
     spans = []
     for _ in range(6):
-        b._put_aside(b.upstreams[0])
-        spans.append(b._aside["a"][0])
+        f.put_aside(ups[0])
+        spans.append(f.aside["a"][0])
     now = time.monotonic()
     assert [round(s - now) for s in spans] == [30, 60, 120, 240, 240, 240]  # at most 8x
 

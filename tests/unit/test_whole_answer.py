@@ -9,10 +9,11 @@ import pytest
 
 from libs.errors import UpstreamAuthError, UpstreamError, UpstreamProtocolError
 from libs.http1 import HTTP1Pool
-from services.openai_worker import upstream as upstream_module
-from services.openai_worker.backend import _as_delta, _usage
-from services.openai_worker.config import Upstream
-from services.openai_worker.upstream import UpstreamCall
+from libs.openai_upstream import call as upstream_module
+from libs.openai_upstream.call import UpstreamCall
+from libs.openai_upstream.config import Upstream
+from libs.tokens import usage as _usage
+from services.openai_worker.backend import _as_delta
 from tests.unit.test_http1 import Handler, read_request, serve
 
 

@@ -1,5 +1,5 @@
 """One call to an OpenAI-compatible upstream, streamed or whole, with its failures turned into our
-error tree.
+error tree, and the proxy each upstream is reached through.
 
 The HTTP client was chosen by measurement (README, Performance): plain-HTTP upstreams without a
 proxy (in-cluster vLLM, Ollama, the sandbox) go through libs/http1.py, about half aiohttp's CPU per
@@ -9,8 +9,8 @@ Foreign exceptions are converted here, once, at the boundary (`raise … from`);
 text is scrubbed of every secret the worker holds (libs/secrets.py), since providers echo the key
 they got.
 
-Each call may have a limit on its response head (`head_timeout`): the backend sets one while
-another upstream is left to fail over to. A call that timed out before its head (connecting or
+Each call may have a limit on its response head (`head_timeout`): the caller sets one while
+another upstream is left to fail over to (failover.py). A call that timed out before its head (connecting or
 waiting) says so in `hung`.
 """
 
@@ -39,9 +39,9 @@ from libs.errors import (
     UpstreamTimeout,
 )
 from libs.http1 import ACCEPT_ENCODING, HTTP1Pool, InvalidHeader, ProtocolError, Response, ResponseTooLarge
+from libs.openai_upstream.config import Upstream
 from libs.secrets import scrub
 from libs.sse import SSEDecoder
-from services.openai_worker.config import Upstream
 
 _MAX_ERROR_BODY = 16 * 1024
 _MAX_ANSWER_BODY = 64 * 1024 * 1024  # a whole answer larger than this is refused, not buffered
@@ -52,9 +52,14 @@ def proxy_for(upstream: Upstream) -> str | None:
 
     aiohttp's trust_env would look these up on every request, at a measured 0.4-0.7 ms each.
     """
-    if upstream.proxy:
-        return upstream.proxy
-    parts = urlsplit(upstream.base_url)
+    return proxy_for_url(upstream.base_url, upstream.proxy)
+
+
+def proxy_for_url(url: str, own: str | None = None) -> str | None:
+    """`own` if set, else the environment's proxy for `url` (None where NO_PROXY exempts its host)."""
+    if own:
+        return own
+    parts = urlsplit(url)
     if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
         return None
     return urllib.request.getproxies().get(parts.scheme) or None
@@ -151,8 +156,10 @@ class UpstreamCall:
             async for batch in self._events(body):
                 yield batch
 
-    async def answer(self) -> dict[str, Any]:
-        """The upstream's whole answer (`chat.completion` / `text_completion`), parsed."""
+    async def answer(self, expect: str = "choices") -> dict[str, Any]:
+        """The upstream's whole answer, parsed: a JSON object with a list under `expect` (`choices`
+        of a chat.completion or text_completion, `data` of embeddings and images, `results` of
+        moderations), else UpstreamProtocolError."""
         headers = self._headers("application/json")
         if self.pool is not None:  # plain coroutines all the way: no async generator per call
             with _PlainFailures(self) as failures:
@@ -167,8 +174,8 @@ class UpstreamCall:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(f"upstream {self.upstream.name} sent invalid JSON") from exc
-        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-            raise UpstreamProtocolError(f"upstream {self.upstream.name} sent an answer without choices")
+        if not isinstance(answer, dict) or not isinstance(answer.get(expect), list):
+            raise UpstreamProtocolError(f"upstream {self.upstream.name} sent an answer without {expect}")
         return answer
 
     def _headers(self, accept: str) -> dict[str, str]:
