@@ -31,6 +31,7 @@ TIME_SCALE = float(os.environ.get("SY_TEST_TIME_SCALE", "0.1"))
 AUTH_KEY = "sy-test-key-0123456789"
 SLASHED_MODEL = "meta-llama/Meta-Llama-3-70B-Instruct"  # model ids may contain '/' (seed 004)
 SANDBOX_KEY = "sk-sandbox-secret-abcdef123456"
+MODERATION_MODELS = "omni-moderation-latest,text-moderation-latest"  # the sandbox's, served by the stack
 
 # Pools: "openai" (shared, roomy), "tight" (capacity tests), "fragile" (kill tests).
 ROUTES = "sandbox-*=openai,tight-*=tight,fragile-*=fragile,fanout-*=fanout,unserved-*=ghost"
@@ -155,7 +156,8 @@ async def stack(nats_server: Proc, sandbox: Proc, wiretap: Wiretap, log_dir: Pat
     edge = start_edge(nats_server.url, log_dir)
     workers = [
         start_worker_proc(nats_server.url, sandbox.url, log_dir, name=f"openai-{i}", pool="openai",
-                          models=f"sandbox-chat,sandbox-fast,{SLASHED_MODEL}", capacity=16)
+                          models=f"sandbox-chat,sandbox-fast,{SLASHED_MODEL}", capacity=16,
+                          OPENAI_MODERATION_MODELS=MODERATION_MODELS)
         for i in range(2)
     ]
     stack = Stack(nats_server.url, edge.url, sandbox.url, log_dir, [edge, *workers])
