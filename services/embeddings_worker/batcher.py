@@ -10,7 +10,8 @@ The model runs on one dedicated thread, one call at a time, so the event loop (b
 keeps running while it computes; onnxruntime releases the GIL.
 
 Fairness: a caller with more inputs than fit a batch is served in several model calls and goes to the back of
-the queue after each one, so a 2048-input job does not hold up single-string jobs for its whole duration.
+the queue after each one (behind callers that arrived while it computed), so a 2048-input job does not hold up
+single-string jobs for its whole duration.
 
 Cancel-safety: a caller cancelled before its inputs are taken into a batch has them dropped; one cancelled while
 its batch computes only loses its result. A model error fails the callers of that batch and nobody else.
@@ -105,6 +106,8 @@ class MicroBatcher:
         """Vectors [len(ids), dimensions] for checked token arrays, in input order."""
         if self._closed:
             raise BatcherClosed("the embeddings batcher is closed")
+        if self._runner is not None and self._runner.done():
+            raise RuntimeError("the embeddings batcher failed and no longer runs")
         if not ids:
             return np.empty((0, self.model.dimensions), dtype=np.float32)
         limit = self.model.context_tokens
@@ -154,16 +157,19 @@ class MicroBatcher:
                 if remaining > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._full.wait(), remaining)
-            batch = self._take()
+            batch, unfinished = self._take()
+            if batch:
+                await self._compute(loop, batch)
+            # A caller split across model calls rejoins at the back only now, behind whoever arrived meanwhile.
+            self._queue.extend(request for request in unfinished if not request.future.done())
             if not self._queue:
                 self._wake.clear()
             if self._queued_inputs < self.max_batch:
                 self._full.clear()
-            if batch:
-                await self._compute(loop, batch)
 
-    def _take(self) -> list[tuple[_Request, int, int]]:
-        """Slices (request, start, stop) for the next model call, within max_batch and max_batch_tokens."""
+    def _take(self) -> tuple[list[tuple[_Request, int, int]], list[_Request]]:
+        """Slices (request, start, stop) for the next model call, within max_batch and max_batch_tokens, and the
+        requests (batching only) that have inputs left after it, taken out of the queue until it is computed."""
         batch: list[tuple[_Request, int, int]] = []
         rows = 0
         tokens = 0
@@ -190,11 +196,10 @@ class MicroBatcher:
                 self._queue.popleft()
             elif self.batching:
                 self._queue.popleft()
-                requeue.append(request)  # back of the queue: the callers waiting behind it go first next time
+                requeue.append(request)
             if not self.batching or requeue:
                 break  # unbatched: one caller per model call, and an unfinished one keeps its place at the front
-        self._queue.extend(requeue)
-        return batch
+        return batch, requeue
 
     async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, int, int]]) -> None:
         inputs = [ids for request, start, stop in batch for ids in request.ids[start:stop]]
@@ -214,17 +219,23 @@ class MicroBatcher:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        unsorted = np.empty_like(vectors)
-        unsorted[order] = vectors
-        offset = 0
-        for request, start, stop in batch:
-            count = stop - start
-            if not request.future.done():  # a caller cancelled mid-compute just loses its result
-                request.out[request.order[start:stop]] = unsorted[offset : offset + count]
-                request.pending -= count
-                if request.pending == 0:
-                    request.future.set_result(request.out)
-            offset += count
+        try:
+            unsorted = np.empty_like(vectors)
+            unsorted[order] = vectors
+            offset = 0
+            for request, start, stop in batch:
+                count = stop - start
+                if not request.future.done():  # a caller cancelled mid-compute just loses its result
+                    request.out[request.order[start:stop]] = unsorted[offset : offset + count]
+                    request.pending -= count
+                    if request.pending == 0:
+                        request.future.set_result(request.out)
+                offset += count
+        except BaseException as exc:  # a bug here must not leave this batch's callers waiting forever
+            for request, _, _ in batch:
+                if not request.future.done():
+                    request.future.set_exception(RuntimeError(f"the embeddings batcher failed: {exc!r}"))
+            raise
 
     def _embed_runs(self, inputs: list[list[int]]) -> Vectors:
         """On the model thread: one model call per run of similar length (``inputs`` shortest first)."""
@@ -245,7 +256,6 @@ class MicroBatcher:
             if not request.future.done():
                 request.future.set_exception(exc)
         self._queued_inputs = 0
-
 
 
 def length_runs(lengths: list[int], call_cost: int = CALL_COST_TOKENS) -> list[int]:

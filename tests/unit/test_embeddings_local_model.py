@@ -32,7 +32,8 @@ def test_shape_of_the_model(model: LocalModel) -> None:
 
 
 def test_similar_texts_are_closer_and_vectors_are_unit_norm(model: LocalModel) -> None:
-    cat, kitten, stocks = model.embed(model.tokenize(["a cat sits on the mat", "a kitten on a rug", "stock market falls"]))
+    texts = ["a cat sits on the mat", "a kitten on a rug", "stock market falls"]
+    cat, kitten, stocks = model.embed(model.tokenize(texts))
     assert cat.shape == (384,) and cat.dtype == np.float32
     assert float(cat @ kitten) > float(cat @ stocks) + 0.2
     norms = np.linalg.norm(np.stack([cat, kitten, stocks]), axis=1)
