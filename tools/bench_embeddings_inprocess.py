@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import random
 import resource
 import statistics
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from services.embeddings_worker.batcher import DEFAULT_MAX_WAIT, MicroBatcher
@@ -51,6 +53,8 @@ class Rate:
     p50_ms: float
     p99_ms: float
     loop_lag_max_ms: float  # the worst lateness of a 5 ms timer on the same loop during the run
+    # Process CPU (loop + model thread) per request: the efficiency figure that other load on the box does not skew.
+    cpu_ms: float
 
 
 async def _lag_probe(stop: asyncio.Event, lags: list[float], period: float = 0.005) -> None:
@@ -84,10 +88,46 @@ async def inprocess_rate(
             await batcher.embed([ids])
             latencies.append(loop.time() - sent)
 
+    return await _measured(started, latencies, asyncio.gather(*(caller() for _ in range(concurrency))))
+
+
+async def openloop_rate(
+    batcher: MicroBatcher, token_ids: list[list[int]], rps: float, *, seconds: float = 3.0, seed: int = 1
+) -> Rate:
+    """Single-input requests arriving at random (Poisson, mean ``rps``) for ``seconds``, as jobs come off the bus:
+    unlike the closed loop, arrivals are not lined up by the previous batch's completion, so ``max_wait`` matters.
+    """
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    rng = random.Random(seed)
+    picks = itertools.cycle(token_ids)
+
+    async def one(ids: list[int]) -> None:
+        sent = loop.time()
+        await batcher.embed([ids])
+        latencies.append(loop.time() - sent)
+
+    async def arrivals() -> None:
+        deadline = loop.time() + seconds
+        due = loop.time()
+        requests: list[asyncio.Task[None]] = []
+        while due < deadline:
+            due += rng.expovariate(rps)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            requests.append(asyncio.create_task(one(next(picks))))
+        await asyncio.gather(*requests)
+
+    return await _measured(loop.time(), latencies, arrivals())
+
+
+async def _measured(started: float, latencies: list[float], run: Awaitable[object]) -> Rate:
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     lags: list[float] = []
     probe = asyncio.create_task(_lag_probe(stop, lags))
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    cpu = time.process_time()
+    await run
+    cpu = time.process_time() - cpu
     elapsed = loop.time() - started
     stop.set()
     await probe
@@ -99,6 +139,14 @@ async def inprocess_rate(
         p50_ms=statistics.median(ordered) * 1000,
         p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
         loop_lag_max_ms=max(lags, default=0.0) * 1000,
+        cpu_ms=cpu / max(1, len(latencies)) * 1000,
+    )
+
+
+def _line(mode: str, rate: Rate) -> str:
+    return (
+        f"{mode:34}: {rate.rps:7.1f} req/s  p50 {rate.p50_ms:6.1f} ms  p99 {rate.p99_ms:6.1f} ms  "
+        f"cpu {rate.cpu_ms:5.2f} ms/req  loop lag max {rate.loop_lag_max_ms:5.1f} ms  (n={rate.requests})"
     )
 
 
@@ -108,10 +156,7 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 1e6
 
 
-async def _main(args: argparse.Namespace) -> None:
-    started = time.perf_counter()
-    model = LocalModel.load(args.threads)
-    print(f"cold load (import excluded): {time.perf_counter() - started:.3f} s; RSS after load {rss_mb():.0f} MB")
+async def _memory_figures(model: LocalModel) -> None:
     big = model.tokenize([SENTENCES[i % len(SENTENCES)] for i in range(2048)])
     started = time.perf_counter()
     async with asyncio.timeout(120):
@@ -126,6 +171,14 @@ async def _main(args: argparse.Namespace) -> None:
         f"(peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB)"
     )
     del vectors
+
+
+async def _main(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    model = LocalModel.load(args.threads)
+    print(f"cold load (import excluded): {time.perf_counter() - started:.3f} s; RSS after load {rss_mb():.0f} MB")
+    if not args.skip_memory:
+        await _memory_figures(model)
     for label, texts in (("sentences", SENTENCES), ("short", SHORT)):
         token_ids = model.tokenize(texts)
         print(f"-- {label}: {min(map(len, token_ids))}-{max(map(len, token_ids))} tokens, threads={args.threads}")
@@ -136,10 +189,14 @@ async def _main(args: argparse.Namespace) -> None:
                 rate = await inprocess_rate(batcher, token_ids, concurrency, seconds=args.seconds)
                 await batcher.close()
                 mode = f"batched max_wait={max_wait * 1000:.1f}ms" if batching else "unbatched"
-                print(
-                    f"{mode:26} c={concurrency:2d}: {rate.rps:7.1f} req/s  p50 {rate.p50_ms:6.1f} ms  "
-                    f"p99 {rate.p99_ms:6.1f} ms  loop lag max {rate.loop_lag_max_ms:5.1f} ms  (n={rate.requests})"
-                )
+                print(_line(f"{mode} c={concurrency}", rate))
+        for offered in args.open_rps:
+            for batching, max_wait in [(False, 0.0), *((True, w) for w in args.max_wait)]:
+                batcher = MicroBatcher(model, batching=batching, max_wait=max_wait)
+                rate = await openloop_rate(batcher, token_ids, offered, seconds=args.seconds)
+                await batcher.close()
+                mode = f"batched max_wait={max_wait * 1000:.1f}ms" if batching else "unbatched"
+                print(_line(f"{mode} open {offered:.0f}/s", rate))
 
 
 def main() -> None:
@@ -147,6 +204,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="onnxruntime intra-op threads")
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--max-wait", type=float, nargs="+", default=[DEFAULT_MAX_WAIT], help="seconds")
+    parser.add_argument("--open-rps", type=float, nargs="*", default=[], help="open-loop offered rates to try")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 2048-input load/RSS figures")
     asyncio.run(_main(parser.parse_args()))
 
 

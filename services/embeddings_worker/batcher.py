@@ -30,9 +30,10 @@ import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
 
-# Chosen with tools/bench_embeddings_inprocess.py on 2 cores (see the issue 11 report): a wait of a couple of
-# milliseconds gathers the inputs of requests that arrive together without adding visible latency to a lone one.
-DEFAULT_MAX_WAIT = 0.002
+# Chosen with tools/bench_embeddings_inprocess.py on 2 cores: under sustained load batches form while the model
+# computes and the wait never applies; at moderate load (random arrivals) a short wait saves model calls (CPU per
+# request fell ~15% at 1 ms), while a lone request pays it in full, plus timer slop on a busy box (2 ms cost more).
+DEFAULT_MAX_WAIT = 0.001
 DEFAULT_MAX_BATCH = 64
 # Bounds the compute of one batch (all-MiniLM-L6-v2 int8 on one core: about 0.3 ms a token), which is how long a
 # caller arriving just after it starts may wait for the thread; the fixed cost per call stays ~1% of it.
