@@ -162,7 +162,11 @@ class MicroBatcher:
             if batch:
                 await self._compute(loop, batch)
             # A caller split across model calls rejoins at the back only now, behind whoever arrived meanwhile.
-            self._queue.extend(request for request in unfinished if not request.future.done())
+            for request in unfinished:
+                if request.future.done():  # cancelled or failed meanwhile: its remaining inputs are dropped
+                    self._queued_inputs -= len(request.ids) - request.cursor
+                else:
+                    self._queue.append(request)
             if not self._queue:
                 self._wake.clear()
             if self._queued_inputs < self.max_batch:

@@ -332,3 +332,32 @@ def test_length_runs_is_the_cheapest_split() -> None:
         assert cost(lengths, length_runs(lengths)) == min(cost(lengths, ends) for ends in splits)
     assert length_runs([]) == []
     assert length_runs([4] * 31 + [202]) == [31, 32]
+
+
+@bounded
+async def test_a_split_caller_cancelled_mid_compute_leaves_the_wait_working(model: LocalModel) -> None:
+    recorder = Recorder(model, asyncio.get_running_loop())
+    batcher = MicroBatcher(recorder, max_batch=16, max_wait=0.1)
+    [one] = model.tokenize(["a cat"])
+    recorder.gate.clear()
+    try:
+        big = asyncio.create_task(batcher.embed([one] * 40))
+        await recorder.entered.wait()  # its first 16 are computing, 24 are held back
+        big.cancel()
+        recorder.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await big
+        await batcher.embed([one])  # queued behind the cancelled caller's model call: that call is over now
+        calls_before = len(recorder.calls)
+
+        async def arrive(turn: int) -> None:
+            for _ in range(turn):
+                await asyncio.sleep(0)
+            await batcher.embed([one])
+
+        await asyncio.gather(*(arrive(turn) for turn in range(8)))
+    finally:
+        await batcher.close()
+    assert calls_before == 2
+    # The dropped 24 inputs are not counted as waiting: the bounded wait still gathers the 8 callers into one call.
+    assert [len(call) for call in recorder.calls[2:]] == [8]
