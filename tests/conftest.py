@@ -32,6 +32,8 @@ AUTH_KEY = "sy-test-key-0123456789"
 SLASHED_MODEL = "meta-llama/Meta-Llama-3-70B-Instruct"  # model ids may contain '/' (seed 004)
 SANDBOX_KEY = "sk-sandbox-secret-abcdef123456"
 MODERATION_MODELS = "omni-moderation-latest,text-moderation-latest"  # the sandbox's, served by the stack
+BUILTIN_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+EMBEDDING_UPSTREAM_MODELS = "text-embedding-3-small,intfloat/e5-large-v2"  # the sandbox's
 
 # Pools: "openai" (shared, roomy), "tight" (capacity tests), "fragile" (kill tests).
 ROUTES = "sandbox-*=openai,tight-*=tight,fragile-*=fragile,fanout-*=fanout,unserved-*=ghost"
@@ -72,6 +74,9 @@ def nats_apis(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture(scope="session")
 def log_dir() -> Iterator[Path]:
+    if os.environ.get("SY_TEST_KEEP_LOGS"):  # to read the services' logs after a failing run
+        yield Path(tempfile.mkdtemp(prefix="switchyard-tests-"))
+        return
     with tempfile.TemporaryDirectory(prefix="switchyard-tests-") as tmp:
         yield Path(tmp)
 
@@ -151,6 +156,19 @@ def start_worker_proc(
     return proc
 
 
+def start_embeddings_worker(nats_url: str, sandbox_url: str, log_dir: Path, *, name: str = "embeddings-0",
+                            pool: str = "embeddings", **extra: str) -> Proc:
+    """embeddings-worker: the built-in model, and the sandbox as the upstream of EMBEDDING_UPSTREAM_MODELS."""
+    port = free_port()
+    env = service_env(nats_url, PORT=str(port), WORKER_POOL=pool, WORKER_ID=name,
+                      EMBEDDINGS_BASE_URL=sandbox_url + "/v1", EMBEDDINGS_API_KEY=SANDBOX_KEY,
+                      EMBEDDINGS_MODELS=EMBEDDING_UPSTREAM_MODELS, **extra)
+    proc = spawn_python_service(name, "services.embeddings_worker", env=env, log_dir=log_dir,
+                                health_url=f"http://127.0.0.1:{port}/readyz")
+    proc.url = f"http://127.0.0.1:{port}"
+    return proc
+
+
 @pytest_asyncio.fixture(scope="session")
 async def stack(nats_server: Proc, sandbox: Proc, wiretap: Wiretap, log_dir: Path) -> AsyncIterator[Stack]:
     edge = start_edge(nats_server.url, log_dir)
@@ -160,8 +178,9 @@ async def stack(nats_server: Proc, sandbox: Proc, wiretap: Wiretap, log_dir: Pat
                           OPENAI_MODERATION_MODELS=MODERATION_MODELS)
         for i in range(2)
     ]
-    stack = Stack(nats_server.url, edge.url, sandbox.url, log_dir, [edge, *workers])
-    await wait_for_models(stack, {"sandbox-chat", "sandbox-fast"})
+    embeddings = start_embeddings_worker(nats_server.url, sandbox.url, log_dir)
+    stack = Stack(nats_server.url, edge.url, sandbox.url, log_dir, [edge, *workers, embeddings])
+    await wait_for_models(stack, {"sandbox-chat", "sandbox-fast", BUILTIN_EMBEDDING_MODEL})
     yield stack
     for proc in reversed(stack.procs):
         proc.stop()

@@ -46,14 +46,19 @@ def _finish(result: Body, body: Body, scope: Scope, state: EdgeState) -> Body:
     if "model" in response or "object" in response:  # embeddings and moderations name the model
         response["model"] = body["model"]
     data = response.get("data")
-    if isinstance(data, list) and any(isinstance(item, dict) and "object" in item for item in data):
+    if isinstance(data, list) and any(_stored(item) for item in data):
         base = state.settings.public_base_url or _request_base(scope)
         response["data"] = [_with_url(item, base) for item in data]
     return response
 
 
+def _stored(item: Any) -> bool:
+    """An image the worker stored (an embedding's `object` is the string "embedding")."""
+    return isinstance(item, dict) and isinstance(item.get("object"), dict)
+
+
 def _with_url(item: Any, base: str) -> Any:
-    if not isinstance(item, dict) or "object" not in item:
+    if not _stored(item):
         return item
     shown = {k: v for k, v in item.items() if k != "object"}
     shown["url"] = image_url(base, str(item["object"]["name"]))
