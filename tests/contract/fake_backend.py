@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from libs.errors import SwitchyardError, from_wire
+from libs.settings import ConfigError
 from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
 from proto.messages import Feature, Job, Kind
 
@@ -97,7 +98,7 @@ class FakeBackend:
 
     def __init__(self, kind: str, *, events_file: str | None = None, worker_id: str = "") -> None:
         if kind not in KINDS:
-            raise ValueError(f"FAKE_KIND must be one of {', '.join(KINDS)}; got {kind!r}")
+            raise ConfigError(f"FAKE_KIND must be one of {', '.join(KINDS)}; got {kind!r}")
         self.kind = kind
         self.worker_id = worker_id
         self.features: list[Feature] = ["chat"] if JOB_KIND[kind] == "chat" else []

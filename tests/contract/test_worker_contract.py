@@ -257,6 +257,19 @@ class Pool:
     def submit(self, fake: dict[str, Any], **timing: float) -> Any:
         return self.bus.submit(self.kind, fake, **timing)
 
+    async def settled(self, within: float = 5.0) -> None:
+        """Until the pool's consumer holds no job, waiting or unacked: from then on JetStream
+        redelivers nothing (a nak'd job stays unacked until it is delivered again)."""
+        js = self.bus.nc.jetstream()
+        deadline = time.monotonic() + within
+        while True:
+            info = await js.consumer_info(proto.STREAM_JOBS, proto.consumer_name(self.name))
+            if not info.num_ack_pending and not info.num_pending:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: jobs still queued or unacked after {within:.1f} s: {info}")
+            await asyncio.sleep(0.02)
+
     def stop_all(self) -> None:
         for worker_id in list(self.alive):
             self.alive.pop(worker_id).stop(grace=DRAIN + 5)
@@ -271,13 +284,46 @@ async def bus(nats_server: Proc, wiretap: Wiretap) -> AsyncIterator[Bus]:
     await client.drain()
 
 
+class Pools:
+    """Every kind's pool; the next kind's first replicas start while the current kind is tested
+    (the tests mostly wait on timers), so the suite does not wait for them in turn."""
+
+    def __init__(self, kinds: list[str], bus: Bus, nats_url: str, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.kinds = kinds
+        self.pools = {kind: Pool(kind, bus, nats_url, log_dir, log_dir / f"{kind}.events.jsonl") for kind in kinds}
+        self._first: dict[str, asyncio.Task[list[str]]] = {}
+
+    def _prespawn(self, kind: str) -> asyncio.Task[list[str]]:
+        if kind not in self._first:
+            self._first[kind] = asyncio.create_task(self.pools[kind].spawn(2), name=f"spawn-{kind}")
+        return self._first[kind]
+
+    async def get(self, kind: str) -> Pool:
+        await self._prespawn(kind)
+        later = self.kinds[self.kinds.index(kind) + 1:]
+        if later:
+            self._prespawn(later[0])
+        return self.pools[kind]
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._first.values(), return_exceptions=True)
+        for pool in self.pools.values():
+            pool.stop_all()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pools(request: pytest.FixtureRequest, bus: Bus, nats_server: Proc, log_dir: Path) -> AsyncIterator[Pools]:
+    # the kinds this session runs (`-k image` runs one), in the order pytest runs them
+    selected = {item.callspec.params.get("pool") for item in request.session.items if hasattr(item, "callspec")}
+    pools = Pools([k for k in KINDS if k in selected], bus, nats_server.url, log_dir / "contract")
+    yield pools
+    await pools.close()
+
+
 @pytest_asyncio.fixture(scope="class", params=KINDS)
-async def pool(request: pytest.FixtureRequest, bus: Bus, nats_server: Proc, log_dir: Path,
-               wiretap: Wiretap) -> AsyncIterator[Pool]:
-    kind: str = request.param
-    pool = Pool(kind, bus, nats_server.url, log_dir / "contract", log_dir / "contract" / f"{kind}.events.jsonl")
-    pool.log_dir.mkdir(parents=True, exist_ok=True)
-    await pool.spawn(2)
+async def pool(request: pytest.FixtureRequest, pools: Pools, wiretap: Wiretap) -> AsyncIterator[Pool]:
+    pool = await pools.get(request.param)
     yield pool
     pool.stop_all()
     ours = [v for v in wiretap.violations if pool.name in v or f".{EDGE_ID}." in v]
@@ -309,7 +355,8 @@ class TestWorkerContract:
         await asyncio.sleep(3 * HEARTBEAT)
         assert answer.arrived[replies:] == []
         assert not answer.done.is_set()
-        assert len(pool.events(answer.job_id, "started")) == 1  # and never run again
+        await pool.settled()  # and it is never run again
+        assert len(pool.events(answer.job_id, "started")) == 1
 
     async def test_heartbeats_at_the_jobs_cadence_until_a_slow_first_output(self, pool: Pool) -> None:
         slow = 1.6  # several heartbeat intervals
@@ -320,18 +367,18 @@ class TestWorkerContract:
         before = [(t, m["type"]) for t, m in answer.arrived if t < first_output]
         start_at = next(t for t, kind in before if kind == "start")
         beats = [t for t, kind in before if kind == "heartbeat"]
-        assert len(beats) >= 3, before
-        # no faster than the job asked, and never a silence the edge could take for a dead worker
-        # (it waits 3 heartbeats); the watchdog's tick and the machine's load add to each gap
+        # at the job's cadence: as many as fit between the start and the first output (the
+        # workers' own heartbeat is twice as long), judged by count since arrival times jitter
+        assert 3 <= len(beats) <= (first_output - start_at) / HEARTBEAT + 1, before
+        # and never a silence the edge would take for a dead worker (3 heartbeats)
         gaps = [b - a for a, b in zip([start_at, *beats], [*beats, first_output], strict=True)]
-        assert all(gap < 2 * HEARTBEAT for gap in gaps), gaps
-        assert all(gap > 0.75 * HEARTBEAT for gap in gaps[:-1]), gaps
+        assert max(gaps) < 3 * HEARTBEAT, gaps
 
     async def test_a_job_past_its_deadline_gets_a_timeout_error_and_its_task_is_cancelled(self, pool: Pool) -> None:
         # the first-token limit is far: only the deadline can end it
         answer = await pool.submit({"hang_after": 0}, heartbeat=HEARTBEAT, first_token=30,
-                                   start_by_in=0.5, deadline_in=1.0)
-        deadline = time.time() + 1.0  # a hair later than the job's own
+                                   start_by_in=0.4, deadline_in=0.7)
+        deadline = time.time() + 0.7  # a hair later than the job's own
         await answer.wait(within=5)
         assert answer.error is not None and answer.error.code == "timeout"
         (cancelled,) = await pool.wait_event(answer.job_id, "cancelled", within=2)
@@ -380,8 +427,8 @@ class TestWorkerContract:
         # a failure no retry can mend ends the job at once
         assert final.error is not None and final.error.code == "upstream_bad_request"
         assert final.said == ""
-        # nothing is redelivered later either: JetStream would within ack_wait (a nak, at once)
-        await asyncio.sleep(2 * LIMITS.ack_wait)
+        # nothing is redelivered later either
+        await pool.settled()
         for answer in (after, final):
             assert len(pool.events(answer.job_id, "started")) == 1
 
@@ -420,8 +467,7 @@ class TestWorkerContract:
         for answer in (cut, handed, late):
             await answer.wait(within=10)
         for worker_id, proc in holders.items():
-            await until(lambda p=proc: not p.alive(), 5, f"{worker_id} to exit")  # type: ignore[misc]
-            assert proc.popen.returncode == 0, proc.log()[-2000:]
+            assert await asyncio.to_thread(proc.popen.wait, 5) == 0, proc.log()[-2000:]
             del pool.alive[worker_id]
         # cut at the drain deadline, with an error, after the output the client already had
         assert cut.error is not None and cut.error.code == "worker_lost"
@@ -441,14 +487,14 @@ class TestWorkerContract:
         assert len(pool.alive) * CAPACITY == 4  # the four jobs below fill every slot: no pull is open
         # slow on the first try: the victim's jobs have no output when it dies, and the survivor
         # frees its slots only after JetStream redelivered them, so no dead pull can take one
-        fake = {"tries": {"1": {"delay_first": 1.0}}}
+        fake = {"tries": {"1": {"delay_first": 1.2}}}
         answers = [await pool.submit(fake) for _ in range(4)]
         for answer in answers:
             await pool.wait_event(answer.job_id, "started", within=5)
         victim = pool.events(answers[0].job_id, "started")[0]["worker_id"]
         proc = pool.alive.pop(victim)
         proc.signal(signal.SIGKILL)
-        await until(lambda: not proc.alive(), 5, "the killed worker to exit")
+        await asyncio.to_thread(proc.popen.wait, 5)
         (survivor,) = pool.alive
         for answer in answers:
             await answer.wait(within=10)
