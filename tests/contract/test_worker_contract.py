@@ -254,8 +254,8 @@ class Pool:
         await until(lambda: len(self.events(job_id, event)) >= count, within, f"{event} x{count} of {job_id}")
         return self.events(job_id, event)
 
-    def submit(self, fake: dict[str, Any], **timing: float) -> Any:
-        return self.bus.submit(self.kind, fake, **timing)
+    async def submit(self, fake: dict[str, Any], **timing: float) -> Answer:
+        return await self.bus.submit(self.kind, fake, **timing)
 
     async def settled(self, within: float = 5.0) -> None:
         """Until the pool's consumer holds no job, waiting or unacked: from then on JetStream
@@ -452,12 +452,12 @@ class TestWorkerContract:
         term_wall, term_at = time.time(), time.monotonic()
         for proc in holders.values():
             proc.signal(signal.SIGTERM)
-        late = await pool.submit(streaming_or_unary(pool.kind, {}, {}))
+        late = await pool.submit({})
         await f1.wait(within=5)
         await f2.wait(within=5)
         for answer in (f1, f2):
             assert_complete(answer)
-            assert all(e["wall"] > term_wall for e in pool.events(answer.job_id, "finished"))  # ran on in drain
+            assert [e["wall"] > term_wall for e in pool.events(answer.job_id, "finished")] == [True]  # ran on
             assert answer.outcomes[-1][0] < term_at + DRAIN
         # the drained workers have free slots now and take no job: the late one waits ...
         await asyncio.sleep(0.2)  # a worker still pulling would ask at once on each freed slot
@@ -473,6 +473,7 @@ class TestWorkerContract:
         assert cut.error is not None and cut.error.code == "worker_lost"
         assert cut.said == expected_said(pool.kind, 1)
         assert cut.outcomes[-1][0] >= term_at + DRAIN * 0.9
+        assert [e["worker_id"] in holders for e in pool.events(cut.job_id, "cancelled")] == [True]
         # handed back before its first output: a fresh replica's attempt answers it whole
         assert_complete(handed)
         assert handed.starts[-1].attempt == 2 and handed.starts[-1].worker_id in fresh
