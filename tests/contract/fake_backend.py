@@ -1,0 +1,205 @@
+"""A fake upstream for every worker kind: the job body says what the "upstream" does, and the fake
+writes down what happened, so the contract suite can judge the runtime from inside the worker.
+
+Kinds (`FakeBackend(kind)`), each serving the model `fake-<kind>`:
+
+- `chat`: streams choice deltas (`list[choice]`), one word each, then a `StreamEnd` with usage;
+- `embedding`, `image`, `moderation`: a unary answer, `WholeAnswer()` then one `Result` whose body
+  is valid under proto/schemas/v1/<kind>_result.json;
+- `native`: an upstream's own event stream (`Event`s), as the web-chat workers of the next issues
+  will relay. No native job kind exists yet, so its jobs are `chat` jobs.
+
+Per-job behaviour, `body["fake"]` (all optional):
+
+    delay_first  seconds before the first output (a unary job: after its WholeAnswer)
+    outputs      outputs of a streaming kind (default 3; a unary kind has one, its Result)
+    gap          seconds between outputs
+    hang_after   produce this many outputs, then hang until cancelled
+    fail         an error code (libs/errors.py) to fail with ...
+    retryable    ... with this `retryable` flag (default: the code's own) ...
+    fail_after   ... after this many outputs (default 0: before the first one)
+    tries        {"<try>": {overrides}}: what changes on the job's n-th run (1, 2, ...), across
+                 all workers of the kind; e.g. {"1": {"hang_after": 0}} hangs on the first try only
+
+Events: one JSON line per event (`started`, `output`, `cancelled`, `failed`, `finished`) appended
+to the file named by `FAKE_EVENTS_FILE` (shared by all workers of a kind), with the job id, the
+worker id, the pid, the try, the jobs running in this process (`concurrent`) and both clocks.
+Each line is one `write` on an O_APPEND descriptor, so lines of several processes never mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+import time
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from libs.errors import SwitchyardError, from_wire
+from libs.settings import ConfigError
+from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
+from proto.messages import Feature, Job, Kind
+
+KINDS = ("chat", "embedding", "image", "moderation", "native")
+STREAMING = frozenset({"chat", "native"})
+# the job kind each fake kind serves: `native` has no kind of its own yet (a web chat's own events)
+JOB_KIND: dict[str, Kind] = {"chat": "chat", "embedding": "embedding", "image": "image",
+                             "moderation": "moderation", "native": "chat"}
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+# a 1x1 grey PNG: what an image upstream answers, small enough for one bus message
+TINY_PNG = base64.b64encode(
+    b"\x89PNG\r\n\x1a\n"
+    + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))  # 1x1, 8-bit greyscale
+    + _png_chunk(b"IDAT", zlib.compress(b"\x00\x80"))  # filter byte, one pixel
+    + _png_chunk(b"IEND", b"")
+).decode()
+_CREATED = 1_700_000_000
+
+
+def model_of(kind: str) -> str:
+    return f"fake-{kind}"
+
+
+def word(i: int) -> str:
+    """The i-th output's text: what the suite expects once, and only once, in an answer."""
+    return f"w{i} "
+
+
+def spec_for(body: dict[str, Any], try_no: int) -> dict[str, Any]:
+    """The job's fake behaviour on its `try_no`-th run."""
+    spec = dict(body.get("fake") or {})
+    overrides = (spec.pop("tries", None) or {}).get(str(try_no)) or {}
+    spec.update(overrides)
+    return spec
+
+
+def failure(spec: Mapping[str, Any]) -> SwitchyardError:
+    err = from_wire({"code": spec["fail"], "message": "the fake upstream failed as told"})
+    if "retryable" in spec:
+        # the runtime reads the instance's flag (as it does for any error); the class default
+        # is what a real upstream error of that code would carry
+        vars(err)["retryable"] = bool(spec["retryable"])
+    return err
+
+
+class FakeBackend:
+    """The Backend protocol (libs/worker_backend.py) for every kind, driven by the job body."""
+
+    def __init__(self, kind: str, *, events_file: str | None = None, worker_id: str = "") -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"FAKE_KIND must be one of {', '.join(KINDS)}; got {kind!r}")
+        self.kind = kind
+        self.worker_id = worker_id
+        self.features: list[Feature] = ["chat"] if JOB_KIND[kind] == "chat" else []
+        self._serves: dict[str, list[Kind]] = {model_of(kind): [JOB_KIND[kind]]}
+        self._events_fd: int | None = None
+        self._tries_dir: Path | None = None
+        if events_file:
+            self._events_fd = os.open(events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._tries_dir = Path(events_file + ".tries")
+            self._tries_dir.mkdir(exist_ok=True)
+        self.running = 0  # jobs inside `stream` now, in this process
+
+    @property
+    def serves(self) -> Mapping[str, Sequence[Kind]]:
+        return self._serves
+
+    # ---- records ---------------------------------------------------------------------------------
+
+    def _record(self, event: str, job: Job, try_no: int, **extra: Any) -> None:
+        if self._events_fd is None:
+            return
+        line = {"event": event, "job_id": job["job_id"], "worker_id": self.worker_id, "pid": os.getpid(),
+                "try": try_no, "concurrent": self.running, "wall": time.time(), "mono": time.monotonic(), **extra}
+        os.write(self._events_fd, orjson.dumps(line) + b"\n")
+
+    def _claim_try(self, job_id: str) -> int:
+        """This run's number among all runs of the job by any worker of the kind (1, 2, ...):
+        the first marker file this process creates exclusively."""
+        if self._tries_dir is None:
+            return 1
+        for n in range(1, 100):
+            try:
+                os.close(os.open(self._tries_dir / f"{job_id}.{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            return n
+        raise RuntimeError("a job ran 100 times")
+
+    # ---- the upstream --------------------------------------------------------------------------
+
+    async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+        try_no = self._claim_try(job["job_id"])
+        spec = spec_for(body, try_no)
+        self.running += 1
+        self._record("started", job, try_no)
+        try:
+            async for item in self._produce(spec):
+                yield item
+        except asyncio.CancelledError:
+            self._record("cancelled", job, try_no)
+            raise
+        except SwitchyardError as err:
+            self._record("failed", job, try_no, code=err.code)
+            raise
+        else:
+            self._record("finished", job, try_no)
+        finally:
+            self.running -= 1
+
+    async def _produce(self, spec: dict[str, Any]) -> AsyncIterator[Item]:
+        unary = self.kind not in STREAMING
+        count = 1 if unary else int(spec.get("outputs", 3))
+        if unary:
+            yield WholeAnswer()
+        await asyncio.sleep(float(spec.get("delay_first", 0)))
+        for i in range(count + 1):
+            if spec.get("hang_after") == i:
+                await asyncio.Event().wait()  # until the runtime cancels us
+            if "fail" in spec and int(spec.get("fail_after", 0)) == i:
+                raise failure(spec)
+            if i == count:
+                break
+            if i:
+                await asyncio.sleep(float(spec.get("gap", 0)))
+            yield self._output(i)
+        yield StreamEnd(usage={"prompt_tokens": 1, "completion_tokens": 0 if unary else count,
+                               "total_tokens": 1 if unary else 1 + count})
+
+    def _output(self, i: int) -> Item:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"content": word(i)}
+            if i == 0:
+                delta["role"] = "assistant"
+            return [{"index": 0, "delta": delta, "finish_reason": None}]
+        if self.kind == "native":
+            return Event({"type": "text", "seq": i, "text": word(i)})
+        return Result(self._result_body())
+
+    def _result_body(self) -> dict[str, Any]:
+        model = model_of(self.kind)
+        if self.kind == "embedding":
+            return {"object": "list", "model": model,
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        if self.kind == "image":
+            return {"created": _CREATED, "data": [{"b64_json": TINY_PNG}]}
+        return {"id": "modr-fake", "model": model,
+                "results": [{"flagged": False, "categories": {"violence": False},
+                             "category_scores": {"violence": 0.01}}]}
+
+    async def aclose(self) -> None:
+        if self._events_fd is not None:
+            os.close(self._events_fd)
+            self._events_fd = None
