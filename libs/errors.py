@@ -4,7 +4,8 @@
     ├── InvalidRequest            400  invalid_request_error (param names the field)
     │   ├── ContextLengthExceeded 400  context_length_exceeded (an input longer than the model takes)
     │   ├── BodyTooLarge          413
-    │   └── ModelNotFound         404  model_not_found
+    │   ├── ModelNotFound         404  model_not_found
+    │   └── ImageNotFound         404  image_not_found (a generated image's URL expired, or never was)
     ├── AuthenticationFailed      401  invalid_api_key
     ├── BusError
     │   ├── NoCapacity            503  no_capacity (Retry-After)
@@ -97,6 +98,11 @@ class ModelNotFound(InvalidRequest):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+
+
+class ImageNotFound(InvalidRequest):
+    status = 404
+    code = "image_not_found"
 
 
 class AuthenticationFailed(SwitchyardError):

@@ -17,7 +17,9 @@ from libs.errors import (
     BusError,
     BusUnavailable,
     ClientTooSlow,
+    ContextLengthExceeded,
     DeadlineExceeded,
+    ImageNotFound,
     InvalidRequest,
     ModelNotFound,
     NoCapacity,
@@ -41,6 +43,8 @@ TABLE: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
     (InvalidRequest, 400, "invalid_request_error", "invalid_value", False),
     (BodyTooLarge, 413, "invalid_request_error", "request_too_large", False),
     (ModelNotFound, 404, "invalid_request_error", "model_not_found", False),
+    (ImageNotFound, 404, "invalid_request_error", "image_not_found", False),
+    (ContextLengthExceeded, 400, "invalid_request_error", "context_length_exceeded", False),
     (AuthenticationFailed, 401, "invalid_request_error", "invalid_api_key", False),
     (BusError, 502, "server_error", "bus_error", False),
     (NoCapacity, 503, "server_error", "no_capacity", False),
@@ -136,7 +140,7 @@ def test_no_retry_after_header_for_errors_without_it() -> None:
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=[c.__name__ for c in WIRE_CLASSES])
 def test_wire_round_trip_every_class(cls: type[SwitchyardError]) -> None:
     kwargs: dict[str, Any] = {}
-    if cls not in (InvalidRequest, BodyTooLarge, ModelNotFound):
+    if not issubclass(cls, InvalidRequest):  # an invalid request is never worth retrying later
         kwargs["retry_after"] = 4.5
     original = make(cls, "it broke", **kwargs)
     wire = original.to_wire()

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 import proto
-from libs.errors import InvalidRequest
+from libs.errors import ImageNotFound
 from services.edge.asgi_io import send_error
 from services.edge.state import EdgeState
 
@@ -31,11 +31,6 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg",
 
 def image_url(base: str, name: str) -> str:
     return f"{base}{PATH_PREFIX}{name}"
-
-
-class ImageNotFound(InvalidRequest):
-    status = 404
-    code = "image_not_found"
 
 
 class ImageFile:
