@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator, Iterator
+from typing import Literal
 
 import httpx
 import openai
@@ -59,7 +60,7 @@ async def sandbox_png(direct: openai.AsyncOpenAI, prompt: str, size: str = "256x
     """What the sandbox draws for `prompt` (it is deterministic, and draws the prompt without its
     directives), as b64_json straight from it."""
     prompt = prompt.replace("image_form=url", "image_form=b64_json")
-    result = await direct.images.generate(model="sandbox-image", prompt=prompt, size=size,  # type: ignore[arg-type]
+    result = await direct.images.generate(model="sandbox-image", prompt=prompt, size=size,
                                           response_format="b64_json")
     assert result.data is not None and result.data[0].b64_json is not None
     return base64.b64decode(result.data[0].b64_json)
@@ -121,7 +122,7 @@ async def test_b64_json_asked_of_a_url_only_upstream_is_fetched(
 
 async def test_a_slashed_model_with_a_starred_size(sdk: openai.AsyncOpenAI) -> None:
     result = await sdk.images.generate(model="stabilityai/stable-diffusion-xl-base-1.0", prompt="a harbour at dusk",
-                                       size="1024*1024", response_format="b64_json")  # type: ignore[arg-type]
+                                       size="1024*1024", response_format="b64_json")
     assert result.data is not None and result.data[0].b64_json is not None
     assert decode_png(base64.b64decode(result.data[0].b64_json))[:2] == (1024, 1024)
 
@@ -147,11 +148,11 @@ async def test_n_2_stored_gives_two_different_urls(sdk: openai.AsyncOpenAI) -> N
 
 
 @pytest.mark.parametrize("form", ["url", "b64_json"])
-async def test_revised_prompt_passes_through(sdk: openai.AsyncOpenAI, form: str) -> None:
+async def test_revised_prompt_passes_through(sdk: openai.AsyncOpenAI, form: Literal["url", "b64_json"]) -> None:
     # the upstream answers in the other form: the revised prompt survives the conversion too
     other = "b64_json" if form == "url" else "url"
     result = await sdk.images.generate(model="dall-e-3", prompt=f"[sandbox image_form={other}] a castle",
-                                       size="256x256", response_format=form)  # type: ignore[arg-type]
+                                       size="256x256", response_format=form)
     assert result.data is not None
     (image,) = result.data
     assert image.revised_prompt == "A detailed, high-quality image of: a castle"
