@@ -78,7 +78,7 @@ class ImageBackend:
 
     async def _convert(self, item: Any, wanted: str, job: Job, upstream: Upstream) -> dict[str, Any]:
         if not isinstance(item, dict):
-            raise UpstreamProtocolError(f"upstream {upstream.name} sent an image that is not an object")
+            raise _bad_image(upstream, "an image that is not an object")
         b64, url = item.get("b64_json"), item.get("url")
         out: dict[str, Any]
         if wanted == "b64_json" and isinstance(b64, str):
@@ -94,7 +94,7 @@ class ImageBackend:
             _checked_type(data, upstream)
             out = {"b64_json": base64.b64encode(data).decode("ascii")}
         else:
-            raise UpstreamProtocolError(f"upstream {upstream.name} sent an image with neither url nor b64_json")
+            raise _bad_image(upstream, "an image with neither url nor b64_json")
         revised = item.get("revised_prompt")
         if isinstance(revised, str):
             out["revised_prompt"] = revised
@@ -108,14 +108,20 @@ def _decode(b64: str, upstream: Upstream) -> bytes:
     try:
         return base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise UpstreamProtocolError(f"upstream {upstream.name} sent b64_json that is not base64") from exc
+        raise _bad_image(upstream, "b64_json that is not base64") from exc
 
 
 def _checked_type(data: bytes, upstream: Upstream) -> ImageType:
     kind = image_type(data)
     if kind is None:
-        raise UpstreamProtocolError(f"upstream {upstream.name} sent an image that is not a PNG, JPEG, WEBP or GIF")
+        raise _bad_image(upstream, "an image that is not a PNG, JPEG, WEBP or GIF")
     return kind
+
+
+def _bad_image(upstream: Upstream, what: str) -> UpstreamProtocolError:
+    err = UpstreamProtocolError(f"upstream {upstream.name} sent {what}")
+    err.upstream = upstream.name  # the metrics label of the upstream to blame
+    return err
 
 
 async def _all(conversions: Sequence[Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from libs.devproc import Proc, free_port, spawn_python_service
-from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack, service_env, wait_for_models
+from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack, service_env, start_edge, wait_for_models
 from tests.integration.test_sandbox_images import decode_png
 
 MODELS = ("sandbox-image", "stabilityai/stable-diffusion-xl-base-1.0", "dall-e-3")
@@ -27,17 +28,20 @@ TINY_FETCH_MAX_BYTES = 100
 EDGE_IMAGE_URL = re.compile(r"^/images/[A-Za-z0-9_-]{32}\.png$")
 
 
-def start_image_worker(stack: Stack, upstream_url: str, *, name: str, pool: str, models: str, **extra: str) -> Proc:
+def start_image_worker(
+    nats_url: str, log_dir: Path, upstream_url: str, *, name: str, pool: str, models: str, **extra: str,
+) -> Proc:
     port = free_port()
-    env = service_env(stack.nats_url, PORT=str(port), WORKER_POOL=pool, WORKER_ID=name,
+    env = service_env(nats_url, PORT=str(port), WORKER_POOL=pool, WORKER_ID=name,
                       IMAGES_BASE_URL=upstream_url + "/v1", IMAGES_API_KEY=SANDBOX_KEY, IMAGES_MODELS=models, **extra)
-    return spawn_python_service(name, "services.image_worker", env=env, log_dir=stack.log_dir,
+    return spawn_python_service(name, "services.image_worker", env=env, log_dir=log_dir,
                                 health_url=f"http://127.0.0.1:{port}/readyz")
 
 
 @pytest.fixture(scope="module")
 def image_worker(stack: Stack) -> Iterator[Proc]:
-    proc = start_image_worker(stack, stack.sandbox_url, name="image-worker", pool="images", models=",".join(MODELS))
+    proc = start_image_worker(stack.nats_url, stack.log_dir, stack.sandbox_url, name="image-worker", pool="images",
+                              models=",".join(MODELS))
     yield proc
     proc.stop(grace=5)
 
@@ -168,8 +172,9 @@ def tiny_fetch_worker(stack: Stack) -> Iterator[Proc]:
                                     env={"PORT": str(port), "SANDBOX_IMAGE_MODELS": TINY_MODEL},
                                     health_url=f"http://127.0.0.1:{port}/healthz")
     try:
-        worker = start_image_worker(stack, f"http://127.0.0.1:{port}", name="image-worker-tiny", pool="images-tiny",
-                                    models=TINY_MODEL, IMAGES_FETCH_MAX_BYTES=str(TINY_FETCH_MAX_BYTES))
+        worker = start_image_worker(stack.nats_url, stack.log_dir, f"http://127.0.0.1:{port}",
+                                    name="image-worker-tiny", pool="images-tiny", models=TINY_MODEL,
+                                    IMAGES_FETCH_MAX_BYTES=str(TINY_FETCH_MAX_BYTES))
         yield worker
         worker.stop(grace=5)
     finally:
@@ -188,6 +193,30 @@ async def test_a_fetched_image_over_the_limit_is_a_502(stack: Stack, tiny_fetch_
     assert error["code"] == "upstream_protocol_error" and error["type"] == "upstream_error"
     assert f"more than {TINY_FETCH_MAX_BYTES} bytes" in error["message"]
     assert "/_sandbox/images/" not in error["message"]  # the URL (a signed URL's query is a credential) is not told
+
+
+async def test_a_full_image_store_is_a_503_with_retry_after(private_nats: Proc, stack: Stack) -> None:
+    """An edge whose image store holds 1 MiB (its least); two ~0.8 MB noise images cannot both go
+    in. The store is that edge's own bus's (the session's store is roomy)."""
+    log_dir = stack.log_dir / "full-store"
+    edge = start_edge(private_nats.url, log_dir, name="edge-small-store", IMAGE_STORE_BYTES=str(1024 * 1024))
+    try:
+        worker = start_image_worker(private_nats.url, log_dir, stack.sandbox_url, name="image-worker-full",
+                                    pool="images", models="sandbox-image")
+        try:
+            async with httpx.AsyncClient(headers={"authorization": f"Bearer {AUTH_KEY}"}, timeout=30) as http:
+                await wait_for_models(Stack(private_nats.url, edge.url, stack.sandbox_url, log_dir), {"sandbox-image"})
+                response = await http.post(edge.url + "/v1/images/generations", json={
+                    "model": "sandbox-image", "prompt": "[sandbox image_form=b64_json image_pattern=noise] static",
+                    "size": "512x512", "n": 2, "response_format": "url"})
+        finally:
+            worker.stop(grace=5)
+    finally:
+        edge.stop()
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "no_capacity" and "image store is full" in error["message"]
+    assert int(response.headers["retry-after"]) >= 1
 
 
 @pytest.mark.parametrize(("body", "param"), [
