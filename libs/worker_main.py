@@ -1,6 +1,8 @@
 """Running a worker process: NATS, the runtime, a small HTTP server for probes and metrics, signals.
 
 Each worker's `__main__` builds its backend and calls `run_worker` (inside `exit_on_start_failure`).
+A backend that uses JetStream itself (an image worker writes the object store) has an optional
+`async def attach(self, js: JetStreamContext)`, called with the worker's context before the first job.
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ async def run_worker(
             timeouts=settings.timeouts,
         ), metrics)
         holder.append(runtime)
+        attach = getattr(backend, "attach", None)  # optional: the Backend protocol does not require it
+        if attach is not None:
+            await attach(runtime.js)
         await runtime.start()
         return runtime
 
