@@ -3,7 +3,12 @@
 - NATS_URL set: use that server; else start nats-server with JetStream on NATS_PORT (4222), its
   data under the state folder.
 - OPENAI_BASE_URL or OPENAI_WORKER_CONFIG set: openai-worker forwards there; else the sandbox
-  upstream starts and openai-worker points at it (sandbox mode, said clearly in the log).
+  upstream starts and openai-worker points at it, for chat and moderations (sandbox mode, said
+  clearly in the log).
+- embeddings-worker always runs, with its built-in model (no account, no network), plus the
+  upstreams of EMBEDDINGS_BASE_URL / EMBEDDINGS_WORKER_CONFIG if set.
+- image-worker runs against IMAGES_BASE_URL / IMAGES_WORKER_CONFIG if set, else against the
+  sandbox in sandbox mode; outside sandbox mode with no image upstream it does not start.
 - The edge listens on PORT (8080).
 - State (logs, JetStream data, the lock) lives in SY_STATE_DIR, default `.state/` in the checkout.
   One `make run` per state folder: a second one refuses, naming the first one's pid.
@@ -34,15 +39,21 @@ from libs.logs import url_without_credentials
 from libs.settings import ConfigError, env_int, env_list
 
 SANDBOX_MODELS = "sandbox-chat,sandbox-fast"
+SANDBOX_MODERATION_MODELS = "omni-moderation-latest,text-moderation-latest"
+SANDBOX_IMAGE_MODELS = "sandbox-image,stabilityai/stable-diffusion-xl-base-1.0,dall-e-3"
+
+# upstream clients honour proxies; nothing else does
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+              "no_proxy")
 
 # Which of the caller's environment variables each service receives, on top of libs/devproc.py's
 # base (PATH, locale, PYTHON*, SY_* tuning, LOG_LEVEL): names, and prefixes ending in "_".
 SERVICE_ENV: dict[str, tuple[str, ...]] = {
     "edge": ("AUTH_TOKEN", "AUTH_TOKENS", "ALLOWED_ORIGINS", "NO_LOG", "HOST", "EDGE_ID", "SWITCHYARD_CONFIG",
-             "INLINE_BODY_BYTES", "REPLY_BUFFER", "MAX_"),
-    # upstream clients honour proxies; nothing else does
-    "openai-worker": ("OPENAI_", "WORKER_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-                      "http_proxy", "https_proxy", "all_proxy", "no_proxy"),
+             "INLINE_BODY_BYTES", "REPLY_BUFFER", "MAX_", "PUBLIC_BASE_URL", "IMAGE_"),
+    "openai-worker": ("OPENAI_", "WORKER_", *_PROXY_ENV),
+    "embeddings-worker": ("EMBEDDINGS_", "WORKER_", *_PROXY_ENV),
+    "image-worker": ("IMAGES_", "WORKER_", *_PROXY_ENV),
     "sandbox": ("SANDBOX_",),
     "nats-server": (),  # GOMAXPROCS and GODEBUG are set by start_nats_server
 }
@@ -199,22 +210,39 @@ def run(state: Path) -> int:
         # no load balancer in front of a local stack: Ctrl-C need not wait out a readiness grace
         edge_env = {**service_env("edge"), "NATS_URL": nats_url, "PORT": os.environ.get("PORT", "8080"),
                     "SY_TIMEOUT_READINESS_GRACE": os.environ.get("SY_TIMEOUT_READINESS_GRACE", "0.1")}
+        embeddings_env = {**service_env("embeddings-worker"), "NATS_URL": nats_url, "PORT": str(free_port())}
+        images_env: dict[str, str] | None = None
+        if os.environ.get("IMAGES_BASE_URL") or os.environ.get("IMAGES_WORKER_CONFIG"):
+            images_env = {**service_env("image-worker"), "NATS_URL": nats_url, "PORT": str(free_port())}
         if not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_WORKER_CONFIG")):
             port = free_port()
             spawn_python_service(
                 "sandbox", "services.sandbox", env={**service_env("sandbox"), "PORT": str(port)}, log_dir=logs,
                 health_url=f"http://127.0.0.1:{port}/healthz", on_spawn=started, cancel=stopping,
             )
-            worker_env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="sandbox",
-                              OPENAI_MODELS=SANDBOX_MODELS)
+            sandbox = f"http://127.0.0.1:{port}/v1"
+            worker_env.update(OPENAI_BASE_URL=sandbox, OPENAI_API_KEY="sandbox", OPENAI_MODELS=SANDBOX_MODELS,
+                              OPENAI_MODERATION_MODELS=SANDBOX_MODERATION_MODELS)
+            if images_env is None:
+                images_env = {**service_env("image-worker"), "NATS_URL": nats_url, "PORT": str(free_port()),
+                              "IMAGES_BASE_URL": sandbox, "IMAGES_API_KEY": "sandbox",
+                              "IMAGES_MODELS": SANDBOX_IMAGE_MODELS}
             edge_env.setdefault("SY_ROUTES", "sandbox-*=openai")
             say(f"SANDBOX MODE: no upstream configured (OPENAI_BASE_URL), answering from the local fake "
-                f"upstream at http://127.0.0.1:{port} with models {SANDBOX_MODELS}")
-        worker = spawn_python_service(
-            "openai-worker", "services.openai_worker", env=worker_env, log_dir=logs,
-            health_url=f"http://127.0.0.1:{worker_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
-        )
-        say(f"openai-worker pid {worker.pid} (metrics http://127.0.0.1:{worker_env['PORT']}/metrics)")
+                f"upstream at http://127.0.0.1:{port} with models {SANDBOX_MODELS} (chat), "
+                f"{SANDBOX_MODERATION_MODELS} (moderations) and {SANDBOX_IMAGE_MODELS} (images)")
+        workers = [("openai-worker", "services.openai_worker", worker_env),
+                   ("embeddings-worker", "services.embeddings_worker", embeddings_env)]
+        if images_env is not None:
+            workers.append(("image-worker", "services.image_worker", images_env))
+        else:
+            say("image-worker not started: no image upstream configured (IMAGES_BASE_URL or IMAGES_WORKER_CONFIG)")
+        for name, module, env in workers:
+            worker = spawn_python_service(
+                name, module, env=env, log_dir=logs,
+                health_url=f"http://127.0.0.1:{env['PORT']}/readyz", on_spawn=started, cancel=stopping,
+            )
+            say(f"{name} pid {worker.pid} (metrics http://127.0.0.1:{env['PORT']}/metrics)")
         spawn_python_service(
             "edge", "services.edge", env=edge_env, log_dir=logs,
             health_url=f"http://127.0.0.1:{edge_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
@@ -228,6 +256,9 @@ def run(state: Path) -> int:
                                 "messages": [{"role": "user", "content": "hello"}]}).decode()
         say(f"try: curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
             f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{example}'")
+        embedding = orjson.dumps({"model": "all-MiniLM-L6-v2", "input": "a cat sits on the mat"}).decode()
+        say(f"     curl http://127.0.0.1:{edge_env['PORT']}/v1/embeddings "
+            f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{embedding}'")
         say("Ctrl-C stops everything")
         while not stopping.wait(0.2):
             echo(echoes)
