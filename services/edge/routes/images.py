@@ -9,6 +9,7 @@ that is not one a worker makes, or is gone, is an OpenAI-shaped 404.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -24,6 +25,7 @@ from services.edge.asgi_io import send_error
 from services.edge.state import EdgeState
 
 PATH_PREFIX = "/images/"
+_READ_WITHIN = 2.0  # seconds: an image read taking longer is missing (its chunks expired mid-read)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{22,64}\.(png|jpeg|jpg|webp|gif)$")
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp",
                   "gif": "image/gif"}
@@ -65,7 +67,10 @@ class ImageFile:
         with contextlib.suppress(Exception):  # not found, expired, or the bus is down: no image
             if self._store is None:
                 self._store = await self.state.dispatcher.js.object_store(proto.IMAGE_STORE)
-            result = await self._store.get(name)
+            # bounded: nats-py waits for an object's chunks without end when the TTL removed
+            # them between its metadata and its data
+            async with asyncio.timeout(_READ_WITHIN):
+                result = await self._store.get(name)
             info = result.info
             mtime = _unix(getattr(info, "mtime", None))
             return result.data, mtime
