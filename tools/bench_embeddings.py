@@ -138,18 +138,18 @@ async def gateway_rate(
     session: aiohttp.ClientSession, url: str, concurrency: int, *, seconds: float
 ) -> tuple[Rate, Counter[str]]:
     """Single-sentence POST /v1/embeddings from ``concurrency`` callers for ``seconds``: only 200s count."""
-    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     bodies = itertools.cycle([json.dumps({"model": MODEL, "input": s}).encode() for s in SENTENCES])
     headers = {"Content-Type": "application/json"}
-    started = loop.time()
+    started = clock()
     deadline = started + seconds
     cpu = time.process_time()
 
     async def caller() -> None:
-        while loop.time() < deadline:
-            sent = loop.time()
+        while clock() < deadline:
+            sent = clock()
             try:
                 async with session.post(url, data=next(bodies), headers=headers) as resp:
                     await resp.read()
@@ -158,12 +158,12 @@ async def gateway_rate(
                 errors[type(exc).__name__] += 1
                 continue
             if status == 200:
-                latencies.append(loop.time() - sent)
+                latencies.append(clock() - sent)
             else:
                 errors[str(status)] += 1
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    elapsed = loop.time() - started
+    elapsed = clock() - started
     cpu = time.process_time() - cpu
     ordered = sorted(latencies) or [0.0]
     rate = Rate(
@@ -189,42 +189,50 @@ class Bench:
     def row(self, key: str) -> Row:
         return self.rows.setdefault(key, new_row())
 
-    async def inprocess(self, key: str, concurrency: int, *, batching: bool, seconds: float) -> None:
-        batcher = MicroBatcher(self.model, batching=batching, max_wait=BATCH_WAIT_MS / 1000, max_batch=BATCH_MAX)
-        try:
-            await inprocess_rate(batcher, self.token_ids, concurrency, seconds=WARMUP_SECONDS)
-            add(self.row(key), await inprocess_rate(batcher, self.token_ids, concurrency, seconds=seconds))
-        finally:
-            await batcher.close()
+    # Each row runs on its own event loop. In-process rows: asyncio's default loop, as in
+    # tools/bench_embeddings_inprocess.py, whose timing uses loop.time() (uvloop's clock ticks in whole
+    # milliseconds, which would quantise every p50). Gateway rows: uvloop, like the bench's other load
+    # generator, timed with perf_counter.
 
-    async def gateway(self, session: aiohttp.ClientSession, key: str, concurrency: int, *, seconds: float) -> None:
-        await gateway_rate(session, self.url, concurrency, seconds=WARMUP_SECONDS)
-        rate, errors = await gateway_rate(session, self.url, concurrency, seconds=seconds)
+    def inprocess(self, key: str, concurrency: int, *, batching: bool) -> None:
+        async def run() -> Rate:
+            batcher = MicroBatcher(
+                self.model, batching=batching, max_wait=BATCH_WAIT_MS / 1000, max_batch=BATCH_MAX)
+            try:
+                await inprocess_rate(batcher, self.token_ids, concurrency, seconds=WARMUP_SECONDS)
+                return await inprocess_rate(batcher, self.token_ids, concurrency, seconds=SECONDS)
+            finally:
+                await batcher.close()
+
+        add(self.row(key), asyncio.run(run()))
+
+    def gateway(self, key: str, concurrency: int) -> None:
+        async def run() -> tuple[Rate, Counter[str]]:
+            connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, force_close=False)
+            timeout = aiohttp.ClientTimeout(total=30)
+            async with aiohttp.ClientSession(connector=connector, trust_env=False, timeout=timeout) as session:
+                await gateway_rate(session, self.url, concurrency, seconds=WARMUP_SECONDS)
+                return await gateway_rate(session, self.url, concurrency, seconds=SECONDS)
+
+        rate, errors = uvloop.run(run())
         add(self.row(key), rate, sum(errors.values()))
         self.errors.update({f"{key}:{k}": v for k, v in errors.items()})
 
 
-def session_for(concurrency: int) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, force_close=False)
-    return aiohttp.ClientSession(connector=connector, trust_env=False, timeout=aiohttp.ClientTimeout(total=30))
+def batched_rounds(bench: Bench) -> None:
+    for i in range(ROUNDS):
+        progress(f"embeddings round {i + 1}/{ROUNDS} (batched)")
+        bench.inprocess("inprocess_c1", 1, batching=True)
+        bench.gateway("gateway_c1", 1)
+        bench.inprocess(f"inprocess_c{HIGH}", HIGH, batching=True)
+        bench.gateway(f"gateway_c{HIGH}", HIGH)
 
 
-async def batched_rounds(bench: Bench) -> None:
-    async with session_for(HIGH) as session:
-        for i in range(ROUNDS):
-            progress(f"embeddings round {i + 1}/{ROUNDS} (batched)")
-            await bench.inprocess("inprocess_c1", 1, batching=True, seconds=SECONDS)
-            await bench.gateway(session, "gateway_c1", 1, seconds=SECONDS)
-            await bench.inprocess(f"inprocess_c{HIGH}", HIGH, batching=True, seconds=SECONDS)
-            await bench.gateway(session, f"gateway_c{HIGH}", HIGH, seconds=SECONDS)
-
-
-async def unbatched_rounds(bench: Bench) -> None:
-    async with session_for(HIGH) as session:
-        for i in range(ROUNDS):
-            progress(f"embeddings round {i + 1}/{ROUNDS} (unbatched)")
-            await bench.gateway(session, f"gateway_unbatched_c{HIGH}", HIGH, seconds=SECONDS)
-            await bench.inprocess(f"inprocess_unbatched_c{HIGH}", HIGH, batching=False, seconds=SECONDS)
+def unbatched_rounds(bench: Bench) -> None:
+    for i in range(ROUNDS):
+        progress(f"embeddings round {i + 1}/{ROUNDS} (unbatched)")
+        bench.gateway(f"gateway_unbatched_c{HIGH}", HIGH)
+        bench.inprocess(f"inprocess_unbatched_c{HIGH}", HIGH, batching=False)
 
 
 # ---------------------------------------------------------------- results
@@ -301,7 +309,7 @@ def main() -> int:
         wait_for_model(edge.url)
         model = LocalModel.load(THREADS)
         bench = Bench(model, edge.url)
-        uvloop.run(batched_rounds(bench))
+        batched_rounds(bench)
         rss = {"batched": worker_rss_mb(worker)}
 
         progress("embeddings: replacing the worker by one with EMBEDDINGS_BATCHING=0")
@@ -309,7 +317,7 @@ def main() -> int:
         wait_model_gone(edge.url)
         unbatched = start_worker(nats_proc.url, log_dir, batching=False, procs=procs)
         wait_for_model(edge.url)
-        uvloop.run(unbatched_rounds(bench))
+        unbatched_rounds(bench)
         rss["unbatched"] = worker_rss_mb(unbatched)
 
         figures: dict[str, Any] = {
@@ -318,7 +326,7 @@ def main() -> int:
             "scale": SCALE,
             "rounds": ROUNDS,
             "seconds_per_round": SECONDS,
-            "client": "aiohttp keep-alive, in the bench process (uvloop); in-process rows on the same loop",
+            "client": "aiohttp keep-alive in the bench process (uvloop, perf_counter); in-process: asyncio loop",
             "rows": {
                 key: {**asdict(row), "rps_median": row.rps_median, "p50_median_ms": row.p50_median,
                       "p99_median_ms": row.p99_median}
