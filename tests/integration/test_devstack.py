@@ -142,22 +142,27 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
     tmp_path: Path, sandbox: Proc, devstacks: list[Devstack]
 ) -> None:
     env = devstack_env(tmp_path / "state", AUTH_TOKEN=SECRET, OPENAI_BASE_URL=sandbox.url + "/v1",
-                       OPENAI_API_KEY=SANDBOX_KEY, OPENAI_MODELS="sandbox-fast,sandbox-chat")
+                       OPENAI_API_KEY=SANDBOX_KEY, OPENAI_MODELS="sandbox-fast,sandbox-chat",
+                       IMAGES_BASE_URL=sandbox.url + "/v1", IMAGES_API_KEY=SANDBOX_KEY, IMAGES_MODELS="sandbox-image")
     stack = Devstack(env)
     devstacks.append(stack)
     stack.wait_line(READY_LINE, within=60)
     children = stack.note_children()
     by_role = {("nats-server" if "nats-server" in cmdline_of(pid) else cmdline_of(pid).split()[-1]): pid
                for pid in children}
-    assert set(by_role) == {"nats-server", "services.openai_worker", "services.edge"}, by_role
+    assert set(by_role) == {"nats-server", "services.openai_worker", "services.embeddings_worker",
+                            "services.image_worker", "services.edge"}, by_role
     environs = {role: environ_of(pid) for role, pid in by_role.items()}
     assert environs["services.edge"].get("AUTH_TOKEN") == SECRET
     assert environs["services.openai_worker"].get("OPENAI_API_KEY") == SANDBOX_KEY
+    assert environs["services.image_worker"].get("IMAGES_API_KEY") == SANDBOX_KEY
     for role, environ in environs.items():
         if role != "services.edge":
             assert SECRET not in environ.values(), role
-        if role != "services.openai_worker":
+        if role not in ("services.openai_worker", "services.image_worker"):  # each holds only its own prefix's
             assert SANDBOX_KEY not in environ.values(), role
+    assert not any(k.startswith("IMAGES_") for k in environs["services.openai_worker"])
+    assert not any(k.startswith("OPENAI_") for k in environs["services.image_worker"])
 
     # the hint names a served model and the header, never the key; and the request it shows works
     hint = next(line for line in stack.lines if "try: curl" in line)
@@ -168,6 +173,11 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
                        headers={"authorization": f"Bearer {SECRET}"},
                        json={"model": "sandbox-fast", "messages": [{"role": "user", "content": "hello"}]})
     assert reply.status_code == 200, reply.text
+    # the built-in embeddings model answers with no account configured
+    embedded = httpx.post(f"http://127.0.0.1:{env['PORT']}/v1/embeddings", timeout=30,
+                          headers={"authorization": f"Bearer {SECRET}"},
+                          json={"model": "all-MiniLM-L6-v2", "input": "a cat sits on the mat"})
+    assert embedded.status_code == 200 and len(embedded.json()["data"][0]["embedding"]) == 384
 
     # a second run on the same state refuses, naming the first, and touches nothing of it (the
     # running services may still write, e.g. the access line of the request above: never less)
