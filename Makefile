@@ -40,9 +40,11 @@ fmt: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-## bench: sandbox direct vs core NATS vs the full gateway path; prints a table, writes JSON
+## bench: sandbox direct vs core NATS vs the full gateway path, then embeddings (gateway vs the model
+## in-process, batched and not) and a large image's added latency; prints tables, writes JSON
 bench: $(STAMP)
 	$(PY) -m tools.bench
+	$(PY) -m tools.bench_unary
 
 ## bench-ab REV=<git rev>: gateway CPU of REV against the working tree, both running, interleaved (tools/bench_ab.py)
 bench-ab: $(STAMP)

@@ -1,7 +1,8 @@
-"""The embeddings rows of `make bench`: /v1/embeddings through the gateway against the same model in-process.
+"""The rows of `make bench` for the unary routes: /v1/embeddings through the gateway against the same model
+in-process, and the latency the gateway adds to a ~1 MB image.
 
-    python -m tools.bench_embeddings
-    BENCH_SCALE=0.5 python -m tools.bench_embeddings  # shorter measurements (rounds stay interleaved)
+    python -m tools.bench_unary
+    BENCH_SCALE=0.5 python -m tools.bench_unary  # shorter measurements (rounds stay interleaved)
 
 Starts nats-server, the edge and one embeddings-worker (batched) on loopback, and loads the same model with the
 same batcher settings in this process. Single-sentence requests from c concurrent callers (closed loop):
@@ -10,8 +11,10 @@ interleaved rounds so that every row goes through the same spells of a shared, d
 reports its median over rounds. Then the worker is replaced by one with EMBEDDINGS_BATCHING=0 for the unbatched
 gateway row at c=32 (and the in-process unbatched row beside it, for reference). Targets (issue 11): gateway
 c=32 >= 85 % of in-process batched throughput; gateway c=1 adds <= 1.5 ms p50; batching >= 3x unbatched at c=32
-(gateway figures); both workers' RSS is stated. Figures go into bench-results.json under "embeddings"; the
-file's other keys are kept.
+(gateway figures); both workers' RSS is stated. Last, the sandbox and an image-worker join the same stack, and
+a ~1 MB `b64_json` image is asked of the sandbox directly and through the gateway, alternating
+(tools/bench_images.py): the p50 the gateway adds is stated. Figures go into bench-results.json under
+"embeddings" and "images"; the file's other keys are kept.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from services.embeddings_worker.batcher import DEFAULT_MAX_BATCH, DEFAULT_MAX_WA
 from services.embeddings_worker.local_model import DEFAULT_THREADS, LocalModel
 from tools.bench import QUIET, RESULTS_PATH, SCALE, clean_environment, progress, status_kb
 from tools.bench_embeddings_inprocess import SENTENCES, Rate, inprocess_rate
+from tools.bench_images import image_latency
 
 MODEL = LocalModel.name
 ROUNDS = 3 if SCALE >= 0.34 else 1
@@ -101,17 +105,17 @@ def start_worker(nats_url: str, log_dir: Path, *, batching: bool, procs: list[Pr
     }, log_dir=log_dir, health_url=f"http://127.0.0.1:{port}/readyz", timeout=60.0, on_spawn=procs.append)
 
 
-def wait_for_model(edge_url: str, *, within: float = 30.0) -> None:
+def wait_for_model(edge_url: str, model: str = MODEL, *, within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     last = ""
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
             resp = httpx.get(edge_url + "/v1/models", timeout=2.0, trust_env=False)
             last = resp.text[:300]
-            if MODEL in {m["id"] for m in resp.json()["data"]}:
+            if model in {m["id"] for m in resp.json()["data"]}:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"model {MODEL} never became live at the edge: {last}")
+    raise RuntimeError(f"model {model} never became live at the edge: {last}")
 
 
 def wait_model_gone(edge_url: str, *, within: float = 10.0) -> None:
@@ -278,17 +282,32 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(figures: dict[str, Any]) -> None:
+def write_results(figures: dict[str, Any], images: dict[str, Any]) -> None:
     existing: dict[str, Any] = {}
     with contextlib.suppress(FileNotFoundError, ValueError):
         loaded = json.loads(RESULTS_PATH.read_text())
         if isinstance(loaded, dict):
             existing = loaded
     existing["embeddings"] = figures
+    existing["images"] = images
     RESULTS_PATH.write_text(json.dumps(existing, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- main
+
+
+def image_rows(nats_url: str, edge_url: str, log_dir: Path, procs: list[Proc]) -> dict[str, Any]:
+    """The sandbox and an image-worker on the stack; the latency the gateway adds to a ~1 MB image."""
+    progress("images: starting the sandbox and an image-worker")
+    s_port, w_port = free_port(), free_port()
+    sandbox = spawn_python_service("sandbox", "services.sandbox", env={"PORT": str(s_port), **QUIET}, log_dir=log_dir,
+                                   health_url=f"http://127.0.0.1:{s_port}/healthz", on_spawn=procs.append)
+    spawn_python_service("image-worker", "services.image_worker", env={
+        "PORT": str(w_port), "NATS_URL": nats_url, "IMAGES_BASE_URL": f"{sandbox.url}/v1", "IMAGES_API_KEY": "bench",
+        "IMAGES_MODELS": "sandbox-image", **QUIET,
+    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{w_port}/readyz", on_spawn=procs.append)
+    wait_for_model(edge_url, "sandbox-image")
+    return uvloop.run(image_latency(edge_url, sandbox.url, "", max(5, round(20 * SCALE))))
 
 
 def main() -> int:
@@ -319,6 +338,7 @@ def main() -> int:
         wait_for_model(edge.url)
         unbatched_rounds(bench)
         rss["unbatched"] = worker_rss_mb(unbatched)
+        images = image_rows(nats_proc.url, edge.url, log_dir, procs)
 
         figures: dict[str, Any] = {
             "model": MODEL,
@@ -337,8 +357,11 @@ def main() -> int:
         }
         figures["targets"] = evaluate(bench.rows)
         figures["total_s"] = time.monotonic() - started
-        write_results(figures)
+        write_results(figures, images)
         print(render(figures), flush=True)
+        print(f"images: a {images['answer_bytes']:,} B b64_json answer, p50 direct {images['direct_p50_ms']} ms, "
+              f"through the gateway {images['edge_p50_ms']} ms: +{images['added_p50_ms']} ms "
+              f"(n={images['n']}, alternating)", flush=True)
         ok = True
     except Exception:
         for proc in procs:
