@@ -30,10 +30,12 @@ import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
 
-# Chosen with tools/bench_embeddings_inprocess.py on 2 cores: under sustained load batches form while the model
-# computes and the wait never applies; at moderate load (random arrivals) a short wait saves model calls (CPU per
-# request fell ~15% at 1 ms), while a lone request pays it in full, plus timer slop on a busy box (2 ms cost more).
-DEFAULT_MAX_WAIT = 0.001
+# No wait by default: under load, batches form from what arrives while the model computes, so the wait never
+# applies where throughput matters; below that load the model has room, and a wait would only add latency (a lone
+# request pays it in full, plus the event loop's timer resolution: uvloop's clock ticks in milliseconds). A short
+# wait (EMBEDDINGS_BATCH_WAIT_MS) saves model calls at moderate load: CPU per request fell ~15% at 1 ms under
+# random arrivals at 100/s (tools/bench_embeddings_inprocess.py --open-rps).
+DEFAULT_MAX_WAIT = 0.0
 DEFAULT_MAX_BATCH = 64
 # Bounds the compute of one batch (all-MiniLM-L6-v2 int8 on one core: about 0.3 ms a token), which is how long a
 # caller arriving just after it starts may wait for the thread; the fixed cost per call stays ~1% of it.
