@@ -72,7 +72,9 @@ def probe_app(runtime: Callable[[], WorkerRuntime | None], registry: CollectorRe
 
     async def readyz(request: Request) -> Response:
         rt = runtime()
-        ready = rt is not None and rt.nc.is_connected and not rt.draining
+        # ready once it can take jobs: connected, its consumer made (the stream may not exist yet:
+        # the edge makes it) and pulling, and not draining
+        ready = rt is not None and rt.pulling and rt.nc.is_connected and not rt.draining
         return PlainTextResponse("OK" if ready else "not ready", status_code=200 if ready else 503, headers=pid)
 
     async def metrics(request: Request) -> Response:

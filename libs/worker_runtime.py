@@ -129,6 +129,7 @@ class WorkerRuntime:
         self.config = config
         self.metrics = metrics
         self.draining = False
+        self.pulling = False  # its consumer exists and it asks for jobs: what readiness means
         self._jobs: dict[str, _Running] = {}
         self._puller: JobPuller | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -152,6 +153,7 @@ class WorkerRuntime:
             expires=max(0.25, min(5.0, t.ack_wait / 2)),
         )
         await self._puller.start()
+        self.pulling = True
         self.metrics.capacity.set(self.config.capacity)
         self._tasks.append(asyncio.create_task(self._announce_loop(), name="announce"))
         self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))

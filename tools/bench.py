@@ -208,15 +208,16 @@ def start_gateway(nats_url: str, sandbox_url: str, log_dir: Path, *, suffix: str
                   code: Path | None = None) -> tuple[Proc, Proc]:
     """(edge, worker) serving MODEL from the sandbox; `code`: a checkout to run instead of this one."""
     w_port, e_port = free_port(), free_port()
+    # the edge first: it makes the work queue, and a worker is ready only once it can pull from it
+    edge = spawn_python_service(f"edge{suffix}", "services.edge", env={
+        "PORT": str(e_port), "NATS_URL": nats_url, "SY_ROUTES": "sandbox-*=openai", "EDGE_ID": f"bench-edge{suffix}",
+        **QUIET,
+    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{e_port}/readyz", cwd=code)
     worker = spawn_python_service(f"worker{suffix}", "services.openai_worker", env={
         "PORT": str(w_port), "NATS_URL": nats_url, "WORKER_POOL": "openai", "WORKER_CAPACITY": "128",
         "WORKER_ID": f"bench-worker{suffix}", "OPENAI_BASE_URL": sandbox_url + "/v1", "OPENAI_API_KEY": "x",
         "OPENAI_MODELS": MODEL, **QUIET,
     }, log_dir=log_dir, health_url=f"http://127.0.0.1:{w_port}/readyz", cwd=code)
-    edge = spawn_python_service(f"edge{suffix}", "services.edge", env={
-        "PORT": str(e_port), "NATS_URL": nats_url, "SY_ROUTES": "sandbox-*=openai", "EDGE_ID": f"bench-edge{suffix}",
-        **QUIET,
-    }, log_dir=log_dir, health_url=f"http://127.0.0.1:{e_port}/readyz", cwd=code)
     return edge, worker
 
 

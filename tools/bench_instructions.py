@@ -52,13 +52,14 @@ def start_counted(nats_url: str, upstream: str, out_dir: Path) -> tuple[Proc, Pr
                                 {"NATS_URL": nats_url, "PORT": str(port)}, out_dir, None)
         return front, back, f"http://127.0.0.1:{port}"
     w_port, e_port = free_port(), free_port()
+    # the edge first: it makes the work queue, and a worker is ready only once it can pull from it
+    front = under_callgrind("edge", [*python, "services.edge"], {
+        "PORT": str(e_port), "NATS_URL": nats_url, "SY_ROUTES": "sandbox-*=openai", "EDGE_ID": "instr-edge", **QUIET,
+    }, out_dir, f"http://127.0.0.1:{e_port}/readyz")
     back = under_callgrind("worker", [*python, "services.openai_worker"], {
         "PORT": str(w_port), "NATS_URL": nats_url, "WORKER_POOL": "openai", "WORKER_ID": "instr-worker",
         "OPENAI_BASE_URL": upstream + "/v1", "OPENAI_API_KEY": "x", "OPENAI_MODELS": MODEL, **QUIET,
     }, out_dir, f"http://127.0.0.1:{w_port}/readyz")
-    front = under_callgrind("edge", [*python, "services.edge"], {
-        "PORT": str(e_port), "NATS_URL": nats_url, "SY_ROUTES": "sandbox-*=openai", "EDGE_ID": "instr-edge", **QUIET,
-    }, out_dir, f"http://127.0.0.1:{e_port}/readyz")
     url = f"http://127.0.0.1:{e_port}"
     wait_for_model(url, within=120)
     return front, back, url

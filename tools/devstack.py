@@ -237,16 +237,17 @@ def run(state: Path) -> int:
             workers.append(("image-worker", "services.image_worker", images_env))
         else:
             say("image-worker not started: no image upstream configured (IMAGES_BASE_URL or IMAGES_WORKER_CONFIG)")
+        # the edge first: it makes the work queue, and a worker is ready once it pulls from it
+        spawn_python_service(
+            "edge", "services.edge", env=edge_env, log_dir=logs,
+            health_url=f"http://127.0.0.1:{edge_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
+        )
         for name, module, env in workers:
             worker = spawn_python_service(
                 name, module, env=env, log_dir=logs,
                 health_url=f"http://127.0.0.1:{env['PORT']}/readyz", on_spawn=started, cancel=stopping,
             )
             say(f"{name} pid {worker.pid} (metrics http://127.0.0.1:{env['PORT']}/metrics)")
-        spawn_python_service(
-            "edge", "services.edge", env=edge_env, log_dir=logs,
-            health_url=f"http://127.0.0.1:{edge_env['PORT']}/readyz", on_spawn=started, cancel=stopping,
-        )
         model = hint_model(worker_env)
         if not wait_model_listed(f"http://127.0.0.1:{edge_env['PORT']}", model, edge_env, stopping):
             say(f"warning: the edge does not list {model} yet (check SY_ROUTES and the worker's log)")

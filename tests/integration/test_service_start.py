@@ -5,6 +5,7 @@ check knows whose answer it got, and a clean shutdown writes no warning. Every l
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -182,3 +183,33 @@ def test_logs_are_appended_and_a_proc_reads_its_own_run(tmp_path: Path) -> None:
     second.popen.wait(timeout=30)
     assert (tmp_path / "twice.log").read_text() == "first run\nsecond run\n"
     assert second.log() == "second run\n"
+
+
+async def test_a_worker_is_ready_only_once_it_can_take_jobs(tmp_path: Path) -> None:
+    """A worker that started before any edge made the work queue is alive but not ready: it cannot
+    take a job yet. It turns ready once the queue exists and it pulls from its pool's consumer."""
+    import nats as nats_py
+
+    from libs.bus import ensure_job_stream
+    from libs.devproc import start_nats_server
+
+    own = start_nats_server(log_dir=tmp_path, store_dir=tmp_path / "js")
+    port = free_port()
+    worker = spawn_python_service("early-worker", "services.openai_worker", log_dir=tmp_path,
+                                  env={**WORKER_ENV, "NATS_URL": own.url, "PORT": str(port)},
+                                  health_url=f"http://127.0.0.1:{port}/healthz")
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(5):  # it waits for the stream meanwhile (up to 30 s)
+                assert (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
+                await asyncio.sleep(0.1)
+            nc = await nats_py.connect(own.url)
+            await ensure_job_stream(nc.jetstream(), max_age=60, duplicate_window=2)
+            await nc.close()
+            deadline = time.monotonic() + 10
+            while (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, worker.log()
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        own.stop()
