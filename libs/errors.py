@@ -21,6 +21,7 @@
         ├── UpstreamTimeout       504  upstream_timeout
         ├── UpstreamBadRequest    400  upstream_bad_request (the upstream rejected the input)
         └── UpstreamProtocolError 502  upstream_protocol_error
+            └── UpstreamTooLarge  502  upstream_too_large (not retried: another try gets as much)
 
 Workers put errors on the bus as `{code, message, retryable, retry_after?, param?}`;
 `from_wire` turns them back into the same classes on the edge (an unknown code becomes an
@@ -192,6 +193,13 @@ class UpstreamBadRequest(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """An upstream's answer (an image at the URL it gave, say) is larger than this gateway takes."""
+
+    code = "upstream_too_large"
+    retryable = False
 
 
 def _all_subclasses(cls: type[SwitchyardError]) -> list[type[SwitchyardError]]:

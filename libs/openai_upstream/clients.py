@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from libs import secrets
-from libs.errors import SwitchyardError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from libs.errors import SwitchyardError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge
 from libs.http1 import ACCEPT_ENCODING, HTTP1Pool
 from libs.openai_upstream.call import UpstreamCall, plain_http, proxy_for, proxy_for_url
 from libs.openai_upstream.config import Upstream
@@ -98,8 +98,8 @@ class UpstreamClients:
             await self._session.close()
 
 
-def _too_large(name: str, limit: int) -> UpstreamProtocolError:
-    return UpstreamProtocolError(f"the URL upstream {name} answered with holds more than {limit} bytes")
+def _too_large(name: str, limit: int) -> UpstreamTooLarge:
+    return UpstreamTooLarge(f"the URL upstream {name} answered with holds more than {limit} bytes")
 
 
 def _blamed(err: SwitchyardError, name: str) -> SwitchyardError:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
-
 from . import directives, payloads
-from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, header, read_body, respond
-from .directives import DirectiveError, Directives
+from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, read_body, respond
+from .directives import Directives
 from .events import Event
-from .front import bearer, injected_failure, send_error, send_refusal
+from .front import admit, injected_failure, send_error
 from .generate import DEFAULT_TOKENS, Choice, seed_of, text_choice, tool_choice
-from .parse import BadRequest, Job, chat_job, completion_job
+from .parse import Job, chat_job, completion_job
 from .state import State
 from .watch import ClientWatch, InjectedAbort
 
@@ -47,39 +45,9 @@ async def handle(state: State, scope: Scope, receive: Receive, send: Send, chat:
         raw = await read_body(receive)
     except ClientGone:
         return
-    auth = header(scope, b"authorization")
-    job: Job | None = None
-    found: Directives = {}
-    problem: BadRequest | None = None
-    try:
-        job = (chat_job if chat else completion_job)(orjson.loads(raw))
-        found = directives.parse(job.directive_text)
-    except orjson.JSONDecodeError:
-        problem = BadRequest("We could not parse the JSON body of your request.")
-    except BadRequest as exc:
-        problem = exc
-    except DirectiveError as exc:
-        problem = BadRequest(str(exc))
-    d = state.defaults | found if state.defaults else found
-
-    mark = d.get("mark")
-    event = None
-    if mark is not None and job is not None:
-        event = state.events.open(
-            mark=str(mark),
-            path=scope["path"],
-            model=job.model,
-            stream=job.stream,
-            authorization_present=auth is not None,
-            received_at=received_at,
-        )
-    echoed = (bearer(auth) or "(none)") if d.get("echo_key") else None
-
-    if not state.authorized(auth):  # auth first, like the real API
-        await send_error(send, 401, payloads.status_error(401, echoed), None, event)
-        return
-    if problem is not None or job is None:
-        await send_refusal(send, problem or BadRequest("invalid request"), event)
+    parse = chat_job if chat else completion_job
+    job, d, event, echoed = await admit(state, scope, send, raw, received_at, parse, lambda job: job.stream)
+    if job is None:
         return
 
     timed = bool(d) and not _TIMED.isdisjoint(d)

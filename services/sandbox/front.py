@@ -75,21 +75,13 @@ async def injected_failure(state: State, send: Send, d: Directives, echoed: str 
     return True
 
 
-async def serve(
-    state: State,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    parse: Callable[[Any], P],
-    answer: Callable[[P, Directives], bytes],
-) -> None:
-    """One request of a one-shot route: `parse` validates the decoded body (raising BadRequest),
-    `answer` builds the 200 body once every injected fault has been passed."""
-    received_at = time.time()
-    try:
-        raw = await read_body(receive)
-    except ClientGone:
-        return
+async def admit(
+    state: State, scope: Scope, send: Send, raw: bytes, received_at: float, parse: Callable[[Any], P],
+    streamed: Callable[[P], bool],
+) -> tuple[P | None, Directives, Event | None, str | None]:
+    """A request's body read as `parse` says, with its directives (over the sandbox's defaults), its
+    `mark` event and the key to echo. A request refused here (a bad key first, like the real API,
+    then a bad body) has had its answer sent: its job is None."""
     auth = header(scope, b"authorization")
     job: P | None = None
     found: Directives = {}
@@ -112,7 +104,7 @@ async def serve(
             mark=str(mark),
             path=scope["path"],
             model=job.model,
-            stream=False,
+            stream=streamed(job),
             authorization_present=auth is not None,
             received_at=received_at,
         )
@@ -120,9 +112,30 @@ async def serve(
 
     if not state.authorized(auth):  # auth first, like the real API
         await send_error(send, 401, payloads.status_error(401, echoed), None, event)
-        return
+        return None, d, event, echoed
     if problem is not None or job is None:
         await send_refusal(send, problem or BadRequest("invalid request"), event)
+        return None, d, event, echoed
+    return job, d, event, echoed
+
+
+async def serve(
+    state: State,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    parse: Callable[[Any], P],
+    answer: Callable[[P, Directives], bytes],
+) -> None:
+    """One request of a one-shot route: `parse` validates the decoded body (raising BadRequest),
+    `answer` builds the 200 body once every injected fault has been passed."""
+    received_at = time.time()
+    try:
+        raw = await read_body(receive)
+    except ClientGone:
+        return
+    job, d, event, echoed = await admit(state, scope, send, raw, received_at, parse, lambda job: False)
+    if job is None:
         return
 
     watch = ClientWatch(receive, event) if event is not None or (d and not _TIMED.isdisjoint(d)) else None

@@ -21,6 +21,7 @@ import pytest_asyncio
 from libs.devproc import Proc, free_port, spawn_python_service
 from tests.conftest import AUTH_KEY, SANDBOX_KEY, Stack, service_env, start_edge, wait_for_models
 from tests.integration.test_sandbox_images import decode_png
+from tests.wiretap import Wiretap
 
 MODELS = ("sandbox-image", "stabilityai/stable-diffusion-xl-base-1.0", "dall-e-3")
 TINY_MODEL = "tiny-fetch-image"  # served by a sandbox of this module's own, to a worker with a tiny fetch limit
@@ -181,7 +182,9 @@ def tiny_fetch_worker(stack: Stack) -> Iterator[Proc]:
         upstream.stop()
 
 
-async def test_a_fetched_image_over_the_limit_is_a_502(stack: Stack, tiny_fetch_worker: Proc) -> None:
+async def test_a_fetched_image_over_the_limit_is_a_502_at_once(
+    stack: Stack, tiny_fetch_worker: Proc, wiretap: Wiretap,
+) -> None:
     await wait_for_models(stack, {TINY_MODEL})
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {AUTH_KEY}"}, timeout=30) as http:
         response = await http.post(stack.base_url + "/images/generations", json={
@@ -190,8 +193,12 @@ async def test_a_fetched_image_over_the_limit_is_a_502(stack: Stack, tiny_fetch_
     assert response.status_code == 502
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == "upstream_protocol_error" and error["type"] == "upstream_error"
+    assert error["code"] == "upstream_too_large" and error["type"] == "upstream_error"
     assert f"more than {TINY_FETCH_MAX_BYTES} bytes" in error["message"]
+    # not retried: another attempt would generate an image as large, upstream quota spent for nothing
+    jobs = {j["job_id"] for j in wiretap.find("switchyard.v1.job", request_id=response.headers["x-request-id"])}
+    attempts = {m["attempt"] for m in wiretap.find("switchyard.v1.reply") if m["job_id"] in jobs}
+    assert jobs and attempts == {1}
     assert "/_sandbox/images/" not in error["message"]  # the URL (a signed URL's query is a credential) is not told
 
 

@@ -32,6 +32,7 @@ from libs.errors import (
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
+    UpstreamTooLarge,
     WorkerLost,
     from_wire,
 )
@@ -60,6 +61,7 @@ TABLE: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
     (UpstreamTimeout, 504, "upstream_error", "upstream_timeout", True),
     (UpstreamBadRequest, 400, "invalid_request_error", "upstream_bad_request", False),
     (UpstreamProtocolError, 502, "upstream_error", "upstream_protocol_error", True),
+    (UpstreamTooLarge, 502, "upstream_error", "upstream_too_large", False),
 ]
 WIRE_CLASSES = [row[0] for row in TABLE if row[0] is not SwitchyardError]
 
