@@ -103,8 +103,9 @@ def test_document_structure() -> None:
 
 
 def test_document_passes_an_openapi_validator() -> None:
-    validator = pytest.importorskip("openapi_spec_validator")  # not a dependency: checked where installed
-    validator.validate(DOC)
+    import openapi_spec_validator  # a dev dependency: the document is checked as OpenAPI 3.1
+
+    openapi_spec_validator.validate(DOC)
 
 
 def test_every_schema_is_valid_json_schema() -> None:
