@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from libs.errors import ContextLengthExceeded, InvalidRequest
 from libs.openai_upstream.clients import UpstreamClients
@@ -51,7 +52,11 @@ def _encoded(vectors: np.ndarray, encoding_format: str) -> list[Any]:
     if encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
         return [base64.b64encode(row.tobytes()).decode() for row in little]
-    return [row.tolist() for row in vectors]
+    # Each float32 as its shortest decimal (0.019155025, not 0.019155025184154510 as a float64 would
+    # print): the same values, in half the bytes on the bus and to the client. orjson writes float32
+    # that way; read back, those floats print the same short text again.
+    rows: list[Any] = orjson.loads(orjson.dumps(vectors, option=orjson.OPT_SERIALIZE_NUMPY))
+    return rows
 
 
 class EmbeddingsBackend:

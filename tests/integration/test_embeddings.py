@@ -48,7 +48,9 @@ async def test_float_and_base64_agree(stack: Stack, sdk: openai.AsyncOpenAI) -> 
         raw = (await client.post(stack.base_url + "/embeddings",
                                  json={"model": MODEL, "input": text, "encoding_format": "base64"})).json()
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
-    assert np.allclose(decoded, floats, atol=1e-6)
+    assert np.array_equal(decoded, np.array(floats, dtype=np.float32))  # the same float32 values, exactly
+    # written as float32s (at most 9 significant digits), not as the float64s they widen to
+    assert max(len(repr(x)) for x in floats) <= 15
     default = await sdk.embeddings.create(model=MODEL, input=text)  # the SDK asks for base64 and decodes it
     assert np.allclose(default.data[0].embedding, floats, atol=1e-6)
 
