@@ -277,7 +277,9 @@ def run(state: Path) -> int:
         say(f"configuration error: {exc}")
         status = 2
     finally:
-        for proc in reversed(procs):
+        # the edge first (no new requests; open ones end by the contract), then the workers it
+        # started before it, in reverse, so each drains with its upstream and the bus still there
+        for proc in sorted(reversed(procs), key=lambda p: p.name != "edge"):
             proc.stop()
             say(f"stopped {proc.name} (pid {proc.pid})")
         echo(echoes)
