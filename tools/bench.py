@@ -99,6 +99,23 @@ SHAPES = [
 # ---------------------------------------------------------------- /proc readings
 
 
+def show_log_tails(procs: list[Proc]) -> None:
+    """What each started service last logged: why a bench run failed."""
+    for proc in procs:
+        tail = proc.log()[-1500:]
+        if tail.strip():
+            progress(f"--- {proc.name} log tail ---\n{tail}")
+
+
+def stop_all(procs: list[Proc], tmp: tempfile.TemporaryDirectory[str]) -> None:
+    """Every process a bench started, by PID, newest first; then its logs."""
+    for proc in reversed(procs):
+        with contextlib.suppress(Exception):
+            proc.stop(grace=10)
+    with contextlib.suppress(Exception):
+        tmp.cleanup()
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime (fields 14 and 15 of /proc/<pid>/stat) in seconds."""
     try:
@@ -221,17 +238,17 @@ def start_gateway(nats_url: str, sandbox_url: str, log_dir: Path, *, suffix: str
     return edge, worker
 
 
-def wait_for_model(edge_url: str, within: float = 20.0) -> None:
+def wait_for_model(edge_url: str, within: float = 20.0, model: str = MODEL) -> None:
     deadline = time.monotonic() + within
     last = ""
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
             resp = httpx.get(edge_url + "/v1/models", timeout=2.0, trust_env=False)
             last = resp.text[:300]
-            if MODEL in {m["id"] for m in resp.json()["data"]}:
+            if model in {m["id"] for m in resp.json()["data"]}:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"model {MODEL} never became live at the edge: {last}")
+    raise RuntimeError(f"model {model} never became live at the edge: {last}")
 
 
 # ---------------------------------------------------------------- running scenarios
@@ -726,19 +743,12 @@ def main() -> int:
         print(render(results), flush=True)
         ok = True
     except Exception:
-        for proc in procs:
-            tail = proc.log()[-1500:]
-            if tail.strip():
-                progress(f"--- {proc.name} log tail ---\n{tail}")
+        show_log_tails(procs)
         raise
     finally:
         if loadgen is not None:
             loadgen.close()
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                proc.stop(grace=10)
-        with contextlib.suppress(Exception):
-            tmp.cleanup()
+        stop_all(procs, tmp)
     return 0 if ok else 1
 
 

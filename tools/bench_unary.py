@@ -39,7 +39,17 @@ import uvloop
 from libs.devproc import Proc, free_port, spawn_python_service, start_nats_server
 from services.embeddings_worker.batcher import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MicroBatcher
 from services.embeddings_worker.local_model import DEFAULT_THREADS, LocalModel
-from tools.bench import QUIET, RESULTS_PATH, SCALE, clean_environment, progress, status_kb
+from tools.bench import (
+    QUIET,
+    RESULTS_PATH,
+    SCALE,
+    clean_environment,
+    progress,
+    show_log_tails,
+    status_kb,
+    stop_all,
+    wait_for_model,
+)
 from tools.bench_embeddings_inprocess import SENTENCES, Rate, inprocess_rate
 from tools.bench_images import image_latency
 
@@ -103,19 +113,6 @@ def start_worker(nats_url: str, log_dir: Path, *, batching: bool, procs: list[Pr
         "EMBEDDINGS_BATCH_WAIT_MS": str(BATCH_WAIT_MS), "EMBEDDINGS_BATCHING": "1" if batching else "0",
         **QUIET,
     }, log_dir=log_dir, health_url=f"http://127.0.0.1:{port}/readyz", timeout=60.0, on_spawn=procs.append)
-
-
-def wait_for_model(edge_url: str, model: str = MODEL, *, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    last = ""
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-            resp = httpx.get(edge_url + "/v1/models", timeout=2.0, trust_env=False)
-            last = resp.text[:300]
-            if model in {m["id"] for m in resp.json()["data"]}:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"model {model} never became live at the edge: {last}")
 
 
 def wait_model_gone(edge_url: str, *, within: float = 10.0) -> None:
@@ -306,7 +303,7 @@ def image_rows(nats_url: str, edge_url: str, log_dir: Path, procs: list[Proc]) -
         "PORT": str(w_port), "NATS_URL": nats_url, "IMAGES_BASE_URL": f"{sandbox.url}/v1", "IMAGES_API_KEY": "bench",
         "IMAGES_MODELS": "sandbox-image", **QUIET,
     }, log_dir=log_dir, health_url=f"http://127.0.0.1:{w_port}/readyz", on_spawn=procs.append)
-    wait_for_model(edge_url, "sandbox-image")
+    wait_for_model(edge_url, 30.0, "sandbox-image")
     return uvloop.run(image_latency(edge_url, sandbox.url, "", max(5, round(20 * SCALE))))
 
 
@@ -325,7 +322,7 @@ def main() -> int:
             "PORT": str(e_port), "NATS_URL": nats_proc.url, "EDGE_ID": "bench-edge-embeddings", **QUIET,
         }, log_dir=log_dir, health_url=f"http://127.0.0.1:{e_port}/readyz", on_spawn=procs.append)
         worker = start_worker(nats_proc.url, log_dir, batching=True, procs=procs)
-        wait_for_model(edge.url)
+        wait_for_model(edge.url, 30.0, MODEL)
         model = LocalModel.load(THREADS)
         bench = Bench(model, edge.url)
         batched_rounds(bench)
@@ -335,7 +332,7 @@ def main() -> int:
         worker.stop(grace=10)
         wait_model_gone(edge.url)
         unbatched = start_worker(nats_proc.url, log_dir, batching=False, procs=procs)
-        wait_for_model(edge.url)
+        wait_for_model(edge.url, 30.0, MODEL)
         unbatched_rounds(bench)
         rss["unbatched"] = worker_rss_mb(unbatched)
         images = image_rows(nats_proc.url, edge.url, log_dir, procs)
@@ -364,17 +361,10 @@ def main() -> int:
               f"(n={images['n']}, alternating)", flush=True)
         ok = True
     except Exception:
-        for proc in procs:
-            tail = proc.log()[-1500:]
-            if tail.strip():
-                progress(f"--- {proc.name} log tail ---\n{tail}")
+        show_log_tails(procs)
         raise
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                proc.stop(grace=10)
-        with contextlib.suppress(Exception):
-            tmp.cleanup()
+        stop_all(procs, tmp)
     return 0 if ok else 1
 
 

@@ -6,10 +6,10 @@ import asyncio
 import time
 
 from . import directives, payloads
-from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, read_body, respond
+from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, read_body
 from .directives import Directives
 from .events import Event
-from .front import admit, injected_failure, send_error
+from .front import admit, delayed_or_failed, respond_ok, send_error
 from .generate import DEFAULT_TOKENS, Choice, seed_of, text_choice, tool_choice
 from .parse import Job, chat_job, completion_job
 from .state import State
@@ -71,13 +71,7 @@ async def _answer(
     event: Event | None,
     echoed: str | None,
 ) -> None:
-    latency = d.get("latency_ms", 0)
-    if latency and watch is not None:
-        await watch.sleep(int(latency) / 1000)
-    if d.get("hang") and watch is not None:
-        await watch.until_gone()
-
-    if await injected_failure(state, send, d, echoed, event):
+    if await delayed_or_failed(state, send, d, watch, echoed, event):
         return
 
     choices = _choices(job, d)
@@ -92,16 +86,7 @@ async def _answer(
             await send_error(send, 500, payloads.status_error(500, echoed), None, event)
             return
         build = payloads.chat_completion if job.chat else payloads.text_completion
-        body = build(rid, created, job.model, choices, job.prompt_tokens)
-        if event is not None:
-            event["status"] = 200
-            event["first_byte_at"] = time.time()
-        await respond(send, 200, body)
-        if watch is not None:
-            watch.finished = True  # before any await: completing the response also wakes the watcher
-        if event is not None and not event["disconnected_at"]:
-            event["completed_at"] = time.time()
-            event["outcome"] = "completed"
+        await respond_ok(send, build(rid, created, job.model, choices, job.prompt_tokens), watch, event)
         return
 
     frame = payloads.chat_frames if job.chat else payloads.text_frames

@@ -75,6 +75,32 @@ async def injected_failure(state: State, send: Send, d: Directives, echoed: str 
     return True
 
 
+async def delayed_or_failed(
+    state: State, send: Send, d: Directives, watch: ClientWatch | None, echoed: str | None, event: Event | None,
+) -> bool:
+    """The directives that act before any answer: `latency_ms`, `hang` (until the client leaves),
+    then an injected failure (True: its error was sent, nothing more is)."""
+    latency = d.get("latency_ms", 0)
+    if latency and watch is not None:
+        await watch.sleep(int(latency) / 1000)
+    if d.get("hang") and watch is not None:
+        await watch.until_gone()
+    return await injected_failure(state, send, d, echoed, event)
+
+
+async def respond_ok(send: Send, body: bytes, watch: ClientWatch | None, event: Event | None) -> None:
+    """A whole 200 answer, noted in the request's `mark` event."""
+    if event is not None:
+        event["status"] = 200
+        event["first_byte_at"] = time.time()
+    await respond(send, 200, body)
+    if watch is not None:
+        watch.finished = True  # before any await: completing the response also wakes the watcher
+    if event is not None and not event["disconnected_at"]:
+        event["completed_at"] = time.time()
+        event["outcome"] = "completed"
+
+
 async def admit(
     state: State, scope: Scope, send: Send, raw: bytes, received_at: float, parse: Callable[[Any], P],
     streamed: Callable[[P], bool],
@@ -140,27 +166,14 @@ async def serve(
 
     watch = ClientWatch(receive, event) if event is not None or (d and not _TIMED.isdisjoint(d)) else None
     try:
-        latency = d.get("latency_ms", 0)
-        if latency and watch is not None:
-            await watch.sleep(int(latency) / 1000)
-        if d.get("hang") and watch is not None:
-            await watch.until_gone()
-        if await injected_failure(state, send, d, echoed, event):
+        if await delayed_or_failed(state, send, d, watch, echoed, event):
             return
         try:
             body = answer(job, d)
         except BadRequest as exc:  # found while answering (e.g. a directive that does not fit the request)
             await send_refusal(send, exc, event)
             return
-        if event is not None:
-            event["status"] = 200
-            event["first_byte_at"] = time.time()
-        await respond(send, 200, body)
-        if watch is not None:
-            watch.finished = True  # before any await: completing the response also wakes the watcher
-        if event is not None and not event["disconnected_at"]:
-            event["completed_at"] = time.time()
-            event["outcome"] = "completed"
+        await respond_ok(send, body, watch, event)
     except asyncio.CancelledError:
         if watch is None or not watch.interrupted():
             raise  # not the client leaving: server shutdown
