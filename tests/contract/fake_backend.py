@@ -145,7 +145,7 @@ class FakeBackend:
         self.running += 1
         self._record("started", job, try_no)
         try:
-            async for item in self._produce(spec):
+            async for item in self._produce(spec, job.get("account")):
                 yield item
         except asyncio.CancelledError:
             self._record("cancelled", job, try_no)
@@ -158,7 +158,7 @@ class FakeBackend:
         finally:
             self.running -= 1
 
-    async def _produce(self, spec: dict[str, Any]) -> AsyncIterator[Item]:
+    async def _produce(self, spec: dict[str, Any], account: str | None) -> AsyncIterator[Item]:
         unary = self.kind not in STREAMING
         count = 1 if unary else int(spec.get("outputs", 3))
         if unary:
@@ -175,7 +175,8 @@ class FakeBackend:
                 await asyncio.sleep(float(spec.get("gap", 0)))
             yield self._output(i)
         yield StreamEnd(usage={"prompt_tokens": 1, "completion_tokens": 0 if unary else count,
-                               "total_tokens": 1 if unary else 1 + count})
+                               "total_tokens": 1 if unary else 1 + count},
+                        account=account)  # the account it ran on: the one the job names
 
     def _output(self, i: int) -> Item:
         if self.kind == "chat":

@@ -170,6 +170,7 @@ class Bus:
     async def submit(
         self, kind: str, fake: dict[str, Any], *, heartbeat: float = LIMITS.heartbeat,
         first_token: float = LIMITS.first_token, start_by_in: float = 5.0, deadline_in: float = 20.0,
+        account: str | None = None,
     ) -> Answer:
         """Publish a job as the edge would. The queue wait (start_by) is longer than the edge's
         default: jobs here may wait for a replica the test is still starting."""
@@ -190,6 +191,8 @@ class Bus:
             "timeouts": {"first_token": first_token, "idle": LIMITS.idle, "heartbeat": heartbeat},
             "body": body,
         }
+        if account is not None:
+            job["account"] = account
         answer = self.answers[token] = Answer(kind, token, JobReplies(token))
         await self.nc.jetstream().publish(proto.job_subject(pool_name(kind)), wire.encode(job),
                                           headers={wire.REQUEST_ID_HEADER: job["request_id"]})
@@ -254,8 +257,8 @@ class Pool:
         await until(lambda: len(self.events(job_id, event)) >= count, within, f"{event} x{count} of {job_id}")
         return self.events(job_id, event)
 
-    async def submit(self, fake: dict[str, Any], **timing: float) -> Answer:
-        return await self.bus.submit(self.kind, fake, **timing)
+    async def submit(self, fake: dict[str, Any], account: str | None = None, **timing: float) -> Answer:
+        return await self.bus.submit(self.kind, fake, account=account, **timing)
 
     async def settled(self, within: float = 5.0) -> None:
         """Until the pool's consumer holds no job, waiting or unacked: from then on JetStream
@@ -357,6 +360,14 @@ class TestWorkerContract:
         assert not answer.done.is_set()
         await pool.settled()  # and it is never run again
         assert len(pool.events(answer.job_id, "started")) == 1
+
+    async def test_a_job_for_an_account_reaches_the_backend_and_its_end_names_it(self, pool: Pool) -> None:
+        # a follow-up in a web conversation must run on the account that holds it
+        answer = await (await pool.submit({"outputs": 1}, account="acct-7")).wait(10)
+        (finished,) = [o for _, o in answer.outcomes if isinstance(o, Finished)]
+        assert finished.account == "acct-7"
+        plain = await (await pool.submit({"outputs": 1})).wait(10)
+        assert [o.account for _, o in plain.outcomes if isinstance(o, Finished)] == [None]
 
     async def test_heartbeats_at_the_jobs_cadence_until_a_slow_first_output(self, pool: Pool) -> None:
         slow = 1.6  # several heartbeat intervals
