@@ -126,13 +126,7 @@ async def _add_or_update_stream(js: JetStreamContext, config: js_api.StreamConfi
 
 async def ensure_body_store(js: JetStreamContext, ttl: float) -> None:
     """The object store for request bodies too large to travel inline (owner: edge)."""
-    config = js_api.ObjectStoreConfig(
-        bucket=proto.BODY_STORE, storage=js_api.StorageType.MEMORY, ttl=ttl, description="large request bodies"
-    )
-    try:
-        await js.create_object_store(proto.BODY_STORE, config=config)
-    except BadRequestError:
-        log.info("body store exists with another config; using it as is")
+    await _ensure_object_store(js, proto.BODY_STORE, "large request bodies", ttl=ttl)
 
 
 async def ensure_image_store(js: JetStreamContext, ttl: float, max_bytes: int) -> None:
@@ -141,14 +135,21 @@ async def ensure_image_store(js: JetStreamContext, ttl: float, max_bytes: int) -
     In memory like every Switchyard object: an image lives as long as its URL (`ttl`), and the
     store is bounded (`max_bytes`): when full, a worker's write fails, and the client gets an error
     rather than an edge that swells."""
+    await _ensure_object_store(js, proto.IMAGE_STORE, "generated images served as URLs", ttl=ttl,
+                               max_bytes=max_bytes)
+
+
+async def _ensure_object_store(
+    js: JetStreamContext, bucket: str, description: str, *, ttl: float, max_bytes: int | None = None,
+) -> None:
+    """An in-memory object store, made once: one that exists with another config is used as it is."""
     config = js_api.ObjectStoreConfig(
-        bucket=proto.IMAGE_STORE, storage=js_api.StorageType.MEMORY, ttl=ttl, max_bytes=max_bytes,
-        description="generated images served as URLs",
+        bucket=bucket, storage=js_api.StorageType.MEMORY, ttl=ttl, max_bytes=max_bytes, description=description,
     )
     try:
-        await js.create_object_store(proto.IMAGE_STORE, config=config)
+        await js.create_object_store(bucket, config=config)
     except BadRequestError:
-        log.info("image store exists with another config; using it as is")
+        log.info("object store %s exists with another config; using it as is", bucket)
 
 
 async def ensure_pool_consumer(

@@ -20,9 +20,8 @@ STREAM_JOBS = "SY_V1_JOBS"
 BODY_STORE = "SY_V1_BODIES"
 IMAGE_STORE = "SY_V1_IMAGES"
 # What a job asks a worker to do (job.json's `kind`): chat and completion stream deltas; the
-# others answer with one `result` (UNARY_KINDS), whose body `result_schema(kind)` describes
+# others answer with one `result`, whose body `result_schema(kind)` describes
 KINDS = ("chat", "completion", "embedding", "image", "moderation")
-UNARY_KINDS = frozenset({"embedding", "image", "moderation"})
 CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"

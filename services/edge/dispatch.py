@@ -527,11 +527,9 @@ class Dispatcher:
         return exchange
 
     async def submit(
-        self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0,
-        account: str | None = None,
+        self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0
     ) -> None:
-        """Publish one job of this exchange to its pool's work queue; `account`: it must run on that
-        upstream account (a follow-up in a web conversation)."""
+        """Publish one job of this exchange to its pool's work queue."""
         t = self.timeouts
         if self.closing is not None:
             raise self.closing
@@ -546,8 +544,6 @@ class Dispatcher:
             "deadline": now + t.total,
             "timeouts": {"first_token": t.first_token, "idle": t.idle, "heartbeat": t.heartbeat},
         }
-        if account is not None:
-            job["account"] = account
         created = time.monotonic()
         state = _JobState(job_id=token, replies=JobReplies(token), created=created, created_at=now, pool=pool,
                           confirm_asked=created)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from . import directives, payloads
 from .asgi import SSE_HEADERS, ClientGone, Receive, Scope, Send, read_body
 from .directives import Directives
 from .events import Event
-from .front import admit, delayed_or_failed, respond_ok, send_error
+from .front import admit, delayed_or_failed, respond_ok, send_error, watched
 from .generate import DEFAULT_TOKENS, Choice, seed_of, text_choice, tool_choice
 from .parse import Job, chat_job, completion_job
 from .state import State
@@ -50,16 +49,7 @@ async def handle(state: State, scope: Scope, receive: Receive, send: Send, chat:
     if job is None:
         return
 
-    timed = bool(d) and not _TIMED.isdisjoint(d)
-    watch = ClientWatch(receive, event) if event is not None or timed else None
-    try:
-        await _answer(state, send, job, d, watch, event, echoed)
-    except asyncio.CancelledError:
-        if watch is None or not watch.interrupted():
-            raise  # not the client leaving: server shutdown
-    finally:
-        if watch is not None:
-            watch.close()
+    await watched(receive, d, event, _TIMED, lambda watch: _answer(state, send, job, d, watch, event, echoed))
 
 
 async def _answer(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -73,6 +73,23 @@ async def injected_failure(state: State, send: Send, d: Directives, echoed: str 
     body = payloads.status_error(status, echoed)
     await send_error(send, status, body, None if retry_after is None else int(retry_after), event)
     return True
+
+
+async def watched(
+    receive: Receive, d: Directives, event: Event | None, timed: frozenset[str],
+    run: Callable[[ClientWatch | None], Awaitable[None]],
+) -> None:
+    """Answer through `run`, watching the client when that matters (a `mark` event, or a directive in
+    `timed` that makes the answer wait): a client that leaves ends the answer quietly."""
+    watch = ClientWatch(receive, event) if event is not None or (d and not timed.isdisjoint(d)) else None
+    try:
+        await run(watch)
+    except asyncio.CancelledError:
+        if watch is None or not watch.interrupted():
+            raise  # not the client leaving: server shutdown
+    finally:
+        if watch is not None:
+            watch.close()
 
 
 async def delayed_or_failed(
@@ -164,8 +181,7 @@ async def serve(
     if job is None:
         return
 
-    watch = ClientWatch(receive, event) if event is not None or (d and not _TIMED.isdisjoint(d)) else None
-    try:
+    async def run(watch: ClientWatch | None) -> None:
         if await delayed_or_failed(state, send, d, watch, echoed, event):
             return
         try:
@@ -174,9 +190,5 @@ async def serve(
             await send_refusal(send, exc, event)
             return
         await respond_ok(send, body, watch, event)
-    except asyncio.CancelledError:
-        if watch is None or not watch.interrupted():
-            raise  # not the client leaving: server shutdown
-    finally:
-        if watch is not None:
-            watch.close()
+
+    await watched(receive, d, event, _TIMED, run)
