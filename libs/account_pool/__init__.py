@@ -1,0 +1,1 @@
+"""Upstream accounts shared by every replica of a worker pool: leases, health, state in JetStream KV."""
