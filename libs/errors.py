@@ -129,6 +129,23 @@ class NoCapacity(BusError):
                    retry_after=max(1.0, queue_wait / 5))
 
 
+class AccountsBusy(SwitchyardError):
+    """Every upstream account of a web pool stayed busy or cooling for the whole queue wait."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "accounts_busy"
+    retryable = True
+
+    @classmethod
+    def after_queue_wait(cls, queue_wait: float, retry_at: float | None, now: float) -> AccountsBusy:
+        # the soonest cooldown end when the pool said it; else the queue wait again (answers end
+        # at an unknowable time, but one in a queue wait is likely)
+        retry_after = max(1.0, retry_at - now) if retry_at is not None else max(1.0, queue_wait)
+        return cls("every upstream account of this model was busy or cooling down for the whole queue wait; "
+                   "retry later", retry_after=retry_after)
+
+
 class BusUnavailable(BusError):
     status = 503
     code = "bus_unavailable"

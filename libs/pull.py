@@ -1,7 +1,10 @@
 """Capacity-aware pulling from a JetStream pull consumer.
 
 A worker never holds more jobs than it can run: it keeps `outstanding` pull credits (jobs asked
-of the server but not yet delivered) plus `in_flight` jobs at or below `capacity`. A finished job
+of the server but not yet delivered) plus `in_flight` jobs at or below `capacity`, and at or below
+what its backend's admission says it can start at once (a web worker: the upstream accounts it
+holds for the next jobs), so a job waits for an account in the queue, where any replica that gets
+one can take it, not inside a worker. A finished job
 frees a slot and asks for exactly one more. All replicas of a pool pull from one durable consumer,
 so the server hands each job to a replica that has room, and none waits behind a busy one.
 
@@ -50,12 +53,14 @@ class JobPuller:
         on_job: Callable[[Msg], None],
         *,
         expires: float = 30.0,
+        admission: Callable[[], int] | None = None,
     ) -> None:
         self._nc = nc
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.capacity = capacity
         self._on_job = on_job
         self._expires = expires
+        self._admission = admission
         self.in_flight = 0
         self.outstanding = 0
         self._refill = max(1, capacity // 8)
@@ -78,11 +83,22 @@ class JobPuller:
         if self._should_pull():
             self._wake.set()
 
+    def wake(self) -> None:
+        """The backend can start more jobs now (an upstream account came free, say)."""
+        if self._should_pull():
+            self._wake.set()
+
+    def _want(self) -> int:
+        room = self.capacity - self.in_flight
+        if self._admission is not None:  # a backend that can start only so many jobs at once
+            room = min(room, self._admission())
+        return room - self.outstanding
+
     def _should_pull(self) -> bool:
         # Ask again only once a few slots have freed up (or nothing is asked for at all): one
         # outstanding credit already means "this worker has room", and fewer pull requests
         # mean less work for the worker and the server under load.
-        want = self.capacity - self.in_flight - self.outstanding
+        want = self._want()
         return want > 0 and (self.outstanding == 0 or want >= self._refill)
 
     def stop_asking(self) -> None:
@@ -121,7 +137,7 @@ class JobPuller:
             if self._pause_until > loop.time():  # the server refused pulls (409): don't hammer it
                 await asyncio.sleep(self._pause_until - loop.time())
             if self._should_pull() and self._nc.is_connected:
-                want = self.capacity - self.in_flight - self.outstanding
+                want = self._want()
                 request = {"batch": want, "expires": int(self._expires * 1e9)}
                 try:
                     await self._nc.publish(self._next_subject, orjson.dumps(request), reply=self._inbox)

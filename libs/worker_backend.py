@@ -7,6 +7,8 @@ A backend (the upstream side of a worker) turns one job into an async stream of 
   is OpenAI's response body for the route, proto/schemas/v1/<kind>_result.json);
 - `Event(data)`: one event of an upstream's native stream, which the edge relays in the wire format
   of the route the client called (a web chat's own events);
+- `Meta(model, headers)`: before the first output, what only the upstream knows: the model it
+  says it used (the response's `model`) and response headers (x-switchyard-*); not an output;
 - `WholeAnswer()`: the upstream answers in one piece, so the first-token and idle limits stop
   applying (heartbeats go on; the total limit still bounds the job);
 - `StreamEnd(...)`: last: usage, fingerprint, the account that answered, and the last choices
@@ -19,14 +21,19 @@ turns items into reply messages (proto/schemas/v1/reply.json), which the runtime
 A backend serves models, each for some job kinds (`serves`, announced to the edge, which routes a
 request by its model and kind). A job with an `account` must run on that upstream account: the
 backend leases it or fails with a retryable error, so that another replica may try.
+
+Optional members a backend may define: `attach(js)` (worker_main gives it JetStream), `admission`
+(an `Admission`: the runtime pulls no more jobs than it can start), `accounts_state()` (its pool of
+upstream accounts, announced to the edge: proto/messages.py AccountsState).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import proto
 from libs.coalesce import coalesce
 from proto.messages import Feature, Job, Kind
 
@@ -58,7 +65,25 @@ class Event:
     data: dict[str, Any]
 
 
-Item = list[dict[str, Any]] | Result | Event | StreamEnd | WholeAnswer
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """Before the first output: the model the upstream used, response headers (x-switchyard-*)."""
+
+    model: str | None = None
+    headers: Mapping[str, str] | None = None
+
+
+Item = list[dict[str, Any]] | Result | Event | Meta | StreamEnd | WholeAnswer
+
+
+class Admission(Protocol):
+    """What a backend can start at once, when that is less than the worker's capacity (a web
+    worker: the accounts it holds for its next jobs). The puller asks for no more jobs than this."""
+
+    def available(self) -> int: ...
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever `available` may have grown."""
 
 
 class Backend(Protocol):
@@ -82,6 +107,16 @@ def output_replies(item: list[dict[str, Any]] | Result | Event, index_offset: in
     if isinstance(item, Event):
         return [{"type": "event", "event": item.data}]
     return [{"type": "delta", "choices": merged} for merged in coalesce(item, index_offset)]
+
+
+def meta_reply(meta: Meta) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": "meta"}
+    if meta.model:
+        reply["model"] = meta.model
+    headers = proto.meta_headers(dict(meta.headers or {}))
+    if headers:
+        reply["headers"] = headers
+    return reply
 
 
 def end_reply(end: StreamEnd) -> dict[str, Any]:

@@ -55,7 +55,18 @@ from libs.errors import (
 )
 from libs.pull import JobPuller
 from libs.timeouts import Timeouts
-from libs.worker_backend import Backend, Event, Result, StreamEnd, WholeAnswer, end_reply, output_replies
+from libs.worker_backend import (
+    Admission,
+    Backend,
+    Event,
+    Meta,
+    Result,
+    StreamEnd,
+    WholeAnswer,
+    end_reply,
+    meta_reply,
+    output_replies,
+)
 from libs.worker_metrics import WorkerMetrics
 from proto.messages import Announce, Job
 
@@ -148,10 +159,14 @@ class WorkerRuntime:
         )
         self._subs.append(await self.nc.subscribe(proto.CANCEL_SUBJECT, cb=self._on_cancel))
         self._subs.append(await self.nc.subscribe(proto.DISCOVER_SUBJECT, cb=self._on_discover))
+        admission: Admission | None = getattr(self.backend, "admission", None)
         self._puller = JobPuller(
             self.nc, proto.STREAM_JOBS, durable, self.config.capacity, self._on_job,
             expires=max(0.25, min(5.0, t.ack_wait / 2)),
+            admission=admission.available if admission is not None else None,
         )
+        if admission is not None:
+            admission.listen(self._puller.wake)
         await self._puller.start()
         self.pulling = True
         self.metrics.capacity.set(self.config.capacity)
@@ -216,6 +231,13 @@ class WorkerRuntime:
     # ---- discovery -------------------------------------------------------------------------
 
     def announcement(self) -> Announce:
+        announce = self._announcement()
+        accounts_state = getattr(self.backend, "accounts_state", None)
+        if accounts_state is not None:
+            announce["accounts"] = accounts_state()
+        return announce
+
+    def _announcement(self) -> Announce:
         return {
             "type": "announce",
             "worker_id": self.config.worker_id,
@@ -389,6 +411,8 @@ class WorkerRuntime:
                     end = item  # its choices go out below, in one message with the end
                 elif isinstance(item, WholeAnswer):
                     running.whole = True
+                elif isinstance(item, Meta):
+                    self._stage(running, meta_reply(item))  # travels with the first output
                 elif isinstance(item, Result | Event):
                     self._stage_output(running, item)
                     await self._flush(running)

@@ -20,8 +20,9 @@ STREAM_JOBS = "SY_V1_JOBS"
 BODY_STORE = "SY_V1_BODIES"
 IMAGE_STORE = "SY_V1_IMAGES"
 # What a job asks a worker to do (job.json's `kind`): chat and completion stream deltas; the
-# others answer with one `result`, whose body `result_schema(kind)` describes
-KINDS = ("chat", "completion", "embedding", "image", "moderation")
+# others answer with one `result`, whose body `result_schema(kind)` describes; chatgpt_web (a
+# ChatGPT web backend-api call) answers with native events or one result
+KINDS = ("chat", "completion", "embedding", "image", "moderation", "chatgpt_web")
 CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"
@@ -139,3 +140,19 @@ def rule_for(subject: str) -> SubjectRule | None:
         if rule.regex.match(subject):
             return rule
     return None
+
+
+_META_HEADER = re.compile(r"x-switchyard-[a-z0-9-]{1,64}")
+_META_VALUE = re.compile(r"[\x20-\x7e]{0,512}")
+META_HEADERS_MAX = 16
+
+
+def meta_headers(headers: object) -> dict[str, str]:
+    """The response headers a `meta` reply may carry (reply.json): x-switchyard-* names, printable
+    values, at most 16. The worker sends only these and the edge takes only these, so a worker
+    cannot set or split a header the edge owns, whatever its upstream said."""
+    if not isinstance(headers, dict):
+        return {}
+    kept = {k: v for k, v in headers.items()
+            if isinstance(k, str) and isinstance(v, str) and _META_HEADER.fullmatch(k) and _META_VALUE.fullmatch(v)}
+    return dict(list(kept.items())[:META_HEADERS_MAX])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-Kind = Literal["chat", "completion", "embedding", "image", "moderation"]
+Kind = Literal["chat", "completion", "embedding", "image", "moderation", "chatgpt_web"]
 
 
 class Timeouts(TypedDict):
@@ -33,6 +33,7 @@ class Job(TypedDict):
     deadline: float
     timeouts: Timeouts
     account: NotRequired[str]
+    access_token: NotRequired[str]
     body: NotRequired[dict[str, Any]]
     body_ref: NotRequired[BodyRef]
 
@@ -44,6 +45,17 @@ class Start(TypedDict):
     seq: int
     worker_id: str
     taken_at: float
+
+
+class Meta(TypedDict):
+    """Before the first output: the model the upstream used, and response headers (x-switchyard-*)."""
+
+    type: Literal["meta"]
+    job_id: str
+    attempt: int
+    seq: int
+    model: NotRequired[str]
+    headers: NotRequired[dict[str, str]]
 
 
 class Delta(TypedDict):
@@ -126,7 +138,7 @@ class Fragment(TypedDict):
     data: str
 
 
-Reply = Start | Delta | Result | Event | Heartbeat | End | Error | Fragment
+Reply = Start | Meta | Delta | Result | Event | Heartbeat | End | Error | Fragment
 
 
 class Cancel(TypedDict):
@@ -137,6 +149,14 @@ class Cancel(TypedDict):
 
 
 Feature = Literal["chat", "completion", "n", "tools"]
+
+
+class AccountsState(TypedDict):
+    """A pool of upstream accounts as one replica sees it (web workers)."""
+
+    total: int
+    free: int
+    retry_at: float | None
 
 
 class Announce(TypedDict):
@@ -150,6 +170,7 @@ class Announce(TypedDict):
     draining: bool
     features: list[Feature]
     ttl: float
+    accounts: NotRequired[AccountsState]
 
 
 class Discover(TypedDict):
@@ -160,7 +181,7 @@ class Discover(TypedDict):
 # schema $id -> TypedDicts that must list exactly the schema's properties
 SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
     "switchyard.v1.job": (Job,),
-    "switchyard.v1.reply": (Start, Delta, Result, Event, Heartbeat, End, Error, Fragment),
+    "switchyard.v1.reply": (Start, Meta, Delta, Result, Event, Heartbeat, End, Error, Fragment),
     "switchyard.v1.cancel": (Cancel,),
     "switchyard.v1.announce": (Announce,),
     "switchyard.v1.discover": (Discover,),

@@ -44,6 +44,7 @@ from libs.background import BackgroundTasks
 from libs.bus import subscribe_inline
 from libs.bus_write import DirectPublisher
 from libs.errors import (
+    AccountsBusy,
     BusError,
     BusUnavailable,
     ClientTooSlow,
@@ -63,6 +64,7 @@ from services.edge.metrics import EdgeMetrics
 from services.edge.replies import (
     Alive,
     Deltas,
+    Described,
     Emitted,
     Failed,
     Finished,
@@ -237,7 +239,7 @@ class Exchange:
 
     async def events(
         self, keepalive: float | None = None,
-    ) -> AsyncIterator[Deltas | Produced | Emitted | Finished | KeepAlive]:
+    ) -> AsyncIterator[Described | Deltas | Produced | Emitted | Finished | KeepAlive]:
         """The jobs' outputs (deltas, results, native events) and per-job Finished events in arrival
         order; raises SwitchyardError on failure."""
         t = self.dispatcher.timeouts
@@ -308,6 +310,8 @@ class Exchange:
                 elif isinstance(outcome, Finished):
                     job.done = True
                     yield outcome
+                elif isinstance(outcome, Described):
+                    yield outcome
                 elif isinstance(outcome, Produced | Emitted):
                     if not job.streaming:
                         job.streaming = True
@@ -368,6 +372,9 @@ class Exchange:
                 raise BusUnavailable("the bus did not confirm it had queued the request", retry_after=1)
             if job.started is None:
                 self.dispatcher.metrics.no_capacity.inc()
+                accounts = self.dispatcher.routing.accounts(job.pool)
+                if accounts is not None:  # a pool of web accounts: none freed in time
+                    raise AccountsBusy.after_queue_wait(t.queue_wait, accounts["retry_at"], time.time())
                 raise NoCapacity.after_queue_wait(t.queue_wait)
             if self.streamed and not job.streaming and job.last_message - job.started > t.first_token:
                 raise UpstreamTimeout("the upstream sent no token within the first-token limit")

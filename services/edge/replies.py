@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import proto
 from libs.errors import ReplyGap, SwitchyardError, from_wire
 
 
@@ -17,6 +18,14 @@ class Started:
     attempt: int
     worker_id: str
     taken_at: float = 0.0  # unix seconds; the start message itself may arrive later
+
+
+@dataclass(frozen=True)
+class Described:
+    """What the worker knows before the first output: the model the upstream used, headers."""
+
+    model: str | None
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class Stale:
     attempt: int
 
 
-Outcome = Started | Deltas | Produced | Emitted | Finished | Failed | Alive | Stale
+Outcome = Started | Described | Deltas | Produced | Emitted | Finished | Failed | Alive | Stale
 
 
 @dataclass
@@ -98,6 +107,10 @@ class JobReplies:
             return Deltas(message.get("choices") or [])
         if kind == "heartbeat":
             return Alive()
+        if kind == "meta":
+            model = message.get("model")
+            headers = proto.meta_headers(message.get("headers"))
+            return Described(model if isinstance(model, str) and model else None, headers)
         if kind == "end":
             self.done = True
             return Finished(message.get("usage"), message.get("system_fingerprint"), message.get("account"))

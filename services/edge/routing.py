@@ -29,11 +29,12 @@ from typing import Any
 import proto
 from libs.errors import InvalidRequest, ModelNotFound
 from libs.settings import ConfigError, env_list, env_str, load_toml
-from proto.messages import Announce
+from proto.messages import AccountsState, Announce
 
 # how a kind is named to a client: the route it called
 ROUTE_OF_KIND = {"chat": "/v1/chat/completions", "completion": "/v1/completions", "embedding": "/v1/embeddings",
-                 "image": "/v1/images/generations", "moderation": "/v1/moderations"}
+                 "image": "/v1/images/generations", "moderation": "/v1/moderations",
+                 "chatgpt_web": "/conversation (go-chatgpt-api's routes)"}
 _CHAT_KINDS = frozenset({"chat", "completion"})
 _SERVED_BEFORE_KINDS = ("chat", "completion")  # a worker announcing no `serves` predates them
 
@@ -102,6 +103,7 @@ class RoutingTable:
         self._by_kind: dict[tuple[str, str], str] = {}  # (model, kind) -> pool, rebuilt with _models
         self._kinds: dict[str, tuple[str, ...]] = {}  # model -> the kinds live replicas serve it for
         self._models_until = 0.0
+        self._accounts: dict[str, AccountsState] = {}
 
     def observe(self, announce: Announce, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -111,7 +113,20 @@ class RoutingTable:
         else:
             self._replicas[announce["worker_id"]] = _Replica(announce, now + float(announce["ttl"]))
         self._pool_features[announce["pool"]] = frozenset(announce["features"])
+        if "accounts" in announce:
+            self._accounts[announce["pool"]] = announce["accounts"]
         self._models = None
+
+    def accounts(self, pool: str) -> AccountsState | None:
+        """The latest state of a pool of upstream accounts, as its newest announcement told it
+        (every replica reads the same shared pool); None for a pool without accounts."""
+        return self._accounts.get(pool)
+
+    def pool_for_kind(self, kind: str) -> tuple[str, str] | None:
+        """(model, pool) of some live model served for `kind`: for routes that name no model
+        (go-chatgpt-api's conversation list, say), any model of the pool that speaks them."""
+        self.live_models()
+        return next(((m, p) for (m, k), p in sorted(self._by_kind.items()) if k == kind), None)
 
     def _live(self, now: float | None = None) -> list[Announce]:
         now = time.monotonic() if now is None else now

@@ -6,12 +6,16 @@ Kinds (`FakeBackend(kind)`), each serving the model `fake-<kind>`:
 - `chat`: streams choice deltas (`list[choice]`), one word each, then a `StreamEnd` with usage;
 - `embedding`, `image`, `moderation`: a unary answer, `WholeAnswer()` then one `Result` whose body
   is valid under proto/schemas/v1/<kind>_result.json;
-- `native`: an upstream's own event stream (`Event`s), as the web-chat workers of the next issues
-  will relay. No native job kind exists yet, so its jobs are `chat` jobs.
+- `native`: an upstream's own event stream (`Event`s), as the web-chat workers relay; its jobs
+  are `chat` jobs (the fake speaks no upstream's own protocol).
+
+With `accounts` (FAKE_ACCOUNTS), the fake plays a pool of that many upstream accounts, one job at
+a time each: an `admission` (libs/worker_backend.py) the runtime pulls by, and `accounts_state`.
 
 Per-job behaviour, `body["fake"]` (all optional):
 
     delay_first  seconds before the first output (a unary job: after its WholeAnswer)
+    meta         {"model", "headers"}: a Meta item first (what only the upstream knows)
     outputs      outputs of a streaming kind (default 3; a unary kind has one, its Result)
     gap          seconds between outputs
     hang_after   produce this many outputs, then hang until cancelled
@@ -35,16 +39,16 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from libs.errors import SwitchyardError, from_wire
+from libs.errors import BusError, SwitchyardError, from_wire
 from libs.settings import ConfigError
-from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
-from proto.messages import Feature, Job, Kind
+from libs.worker_backend import Event, Item, Meta, Result, StreamEnd, WholeAnswer
+from proto.messages import AccountsState, Feature, Job, Kind
 
 KINDS = ("chat", "embedding", "image", "moderation", "native")
 STREAMING = frozenset({"chat", "native"})
@@ -93,16 +97,44 @@ def failure(spec: Mapping[str, Any]) -> SwitchyardError:
     return err
 
 
+class _Accounts:
+    """`total` upstream accounts of one turn each: what a web worker's admission counts."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.busy = 0
+        self._wake: list[Callable[[], None]] = []
+
+    def available(self) -> int:
+        return self.total - self.busy
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        self._wake.append(wake)
+
+    def take(self) -> None:
+        if self.busy >= self.total:  # the runtime pulled past its admission: what the test catches
+            # not retryable: the request fails, so a test sees the runtime broke its admission
+            raise BusError("the fake's accounts were all busy: a job was pulled with none free")
+        self.busy += 1
+
+    def give_back(self) -> None:
+        self.busy -= 1
+        for wake in self._wake:
+            wake()
+
+
 class FakeBackend:
     """The Backend protocol (libs/worker_backend.py) for every kind, driven by the job body."""
 
-    def __init__(self, kind: str, *, events_file: str | None = None, worker_id: str = "") -> None:
+    def __init__(
+        self, kind: str, *, events_file: str | None = None, worker_id: str = "", accounts: int = 0, model: str = "",
+    ) -> None:
         if kind not in KINDS:
             raise ConfigError(f"FAKE_KIND must be one of {', '.join(KINDS)}; got {kind!r}")
         self.kind = kind
         self.worker_id = worker_id
         self.features: list[Feature] = ["chat"] if JOB_KIND[kind] == "chat" else []
-        self._serves: dict[str, list[Kind]] = {model_of(kind): [JOB_KIND[kind]]}
+        self._serves: dict[str, list[Kind]] = {model or model_of(kind): [JOB_KIND[kind]]}
         self._events_fd: int | None = None
         self._tries_dir: Path | None = None
         if events_file:
@@ -110,6 +142,9 @@ class FakeBackend:
             self._tries_dir = Path(events_file + ".tries")
             self._tries_dir.mkdir(exist_ok=True)
         self.running = 0  # jobs inside `stream` now, in this process
+        if accounts:  # the optional members of a backend with accounts (libs/worker_backend.py)
+            self.admission = _Accounts(accounts)
+            self.accounts_state = self._accounts_state
 
     @property
     def serves(self) -> Mapping[str, Sequence[Kind]]:
@@ -139,7 +174,21 @@ class FakeBackend:
 
     # ---- the upstream --------------------------------------------------------------------------
 
+    def _accounts_state(self) -> AccountsState:
+        return {"total": self.admission.total, "free": self.admission.available(), "retry_at": None}
+
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+        accounts: _Accounts | None = getattr(self, "admission", None)
+        if accounts is not None:
+            accounts.take()
+        try:
+            async for item in self._stream(job, body):
+                yield item
+        finally:
+            if accounts is not None:
+                accounts.give_back()
+
+    async def _stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         try_no = self._claim_try(job["job_id"])
         spec = spec_for(body, try_no)
         self.running += 1
@@ -161,6 +210,8 @@ class FakeBackend:
     async def _produce(self, spec: dict[str, Any], account: str | None) -> AsyncIterator[Item]:
         unary = self.kind not in STREAMING
         count = 1 if unary else int(spec.get("outputs", 3))
+        if "meta" in spec:
+            yield Meta(spec["meta"].get("model"), spec["meta"].get("headers"))
         if unary:
             yield WholeAnswer()
         await asyncio.sleep(float(spec.get("delay_first", 0)))

@@ -12,6 +12,7 @@ import pytest
 
 from libs import errors
 from libs.errors import (
+    AccountsBusy,
     AuthenticationFailed,
     BodyTooLarge,
     BusError,
@@ -49,6 +50,7 @@ TABLE: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
     (AuthenticationFailed, 401, "invalid_request_error", "invalid_api_key", False),
     (BusError, 502, "server_error", "bus_error", False),
     (NoCapacity, 503, "server_error", "no_capacity", False),
+    (AccountsBusy, 429, "rate_limit_error", "accounts_busy", True),
     (BusUnavailable, 503, "server_error", "bus_unavailable", False),
     (WorkerLost, 502, "server_error", "worker_lost", False),
     (ReplyGap, 502, "server_error", "reply_gap", False),

@@ -21,7 +21,7 @@ from services.edge.dispatch import ClientGone, Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.openai_format import Kind, ResponseBuilder
 from services.edge.plan import JobPlan, plan_jobs
-from services.edge.replies import Deltas, Finished
+from services.edge.replies import Deltas, Described, Finished
 from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute
 from services.edge.state import EdgeState
 from services.edge.validation import validate_chat_request, validate_completion_request
@@ -31,9 +31,19 @@ log = logging.getLogger("switchyard.edge.generation")
 _VALIDATORS = {"chat": validate_chat_request, "completion": validate_completion_request}
 
 
-def _stream_start() -> dict[str, Any]:
+def _stream_start(extra: dict[str, str]) -> dict[str, Any]:
     # a fresh message per response: middleware add headers to it
-    return {"type": "http.response.start", "status": 200, "headers": list(sse.HEADERS)}
+    headers = list(sse.HEADERS)
+    headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
+def _describe(builder: ResponseBuilder, extra: dict[str, str], described: Described) -> None:
+    """The model the upstream says it used becomes the response's `model` (no silent downgrade:
+    a web account may answer with another model than asked); the worker's headers go out too."""
+    if described.model:
+        builder.model = described.model
+    extra.update(described.headers)
 
 
 class GenerationRoute(JobRoute):
@@ -97,13 +107,16 @@ class GenerationRoute(JobRoute):
             self._count_tokens(builder, len(plan.jobs))
 
     async def _respond(self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan) -> int:
+        extra: dict[str, str] = {}
         async for event in exchange.events():
             if isinstance(event, Deltas):
                 builder.absorb(plan.convert(event.choices))
             elif isinstance(event, Finished):
                 builder.add_usage(event.usage)
                 builder.system_fingerprint = event.system_fingerprint or builder.system_fingerprint
-        await send_json(send, 200, builder.response())
+            elif isinstance(event, Described):
+                _describe(builder, extra, event)
+        await send_json(send, 200, builder.response(), extra)
         return 200
 
     async def _stream(
@@ -111,6 +124,7 @@ class GenerationRoute(JobRoute):
     ) -> int:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         started = False
+        extra: dict[str, str] = {}
         try:
             async for event in exchange.events(keepalive=self.state.settings.timeouts.keepalive):
                 if isinstance(event, Deltas):
@@ -119,14 +133,17 @@ class GenerationRoute(JobRoute):
                         chunk["usage"] = None  # OpenAI marks every chunk but the last this way
                     if not started:
                         # Headers wait for the first token, so errors before it keep their status code.
-                        await send(_stream_start())
+                        await send(_stream_start(extra))
                         started = True
                     await send({"type": "http.response.body", "body": sse.data_event(chunk), "more_body": True})
+                elif isinstance(event, Described):
+                    if not started:  # what arrives once the head is out cannot change it
+                        _describe(builder, extra, event)
                 elif isinstance(event, Finished):
                     builder.add_usage(event.usage)
                 elif isinstance(event, KeepAlive):
                     if not started:
-                        await send(_stream_start())
+                        await send(_stream_start(extra))
                         started = True
                     await send({"type": "http.response.body", "body": sse.KEEPALIVE, "more_body": True})
         except SwitchyardError as err:
@@ -142,7 +159,7 @@ class GenerationRoute(JobRoute):
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             return err.status
         if not started:
-            await send(_stream_start())
+            await send(_stream_start(extra))
         tail = sse.data_event(builder.usage_chunk()) if include_usage else b""
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
         return 200
