@@ -85,6 +85,9 @@ class Admission(Protocol):
     def listen(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever `available` may have grown."""
 
+    async def stop(self) -> None:
+        """Give back what it holds for jobs not yet pulled: the worker drains (no more pulls)."""
+
 
 class Backend(Protocol):
     """The upstream side of a worker."""

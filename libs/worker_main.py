@@ -51,12 +51,12 @@ class WorkerProcessSettings:
     timeouts: Timeouts
 
     @classmethod
-    def from_env(cls, default_pool: str) -> WorkerProcessSettings:
+    def from_env(cls, default_pool: str, default_capacity: int = 64) -> WorkerProcessSettings:
         pool = env_str("WORKER_POOL", default_pool)
         return cls(
             nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222"),
             pool=pool,
-            capacity=env_int("WORKER_CAPACITY", 64, minimum=1),
+            capacity=env_int("WORKER_CAPACITY", default_capacity, minimum=1),
             http_host=env_str("WORKER_HOST", "127.0.0.1"),
             http_port=env_int("PORT", 9090, minimum=0),
             worker_id=env_str("WORKER_ID", "") or f"{pool}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",

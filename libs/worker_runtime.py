@@ -203,6 +203,10 @@ class WorkerRuntime:
             await self.announce()
         if self._puller is not None:
             await self._puller.stop()
+        admission: Admission | None = getattr(self.backend, "admission", None)
+        if admission is not None:  # accounts held for jobs that will not come: others may use them
+            with contextlib.suppress(Exception):
+                await admission.stop()
         if self._jobs:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):

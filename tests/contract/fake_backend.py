@@ -111,6 +111,9 @@ class _Accounts:
     def listen(self, wake: Callable[[], None]) -> None:
         self._wake.append(wake)
 
+    async def stop(self) -> None:
+        pass  # nothing held beyond the process
+
     def take(self) -> None:
         if self.busy >= self.total:  # the runtime pulled past its admission: what the test catches
             # not retryable: the request fails, so a test sees the runtime broke its admission
