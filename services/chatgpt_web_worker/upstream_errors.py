@@ -64,7 +64,7 @@ def classify(status: int, body: bytes, content_type: str | None, *, model: str |
              secrets: Sequence[str]) -> UpstreamFailure:
     """The meaning of a non-200 answer of a backend-api call (or of `/api/auth/session`)."""
     parsed = _json(body, content_type)
-    cloudflare = status in (403, 503) and _is_cloudflare(body)
+    cloudflare = status in (403, 503) and is_cloudflare(body)
     if parsed is not None:
         native: Any = _scrub_json(parsed, secrets)
         detail, code, clears_in = _detail(native)
@@ -151,7 +151,8 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
     return held_secrets.scrub(text)
 
 
-def _is_cloudflare(body: bytes) -> bool:
+def is_cloudflare(body: bytes) -> bool:
+    """Whether `body` is a Cloudflare challenge page."""
     lowered = body[:64 * 1024].lower()
     return any(marker in lowered for marker in _CLOUDFLARE_MARKERS)
 
@@ -198,7 +199,8 @@ def _detail(body: Any) -> tuple[str, str | None, float | None]:
 
 def _plain_detail(body: bytes, cloudflare: bool, secrets: Sequence[str]) -> str:
     if cloudflare:
-        return "Cloudflare challenge (an HTML page)"
+        # chat2api's word for it; it also lets classify_reply (client.py) classify this body again
+        return "cf-please-wait: a Cloudflare challenge page"
     text = body[:64 * 1024].decode("utf-8", errors="replace")
     title = _TITLE.search(text) if "<" in text else None
     if title is not None:

@@ -18,6 +18,7 @@ from libs.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from services.chatgpt_web_worker.client import classify_reply
 from services.chatgpt_web_worker.upstream_errors import (
     ONE_AT_A_TIME_CLEARS_IN,
     UpstreamFailure,
@@ -74,7 +75,7 @@ def test_cloudflare_page(status: int) -> None:
     failure = _classify(status, CLOUDFLARE_PAGE, "text/html; charset=UTF-8")
     assert failure.outcome.verdict is Verdict.CLOUDFLARE
     assert failure.error.retryable and failure.error.status == 502
-    assert failure.body == {"detail": "Cloudflare challenge (an HTML page)"}  # not the page itself
+    assert failure.body == {"detail": "cf-please-wait: a Cloudflare challenge page"}  # not the page itself
 
 
 @pytest.mark.parametrize("page", [b"<html><title>Just a moment...</title></html>", b"<a href='?__cf_chl_tk=1'>"])
@@ -202,3 +203,23 @@ def test_unreachable() -> None:
     refused = unreachable("ConnectError", timed_out=False)
     assert type(refused.error) is UpstreamError and refused.status == 502
     assert refused.outcome.verdict is timed_out.outcome.verdict is Verdict.FAILURE
+
+
+@pytest.mark.parametrize(("status", "body", "content_type"), [
+    (401, b'{"detail": {"message": "expired", "code": "token_expired"}}', "application/json"),
+    (401, b'{"detail": "bad token"}', "application/json"),
+    (403, CLOUDFLARE_PAGE, "text/html"),
+    (503, CLOUDFLARE_PAGE, "text/html"),
+    (403, b"<html><title>Forbidden</title></html>", "text/html"),
+    (429, b'{"detail": {"message": "cap", "code": "model_cap_exceeded", "clears_in": 60}}', "application/json"),
+    (429, b'{"detail": "Only one message at a time."}', "application/json"),
+    (429, b"rate-limit", "text/plain"),
+    (413, b'{"detail": {"message": "too long", "code": "message_length_exceeds_limit"}}', "application/json"),
+    (422, b'{"detail": [{"loc": ["body"], "msg": "bad"}]}', "application/json"),
+    (500, b"Internal Server Error", "text/plain"),
+])
+def test_the_native_body_classifies_the_same_again(status: int, body: bytes, content_type: str) -> None:
+    # WebClient.call returns classify's body for a failed call; classify_reply reads it back
+    first = _classify(status, body, content_type)
+    again = classify_reply(status, first.body, model=MODEL, secrets=SECRETS)
+    assert again.outcome == first.outcome and type(again.error) is type(first.error)
