@@ -69,13 +69,20 @@ class WebClient:
         client = self._clients.get(proxy)
         if client is None:
             held_secrets.hold_url(proxy)  # a proxy's credentials are scrubbed from all text
-            client = httpx.AsyncClient(
-                proxy=proxy, timeout=self._timeout, trust_env=False, follow_redirects=False,
-                # concurrency is bounded by the worker's capacity, not by a pool wait here
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
-                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # keeps no cookie
-                headers={"user-agent": self._user_agent, "oai-language": "en-US"},
-            )
+            try:
+                client = httpx.AsyncClient(
+                    proxy=proxy, timeout=self._timeout, trust_env=False, follow_redirects=False,
+                    # concurrency is bounded by the worker's capacity, not by a pool wait here
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+                    cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # keeps no cookie
+                    headers={"user-agent": self._user_agent, "oai-language": "en-US"},
+                )
+            except (ImportError, ValueError, httpx.InvalidURL) as exc:
+                # a SOCKS proxy without httpx's `socksio` extra, or a malformed proxy URL; the URL
+                # itself stays out of the message (it may hold credentials)
+                scheme = proxy.partition("://")[0] if proxy and "://" in proxy else "?"
+                raise unreachable(f"the proxy cannot be used ({scheme}: {type(exc).__name__})",
+                                  timed_out=False) from None
             self._clients[proxy] = client
         return client
 

@@ -418,6 +418,15 @@ async def test_a_proxy_is_used_per_call() -> None:
     assert len(target.seen) == 1  # the call without a proxy went straight
 
 
+async def test_a_proxy_that_cannot_be_used_fails_without_showing_its_url(web: WebClient) -> None:
+    # without httpx's `socksio` extra a SOCKS proxy cannot be used at all; with it, nothing listens there
+    proxy = "socks5://proxyuser:Pw7Kq2Zm9Xc4Lv@127.0.0.1:1"
+    with pytest.raises(UpstreamFailure) as caught:
+        await web.call(ACCESS, "GET", "/models", proxy=proxy)
+    assert caught.value.outcome.verdict is Verdict.FAILURE
+    assert "Pw7Kq2Zm9Xc4Lv" not in _texts(caught.value)
+
+
 # ---- session refresh --------------------------------------------------------------------------
 
 
