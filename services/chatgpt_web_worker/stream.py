@@ -79,10 +79,10 @@ class ConversationStream:
     """One conversation response. `feed` the body's chunks, then `close` at its end; after `Done`
     everything else is ignored."""
 
-    __slots__ = ("_buffer", "_done", "_finished", "_texts", "conversation_id")
+    __slots__ = ("_done", "_finished", "_pending", "_texts", "conversation_id")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []  # the pieces of a line not yet ended
         self._done = False
         self.conversation_id: str | None = None  # learned from the first event that carries one
         self._texts: dict[str, str] = {}  # assistant message id → its text so far
@@ -96,15 +96,21 @@ class ConversationStream:
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         if self._done:
             return []
+        if b"\n" not in chunk and b"\r" not in chunk:
+            # Most of a long event (the cumulative text grows with the answer) arrives without its
+            # line end: kept in pieces, joined once, not copied again on every chunk.
+            self._pending.append(chunk)
+            return []
         # Lines are split on bytes, never decoded before a line is whole: a UTF-8 character cut
         # across chunks is joined first.
-        buffer = self._buffer + chunk
+        buffer = b"".join(self._pending) + chunk if self._pending else chunk
         if b"\r" in buffer:
             # `\r\n` endings, or a bare `\r` (SSE allows it; JSON never holds a raw one). A `\r\n`
             # cut between chunks becomes two line ends: the blank line between them is skipped.
             buffer = buffer.replace(b"\r", b"\n")
         lines = buffer.split(b"\n")
-        self._buffer = lines.pop()
+        rest = lines.pop()
+        self._pending = [rest] if rest else []
         events: list[StreamEvent] = []
         for line in lines:
             self._line(line, events)
@@ -115,9 +121,9 @@ class ConversationStream:
     def close(self) -> list[StreamEvent]:
         """The body ended: a last line without its newline is still read."""
         events: list[StreamEvent] = []
-        if self._buffer and not self._done:
-            self._line(self._buffer, events)
-        self._buffer = b""
+        if self._pending and not self._done:
+            self._line(b"".join(self._pending), events)
+        self._pending = []
         return events
 
     def _line(self, line: bytes, events: list[StreamEvent]) -> None:
