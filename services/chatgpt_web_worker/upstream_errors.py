@@ -9,6 +9,8 @@ The table is the fact sheet's §2.8. Where it is silent:
 - A Cloudflare page is recognised on 403 and on 503 (Cloudflare's older challenge status).
 - 413 (message_length_exceeds_limit) is `context_length_exceeded` for an OpenAI client: that is
   the code OpenAI SDKs and agents react to by shortening the input.
+- A 401 whose text says "expired" without the `token_expired` code is AUTH_EXPIRED too: a
+  refresh is the cure either way, and the pool quarantines if it does not help.
 - Other statuses no row covers (3xx, 402, 405, 409, …) are FAILUREs: unexplained, so counted.
 - An in-stream error with the words of a 429 body is a rate limit, not a failure.
 
@@ -78,7 +80,8 @@ def classify(status: int, body: bytes, content_type: str | None, *, model: str |
                                UpstreamError(f"the ChatGPT upstream answered with a Cloudflare challenge ({status})"),
                                native)
     if status == 401:
-        if code == "token_expired":
+        # the code is the sheet's; the words catch the same answer without it (a proxy's re-wrap)
+        if code == "token_expired" or "expired" in detail.lower():
             return UpstreamFailure(status, Outcome(Verdict.AUTH_EXPIRED, reason="401 token_expired"),
                                    UpstreamAuthError("the ChatGPT account's access token has expired"), native)
         return UpstreamFailure(status, Outcome(Verdict.AUTH_INVALID, reason=_reason(status, detail)),

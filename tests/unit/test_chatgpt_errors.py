@@ -63,6 +63,11 @@ def test_401_token_expired_is_auth_expired() -> None:
     assert failure.status == 401 and failure.body == orjson.loads(body)  # native routes keep both
 
 
+def test_401_saying_expired_without_the_code_is_auth_expired() -> None:
+    body = _json({"error": {"message": "Your authentication token has expired. Please try signing in again."}})
+    assert _classify(401, body).outcome.verdict is Verdict.AUTH_EXPIRED
+
+
 def test_other_401_is_auth_invalid_with_the_reason() -> None:
     failure = _classify(401, _json({"detail": "Could not parse your authentication token. Please try signing in."}))
     assert failure.outcome.verdict is Verdict.AUTH_INVALID
