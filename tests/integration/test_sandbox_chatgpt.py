@@ -566,7 +566,7 @@ async def test_one_turn_at_a_time_per_user(http: httpx.AsyncClient, fake: Proc) 
         seen = ""
         async for chunk in first.aiter_text():
             seen += chunk
-            if "sandbox keep-alive" in seen:  # after the first word: the turn is mid-stream
+            if seen.count("\"assistant\"") >= 2:  # the first word is out: the turn is mid-stream
                 break
         second = await http.post(CONVERSATION, json=turn("impatient"), headers=auth)
         assert second.status_code == 429 and second.json() == {"detail": ONE_AT_A_TIME}

@@ -234,6 +234,7 @@ async def _stream(
     buf = [sse.event(m, cid, crlf=True) for m in p.echo]
     buf.append(sse.ping())
     buf.append(sse.event(msg, cid))
+    buf.append(sse.NOT_JSON)  # between the answer's events, where a client parses most strictly
 
     async def flush() -> None:
         await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
@@ -253,8 +254,6 @@ async def _stream(
         parts[0] += p.words[i]
         node.words_done += 1
         buf.append(sse.event(msg, cid))
-        if i == 0:
-            buf.append(sse.NOT_JSON)
     if error_after is not None and min(error_after, len(p.words)) == limit:
         buf.append(sse.error_event(cid))  # then the stream ends: no final event, no [DONE]
         record["finish"] = "error"

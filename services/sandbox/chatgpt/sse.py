@@ -1,9 +1,9 @@
 """The bytes of a /backend-api/conversation SSE stream (fact sheet §2.4), noise included.
 
 Every stream deterministically carries the things clients had to tolerate: the user message echoed
-first (its block ends in `\\r\\n`), an `event: ping` block whose data is a bare timestamp (all `\\r\\n`),
-one non-JSON `data:` line after the first word, then after the final message a moderation event, a
-`title_generation` event for new conversations, and `data: [DONE]`.
+first (its block ends in `\r\n`), an `event: ping` block whose data is a bare timestamp (all `\r\n`),
+one non-JSON `data:` line right after the answer's first (empty) event, then after the final message
+a moderation event, a `title_generation` event for new conversations, and `data: [DONE]`.
 """
 
 from __future__ import annotations
