@@ -436,6 +436,14 @@ async def test_session_rotation_keeps_the_old_value_for_one_more_use(http: httpx
     assert (await session(http, old)).json()["user"]["id"] == f"user-{user}"  # the one more use
     assert (await session(http, old)).json() == {}
     assert (await session(http, new)).json()["user"]["id"] == f"user-{user}"
+    # a client's own cookie jar keeps and sends the rotated value (no `Secure` over plain HTTP)
+    async with httpx.AsyncClient(base_url=http.base_url) as jar:
+        jar.cookies.set(COOKIE, new, domain=http.base_url.host)
+        first = await jar.get("/api/auth/session")
+        assert first.json()["user"]["id"] == f"user-{user}"
+        assert jar.cookies.get(COOKIE) not in (None, new)
+        rotated_again = await jar.get("/api/auth/session")
+        assert rotated_again.json()["user"]["id"] == f"user-{user}" and "set-cookie" in rotated_again.headers
 
 
 # ---- faults ----------------------------------------------------------------------------------------

@@ -179,5 +179,9 @@ def session_json(user: str, token: str) -> dict[str, object]:
     }
 
 
-def rotated_cookie(value: str) -> bytes:
-    return f"{SESSION_COOKIE}={value}; Path=/; HttpOnly; Secure; SameSite=Lax".encode()
+def rotated_cookie(value: str, https: bool) -> bytes:
+    """The Set-Cookie of a rotated session. `Secure` only over HTTPS (as the real site is): a client's
+    cookie jar would otherwise never send it back to a plain-HTTP sandbox, a failure reality lacks."""
+    max_age = int(_SESSION_LIFETIME.total_seconds())
+    secure = "; Secure" if https else ""
+    return f"{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly{secure}; SameSite=Lax".encode()

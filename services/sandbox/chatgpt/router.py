@@ -58,7 +58,7 @@ class ChatGPT:
             await answer(send, record, *faults.answer(fault.fault, fault.clears_in))
             return
         token, _ = state.tokens.mint(user)
-        extra = () if rotated is None else ((b"set-cookie", auth.rotated_cookie(rotated)),)
+        extra = () if rotated is None else ((b"set-cookie", auth.rotated_cookie(rotated, scope["scheme"] == "https")),)
         await ok(send, record, auth.session_json(user, token), extra)
 
     async def _backend(self, scope: Scope, receive: Receive, send: Send, record: Record) -> None:
