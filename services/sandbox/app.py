@@ -10,6 +10,7 @@ import orjson
 
 from . import directives, embeddings, images, moderations, payloads
 from .asgi import TEXT, ClientGone, Receive, Scope, Send, header, read_body, respond
+from .chatgpt import ChatGPT
 from .completions import handle
 from .config import Settings
 from .directives import DirectiveError, Directives
@@ -20,6 +21,7 @@ from .state import State
 # names the process that answered, as the gateway's services do (libs/probes.py; the sandbox
 # shares no code with the gateway), so whoever started it knows it reached this process
 _PID = [(b"x-switchyard-pid", str(os.getpid()).encode())]
+_CHATGPT_PREFIXES = ("/backend-api/", "/_sandbox/chatgpt/")
 
 
 class Sandbox:
@@ -32,6 +34,7 @@ class Sandbox:
         self._embedding_job = embeddings.job_parser(settings)
         self._image_job = images.job_parser(settings)
         self._moderation_job = moderations.job_parser(settings)
+        self.chatgpt = ChatGPT(settings.chatgpt_models, settings.chatgpt_token_ttl)  # the ChatGPT web fake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -89,6 +92,8 @@ class Sandbox:
             await self._config(send, receive, method)
         elif path == "/_sandbox/events":
             await self._events(scope, send, method)
+        elif path.startswith(_CHATGPT_PREFIXES) or path == "/api/auth/session":
+            await self.chatgpt(scope, receive, send)
         else:
             body = payloads.error_body(f"Unknown path {path} (sandbox)", "invalid_request_error", "unknown_url")
             await respond(send, 404, body)

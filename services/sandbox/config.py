@@ -15,6 +15,9 @@ DEFAULT_EMBEDDING_MODELS: tuple[tuple[str, int | None], ...] = (
 MAX_EMBEDDING_DIM = 8192
 DEFAULT_IMAGE_MODELS = ("sandbox-image", "stabilityai/stable-diffusion-xl-base-1.0", "dall-e-3")
 DEFAULT_MODERATION_MODELS = ("omni-moderation-latest", "text-moderation-latest")
+# The ChatGPT web fake (chatgpt/): the model slugs it serves and its access tokens' lifetime.
+DEFAULT_CHATGPT_MODELS = ("auto", "gpt-4o", "gpt-4o-mini", "o1", "text-davinci-002-render-sha")
+DEFAULT_CHATGPT_TOKEN_TTL = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,8 @@ class Settings:
     moderation_models: tuple[str, ...] = DEFAULT_MODERATION_MODELS  # the first is the default model
     tls_cert: str | None = None  # PEM paths: serve HTTPS, as real providers do (tests of TLS upstreams)
     tls_key: str | None = None
+    chatgpt_models: tuple[str, ...] = DEFAULT_CHATGPT_MODELS
+    chatgpt_token_ttl: int = DEFAULT_CHATGPT_TOKEN_TTL  # seconds; /api/auth/session mints tokens this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -41,6 +46,8 @@ class Settings:
             moderation_models=_names(env, "SANDBOX_MODERATION_MODELS") or DEFAULT_MODERATION_MODELS,
             tls_cert=env.get("SANDBOX_TLS_CERT") or None,
             tls_key=env.get("SANDBOX_TLS_KEY") or None,
+            chatgpt_models=_names(env, "SANDBOX_CHATGPT_MODELS") or DEFAULT_CHATGPT_MODELS,
+            chatgpt_token_ttl=_seconds(env, "SANDBOX_CHATGPT_TOKEN_TTL", DEFAULT_CHATGPT_TOKEN_TTL),
         )
 
     def listed_models(self) -> tuple[str, ...]:
@@ -68,4 +75,13 @@ def _embedding_models(env: Mapping[str, str]) -> tuple[tuple[str, int | None], .
 def _port(raw: str) -> int:
     if not raw.strip().isdigit() or int(raw) > 65535:
         raise ValueError(f"PORT must be a TCP port number, got {raw!r}")
+    return int(raw)
+
+
+def _seconds(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{key} must be a whole number of seconds >= 1, got {raw!r}")
     return int(raw)

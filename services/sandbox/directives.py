@@ -25,6 +25,7 @@ INT_KEYS = frozenset(
         "hang_after",  # generate N tokens (stream: send them), then hang
         "error_after",  # generate N tokens; stream: send them, then an SSE error event ends it; else a 500
         "fail_times",  # with mark: the first K requests get `status` (default 500)
+        "max_tokens_at",  # ChatGPT web fake only: cut the answer after K words, finish_details max_tokens
     }
 )
 # keys whose value is one of a few words
