@@ -74,7 +74,7 @@ def usage(reported: dict[str, Any] | None, body: dict[str, Any], completion: str
 
 
 # Model name prefixes (lower case) counted with o200k_base, as tiktoken maps them; `auto` is the
-# ChatGPT web default, which answers with an o200k model. Everything else, `gpt-4`, `gpt-3.5*`,
+# ChatGPT web default, which routes to the gpt-4o/gpt-5 families (o200k_base). Everything else, `gpt-4`, `gpt-3.5*`,
 # `text-davinci-002-render*` and any name not known here, is counted with cl100k_base.
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "o1", "o3", "o4", "gpt-4.1", "gpt-4.5", "gpt-5", "auto")
 # OpenAI's chat format: each message is wrapped in 3 tokens (<|start|>{role}<|message|>...<|end|>), a
@@ -93,8 +93,9 @@ def encoding_name(model: str) -> str:
 
 
 def _counter(encoding: str) -> Callable[[str], int]:
-    """The token counter of `encoding`, loaded on first use (about 0.8-1 s: the import of bpe_openai
-    parses every rank file it ships, then the tokenizer is built), once per process."""
+    """The token counter of `encoding`, loaded on first use, once per process: a slow load (the import
+    of bpe_openai parses every rank file it ships, then the tokenizer is built; figures in
+    tools/measure_tokenizers.py), which is why nothing here loads at import."""
     counter = _counters.get(encoding)
     if counter is None:
         with _load_lock:  # two threads' first counts must not both pay the load
