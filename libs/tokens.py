@@ -12,9 +12,10 @@ first use, once per process: importing this module (the edge does) loads nothing
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
+
+from libs.fenced.bpe_openai_internals import token_counter
 
 _CHARS_PER_TOKEN = 4
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -101,13 +102,7 @@ def _counter(encoding: str) -> Callable[[str], int]:
         with _load_lock:  # two threads' first counts must not both pay the load
             counter = _counters.get(encoding)
             if counter is None:
-                # The Rust tokenizer itself (typed in the package's _bindings.pyi), not the
-                # tiktoken-shaped wrapper: the wrapper refuses texts of 1M characters or 200k tokens
-                # (a request body may be 25 MB) and keeps a second copy of the ranks for decoding.
-                with warnings.catch_warnings():  # its import uses importlib.resources.open_binary
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    from bpe_openai import _bindings
-                counter = _bindings.tokenizer_for_encoding(encoding).count
+                counter = token_counter(encoding)  # libs/fenced: the Rust tokenizer's own count
                 _counters[encoding] = counter
     return counter
 

@@ -28,7 +28,10 @@ log = logging.getLogger("switchyard.fenced")
 TESTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "nats-py": ((2, 16), (2, 17)),
     "uvicorn": ((0, 54), (0, 55)),
+    "bpe-openai": ((0, 1, 4), (0, 2)),  # bpe_openai_internals.py: the Rust tokenizer's own count
 }
+# dependencies whose untested release turns off only their own fast path (not the hot path's)
+_SEPARATE = frozenset({"bpe-openai"})
 
 SWITCH = "SY_PRIVATE_APIS"
 
@@ -46,10 +49,26 @@ def _release(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def dist_tested(dist: str) -> bool:
+    """Whether the installed release of `dist` is inside its tested range."""
+    low, high = TESTED[dist]
+    try:
+        return low <= _release(version(dist)) < high
+    except PackageNotFoundError:
+        return False
+
+
+def private_apis_switched_on() -> bool:
+    """The operator's switch (SY_PRIVATE_APIS), whatever the releases."""
+    return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def untested_versions() -> list[str]:
-    """The fenced dependencies whose installed release is outside the tested range."""
+    """The fenced hot-path dependencies whose installed release is outside the tested range."""
     found: list[str] = []
     for dist, (low, high) in TESTED.items():
+        if dist in _SEPARATE:
+            continue
         try:
             installed = _release(version(dist))
         except PackageNotFoundError:
@@ -63,11 +82,12 @@ def untested_versions() -> list[str]:
 @functools.cache
 def private_apis_enabled() -> bool:
     """Whether the fenced fast paths may be used in this process (decided once)."""
-    if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not private_apis_switched_on():
         return False
     untested = untested_versions()
     if untested:
         log.warning("private-API fast paths off: untested release of %s (tested: %s)", ", ".join(untested),
-                    ", ".join(f"{d} {'.'.join(map(str, lo))}.x" for d, (lo, _) in TESTED.items()))
+                    ", ".join(f"{d} {'.'.join(map(str, lo))}.x" for d, (lo, _) in TESTED.items()
+                              if d not in _SEPARATE))
         return False
     return True

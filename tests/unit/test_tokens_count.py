@@ -170,3 +170,20 @@ def test_concurrent_first_counts_load_the_encoding_once(monkeypatch: pytest.Monk
         thread.join(timeout=10)
     assert results == [2] * 8
     assert loads == ["o200k_base"]
+
+
+def test_the_public_path_counts_alike_and_takes_texts_past_the_wrappers_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With private APIs switched off (or an untested bpe-openai), counting goes through the
+    package's public Encoding, on pieces below its limits."""
+    from libs.fenced.bpe_openai_internals import token_counter
+
+    private = token_counter("o200k_base")
+    monkeypatch.setenv("SY_PRIVATE_APIS", "0")
+    public = token_counter("o200k_base")
+    assert public is not private
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    assert public(text) == private(text)
+    huge = "word " * 300_000  # 1.5M characters: the public wrapper alone refuses it
+    assert abs(public(huge) - private(huge)) <= 8
