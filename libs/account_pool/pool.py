@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 import proto
@@ -58,6 +58,7 @@ log = logging.getLogger("switchyard.account_pool")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _SYNC_WAIT = 10.0  # start(): the watch delivers the pool's current keys within this
 _CAS_ATTEMPTS = 8  # read-modify-write retries when another writer keeps winning (bounded)
+_STALE_LIMIT = 1.0  # a watch normally brings a write within milliseconds
 _WAKE_SLACK = 0.002  # wake a little after a lease expiry / cooldown end, not a little before
 
 
@@ -98,6 +99,10 @@ class NoEligibleAccount(PoolError):
 
 class AccountGone(PoolError):
     """The named account is not configured, is quarantined, or does not serve the model."""
+
+
+# a state change for AccountPool._write: (a copy of the state, its revision) → the new state, or None
+Change = Callable[[AccountState, int], "AccountState | None"]
 
 
 @dataclass
@@ -179,12 +184,17 @@ class AccountPool:
         self._prefix = f"{pool}."
         self._kv: KeyValue | None = None
         self._mirror: dict[str, _Entry] = {}
-        # account → a revision a lost CAS proved old: skipped until the watch brings a newer one
-        self._stale: dict[str, int] = {}
+        # account → (a revision a lost CAS proved old, when): skipped until the watch brings a newer
+        # one; a watch that brings none within _STALE_LIMIT is presumed dead and the pool resyncs
+        self._stale: dict[str, tuple[int, float]] = {}
+        # accounts this replica has a leasing CAS in flight for: its other waiters try another one,
+        # so a release costs one CAS per replica, not one per waiting caller
+        self._claiming: set[str] = set()
         self._changed = asyncio.Event()  # replaced on every change; waiters hold the one they saw
         self._synced = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
+        self._reopening = asyncio.Lock()
         self._leases: set[Lease] = set()
         if metrics is not None:
             metrics.bind(self._state_counts)
@@ -194,7 +204,30 @@ class AccountPool:
     async def start(self) -> None:
         """Ensure the bucket, mirror the pool's keys, create the configured accounts that have no
         entry (live state is never overwritten), and lift quarantines whose credentials changed."""
+        kv = await self._open()
+        for name, spec in self._specs.items():
+            state = self._entry(name).state
+            if state.quarantined and spec.fingerprint and spec.fingerprint != state.quarantined_fp:
+                log.info("account %s has new credentials: lifting its quarantine", name)
+                await self._write(name, _lift_if_fingerprint_changed(spec.fingerprint))
+        del kv
+
+    async def resync(self) -> None:
+        """Start over from the KV: the bucket made again if it vanished (a restarted NATS loses
+        in-memory buckets), the mirror read afresh. Called by the pool itself when a write finds no
+        bucket; a worker may call it after a reconnect too."""
+        async with self._reopening:
+            await self._close_watch()
+            self._mirror.clear()
+            self._stale.clear()
+            await self._open()
+            self._signal()
+
+    async def _open(self) -> KeyValue:
+        """Ensure the bucket, mirror the pool's keys, create the configured accounts that have no
+        entry (live state is never overwritten)."""
         kv = self._kv = await ensure_kv(self._js, ACCOUNTS_BUCKET, "web accounts' leases and health")
+        self._synced = asyncio.Event()
         self._watcher = await kv.watch(f"{self._prefix}>")
         self._watch_task = asyncio.create_task(self._follow(self._watcher), name=f"account pool {self.pool} watch")
         await asyncio.wait_for(self._synced.wait(), _SYNC_WAIT)
@@ -207,26 +240,33 @@ class AccountPool:
             except KeyWrongLastSequenceError:  # another replica created it first
                 continue
             self._set(name, revision, fresh)
-        for name, spec in self._specs.items():
-            state = self._entry(name).state
-            if state.quarantined and spec.fingerprint and spec.fingerprint != state.quarantined_fp:
-                log.info("account %s has new credentials: lifting its quarantine", name)
-                await self._write(name, _lift_if_fingerprint_changed(spec.fingerprint))
+        return kv
 
     async def stop(self) -> None:
         """Stop the watch and the renewals of leases still held (they expire after lease_ttl)."""
         for lease in list(self._leases):
             await lease._stop_renewal()
         self._leases.clear()
+        await self._close_watch()
+
+    async def _close_watch(self) -> None:
         if self._watcher is not None:
             with contextlib.suppress(Exception):  # a closed connection: nothing to unsubscribe
                 await self._watcher.stop()
+            self._watcher = None
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
+            self._watch_task = None
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        try:
+            await self._mirror_updates(watcher)
+        except Exception:  # without the watch, waits end by their timers and lost races stay skipped
+            log.exception("the watch of account pool %s failed", self.pool)
+
+    async def _mirror_updates(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
             if entry is None:  # the current values are all in
                 self._synced.set()
@@ -244,7 +284,8 @@ class AccountPool:
         if current is not None and current.revision >= revision:
             return
         self._mirror[name] = _Entry(revision, state)
-        if self._stale.get(name, revision) < revision:
+        stale = self._stale.get(name)
+        if stale is not None and stale[0] < revision:
             del self._stale[name]
         self._signal()
 
@@ -295,11 +336,24 @@ class AccountPool:
         while True:
             changed = self._changed  # taken before the CAS: a change meanwhile wakes the wait at once
             now = time.time()
+            if any(since + _STALE_LIMIT <= now for _, since in self._stale.values()):
+                log.warning("account pool %s: the watch brought no news of a lost race; reading the KV again",
+                            self.pool)
+                await self.resync()  # a bucket made anew (NATS restarted), or a dead watch
+                kv = self._kv_or_raise()
+                continue
             picks, wake_at, retry_after = self._pick(names, model, now, never)
-            for name in picks:
-                lease = await self._try_lease(kv, name, job)
-                if lease is not None:
-                    return lease
+            try:
+                for name, revision in picks:
+                    lease = await self._try_lease(kv, name, revision, job)
+                    if lease is not None:
+                        return lease
+            except NoStreamResponseError:  # the bucket vanished: make it again and pick afresh
+                await self.resync()
+                kv = self._kv_or_raise()
+                continue
+            if picks:  # lost every race: pick again at once (the losers are skipped until news comes)
+                continue
             delay = None if wake_at is None else max(0.0, wake_at - time.time()) + _WAKE_SLACK
             if deadline is not None:
                 remaining = deadline - loop.time()
@@ -311,10 +365,10 @@ class AccountPool:
 
     def _pick(
         self, names: Sequence[str], model: str | None, now: float, never: type[PoolError],
-    ) -> tuple[list[str], float | None, float | None]:
+    ) -> tuple[list[tuple[str, int]], float | None, float | None]:
         """(free accounts, least recently used first; when to look again; when the soonest
         cooldown ends, None if some candidate is merely leased)."""
-        free: list[tuple[float, str]] = []
+        free: list[tuple[float, str, int]] = []
         wake: list[float] = []
         cooling_ends: list[float] = []
         just_leased = False
@@ -335,18 +389,25 @@ class AccountPool:
             elif state.leased(now):
                 wake.append(state.lease_until)
                 just_leased = True
-            elif self._stale.get(name, -1) < entry.revision:
-                free.append((state.last_used, name))
-            # else: a lost race showed the mirror is behind; the watch brings the new value
+            elif (stale := self._stale.get(name)) is not None and stale[0] >= entry.revision:
+                wake.append(stale[1] + _STALE_LIMIT)  # a lost race: the watch brings the winner's write
+                just_leased = True
+            elif name in self._claiming:  # another caller here has a CAS in flight: its outcome is a change
+                just_leased = True
+            else:
+                free.append((state.last_used, name, entry.revision))
         if not possible:
             raise never(f"no account of pool {self.pool} can serve model {model!r}" if model is not None
                         else f"no account of pool {self.pool} is in service")
         free.sort()
         retry_after = None if just_leased or not cooling_ends else min(cooling_ends)
-        return [name for _, name in free], (min(wake) if wake else None), retry_after
+        return [(name, revision) for _, name, revision in free], (min(wake) if wake else None), retry_after
 
-    async def _try_lease(self, kv: KeyValue, name: str, job: str) -> Lease | None:
+    async def _try_lease(self, kv: KeyValue, name: str, revision: int, job: str) -> Lease | None:
+        """Lease the account as it was picked (free at `revision`); None when that is no longer so."""
         entry = self._entry(name)
+        if entry.revision != revision:  # it changed while an earlier candidate's CAS was in flight
+            return None
         now = time.time()
         state = entry.state.clone()
         lease = Lease(self, name, ids.new_id())
@@ -355,12 +416,18 @@ class AccountPool:
         state.lease_until = now + self.policy.lease_ttl
         state.lease_job = job
         state.last_used = now
+        self._claiming.add(name)
         try:
-            revision = await kv.update(self._key(name), state.encode(), last=entry.revision)
+            written = await kv.update(self._key(name), state.encode(), last=revision)
         except KeyWrongLastSequenceError:  # another replica wrote first: not this one, for now
-            self._stale[name] = entry.revision
+            self._stale[name] = (revision, time.time())
             return None
-        self._set(name, revision, state)
+        except BaseException:
+            self._signal()  # callers here that skipped it while claimed look again
+            raise
+        finally:
+            self._claiming.discard(name)
+        self._set(name, written, state)
         self._leases.add(lease)
         lease._start_renewal()
         return lease
@@ -369,11 +436,14 @@ class AccountPool:
         """Push the lease's expiry forward; False when it is no longer ours."""
         held = True
 
-        def renew(state: AccountState) -> AccountState | None:
+        def renew(state: AccountState, revision: int) -> AccountState | None:
             nonlocal held
             if state.lease_id != lease._id:
-                held = False
-                return None
+                if revision:
+                    held = False
+                    return None
+                # the key is gone with its bucket (a restarted NATS): the turn goes on, leased again
+                state.lease_id, state.lease_holder, state.last_used = lease._id, self.holder, time.time()
             state.lease_until = time.time() + self.policy.lease_ttl
             return state
 
@@ -383,7 +453,7 @@ class AccountPool:
     async def _finish(self, lease: Lease, outcome: Outcome) -> None:
         spec = self._specs[lease.name]
 
-        def finish(state: AccountState) -> AccountState | None:
+        def finish(state: AccountState, revision: int) -> AccountState | None:
             ours = state.lease_id == lease._id
             if ours:
                 state.clear_lease()
@@ -394,19 +464,25 @@ class AccountPool:
 
         await self._write(lease.name, finish)
 
-    async def _write(self, name: str, change: Callable[[AccountState], AccountState | None]) -> None:
+    async def _write(self, name: str, change: Change) -> None:
         """Read-modify-write by compare-and-set: from the mirror first (one round trip when it is
-        current), from the KV after a lost race. `change` returns None when there is nothing to write."""
+        current), from the KV after a lost race. `change` gets a copy of the state and its revision
+        (0: no such key) and returns None when there is nothing to write."""
         kv = self._kv_or_raise()
         entry = self._entry(name)
         for _ in range(_CAS_ATTEMPTS):
-            changed = change(entry.state.clone())
+            changed = change(entry.state.clone(), entry.revision)
             if changed is None:
                 return
             try:
                 revision = await kv.update(self._key(name), changed.encode(), last=entry.revision)
             except KeyWrongLastSequenceError:
                 entry = await self._read(kv, name)
+                continue
+            except NoStreamResponseError:  # the bucket vanished: make it again, then write on the fresh key
+                await self.resync()
+                kv = self._kv_or_raise()
+                entry = self._entry(name)
                 continue
             self._set(name, revision, changed)
             return
@@ -428,7 +504,7 @@ class AccountPool:
         """Take the account out of service (a lease held now runs to its release)."""
         spec = self._spec_or_gone(name)
 
-        def quarantine(state: AccountState) -> AccountState:
+        def quarantine(state: AccountState, revision: int) -> AccountState:
             state.quarantined = True
             state.reason = reason[:200] or "quarantined by the operator"
             state.quarantined_fp = spec.fingerprint
@@ -440,7 +516,7 @@ class AccountPool:
         """Back in service with a clean slate: no quarantine, cooldown, failure streak or backoff."""
         self._spec_or_gone(name)
 
-        def restore(state: AccountState) -> AccountState:
+        def restore(state: AccountState, revision: int) -> AccountState:
             state.lift_quarantine()
             return state
 
@@ -495,8 +571,8 @@ class AccountPool:
         return counts
 
 
-def _lift_if_fingerprint_changed(fingerprint: str) -> Callable[[AccountState], AccountState | None]:
-    def lift(state: AccountState) -> AccountState | None:
+def _lift_if_fingerprint_changed(fingerprint: str) -> Change:
+    def lift(state: AccountState, revision: int) -> AccountState | None:
         if not state.quarantined or state.quarantined_fp == fingerprint:
             return None  # another replica lifted it already, or it was quarantined under these credentials
         state.lift_quarantine()
