@@ -204,13 +204,12 @@ class AccountPool:
     async def start(self) -> None:
         """Ensure the bucket, mirror the pool's keys, create the configured accounts that have no
         entry (live state is never overwritten), and lift quarantines whose credentials changed."""
-        kv = await self._open()
+        await self._open()
         for name, spec in self._specs.items():
             state = self._entry(name).state
             if state.quarantined and spec.fingerprint and spec.fingerprint != state.quarantined_fp:
                 log.info("account %s has new credentials: lifting its quarantine", name)
                 await self._write(name, _lift_if_fingerprint_changed(spec.fingerprint))
-        del kv
 
     async def resync(self) -> None:
         """Start over from the KV: the bucket made again if it vanished (a restarted NATS loses

@@ -146,9 +146,10 @@ async def test_two_replicas_never_hold_an_account_twice(replicas: Replicas) -> N
     assert sum(used.values()) == 8 * rounds
     assert set(used) == {"a", "b", "c"}
     writes, _ = await traffic.take()
-    # contended: 8 loops over 3 accounts lose races; each acquisition still costs few writes
+    # contended: 8 loops over 3 accounts lose races, but a replica's waiters do not race each other
+    # for one account (one claim per account per replica), so a handoff costs about one lost CAS
     print(f"\ncontended: {sum(used.values())} acquire+release pairs, {writes} KV writes, used {dict(used)}")
-    assert writes < 6 * sum(used.values())
+    assert writes < 3.5 * sum(used.values())
 
 
 async def test_sequential_acquires_cycle_least_recently_used(replicas: Replicas) -> None:
