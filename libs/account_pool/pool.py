@@ -118,7 +118,7 @@ class Lease:
         self.name = name
         self.lost = asyncio.Event()  # a renewal found the lease taken: stop using the account
         self._pool = pool
-        self._id = lease_id
+        self.lease_id = lease_id  # in the stored value: whose lease it is
         self._released = False
         self._renewal: asyncio.Task[None] | None = None
 
@@ -410,7 +410,7 @@ class AccountPool:
         now = time.time()
         state = entry.state.clone()
         lease = Lease(self, name, ids.new_id())
-        state.lease_id = lease._id
+        state.lease_id = lease.lease_id
         state.lease_holder = self.holder
         state.lease_until = now + self.policy.lease_ttl
         state.lease_job = job
@@ -437,12 +437,12 @@ class AccountPool:
 
         def renew(state: AccountState, revision: int) -> AccountState | None:
             nonlocal held
-            if state.lease_id != lease._id:
+            if state.lease_id != lease.lease_id:
                 if revision:
                     held = False
                     return None
                 # the key is gone with its bucket (a restarted NATS): the turn goes on, leased again
-                state.lease_id, state.lease_holder, state.last_used = lease._id, self.holder, time.time()
+                state.lease_id, state.lease_holder, state.last_used = lease.lease_id, self.holder, time.time()
             state.lease_until = time.time() + self.policy.lease_ttl
             return state
 
@@ -453,7 +453,7 @@ class AccountPool:
         spec = self._specs[lease.name]
 
         def finish(state: AccountState, revision: int) -> AccountState | None:
-            ours = state.lease_id == lease._id
+            ours = state.lease_id == lease.lease_id
             if ours:
                 state.clear_lease()
             elif outcome.verdict is Verdict.NEUTRAL:
