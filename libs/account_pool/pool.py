@@ -131,7 +131,7 @@ class Lease:
             await asyncio.sleep(interval)
             try:
                 held = await self._pool._renew(self)
-            except (nats.errors.Error, TimeoutError) as exc:  # the next one may get through
+            except (nats.errors.Error, TimeoutError, PoolError) as exc:  # the next one may get through
                 log.warning("renewing the lease of account %s failed: %s", self.name, type(exc).__name__)
                 continue
             if not held:
@@ -158,7 +158,7 @@ class Lease:
             self._pool.metrics.count_outcome(outcome.verdict)
         try:
             await self._pool._finish(self, outcome)
-        except (nats.errors.Error, TimeoutError) as exc:
+        except (nats.errors.Error, TimeoutError, PoolError) as exc:
             log.warning("releasing account %s failed (%s); its lease will expire", self.name, type(exc).__name__)
 
 
@@ -335,7 +335,8 @@ class AccountPool:
         while True:
             changed = self._changed  # taken before the CAS: a change meanwhile wakes the wait at once
             now = time.time()
-            if any(since + _STALE_LIMIT <= now for _, since in self._stale.values()):
+            if any(since + _STALE_LIMIT <= now and revision >= self._entry(name).revision
+                   for name, (revision, since) in self._stale.items()):
                 log.warning("account pool %s: the watch brought no news of a lost race; reading the KV again",
                             self.pool)
                 await self.resync()  # a bucket made anew (NATS restarted), or a dead watch
@@ -419,7 +420,8 @@ class AccountPool:
         try:
             written = await kv.update(self._key(name), state.encode(), last=revision)
         except KeyWrongLastSequenceError:  # another replica wrote first: not this one, for now
-            self._stale[name] = (revision, time.time())
+            if self._entry(name).revision <= revision:  # unless the watch brought the winner's write already
+                self._stale[name] = (revision, time.time())
             return None
         except BaseException:
             self._signal()  # callers here that skipped it while claimed look again

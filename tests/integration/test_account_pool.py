@@ -120,7 +120,7 @@ class KvTraffic:
 # ---- sharing between replicas
 
 
-async def test_two_replicas_never_hold_an_account_twice(replicas: Replicas) -> None:
+async def test_two_replicas_never_hold_an_account_twice(replicas: Replicas, caplog: pytest.LogCaptureFixture) -> None:
     name = new_pool()
     pools = [await replicas.pool(i, name, THREE) for i in range(2)]
     traffic = KvTraffic(await replicas.conn(2), name)
@@ -143,6 +143,8 @@ async def test_two_replicas_never_hold_an_account_twice(replicas: Replicas) -> N
 
     await asyncio.gather(*(loop(pools[i % 2], f"replica-{i % 2}/loop-{i}") for i in range(8)))
     assert overlaps == []
+    # lost races are told by the watch in time: no replica gave up on it and read the KV again
+    assert [r.getMessage() for r in caplog.records if r.name == "switchyard.account_pool"] == []
     assert sum(used.values()) == 8 * rounds
     assert set(used) == {"a", "b", "c"}
     writes, _ = await traffic.take()
