@@ -405,8 +405,13 @@ async def test_kv_round_trips_per_acquire_and_release(replicas: Replicas) -> Non
         assert await traffic.take() == (1, 0)
     lease = await pool.acquire_named("a", None, timeout=1)
     assert await traffic.take() == (1, 0)
+    assert await pool._renew(lease)  # what the background renewal does every lease_ttl/3
+    assert await traffic.take() == (1, 0)
     await lease.release(Outcome(Verdict.FAILURE))
     assert await traffic.take() == (1, 0)
+    await pool.quarantine("b", "test")
+    await pool.restore("b")
+    assert await traffic.take() == (2, 0)
 
 
 async def test_gauges_count_accounts_by_state_and_outcomes_by_verdict(replicas: Replicas) -> None:
