@@ -9,6 +9,10 @@
   upstreams of EMBEDDINGS_BASE_URL / EMBEDDINGS_WORKER_CONFIG if set.
 - image-worker runs against IMAGES_BASE_URL / IMAGES_WORKER_CONFIG if set, else against the
   sandbox in sandbox mode; outside sandbox mode with no image upstream it does not start.
+- chatgpt-web-worker runs with CHATGPT_ACCESS_TOKENS / CHATGPT_ACCOUNTS_FILE against
+  CHATGPT_BASE_URL (default https://chatgpt.com); with none of the three set, against the sandbox's
+  fake of the ChatGPT web backend with three fake accounts (sandbox mode, said in the log); with a
+  base URL but no account it does not start.
 - The edge listens on PORT (8080).
 - State (logs, JetStream data, the lock) lives in SY_STATE_DIR, default `.state/` in the checkout.
   One `make run` per state folder: a second one refuses, naming the first one's pid.
@@ -41,6 +45,8 @@ from libs.settings import ConfigError, env_int, env_list
 SANDBOX_MODELS = "sandbox-chat,sandbox-fast"
 SANDBOX_MODERATION_MODELS = "omni-moderation-latest,text-moderation-latest"
 SANDBOX_IMAGE_MODELS = "sandbox-image,stabilityai/stable-diffusion-xl-base-1.0,dall-e-3"
+# the sandbox's fake ChatGPT web backend accepts any session cookie `sandbox-session-<user>`
+SANDBOX_CHATGPT_USERS = ("alice", "bob", "carol")
 
 # upstream clients honour proxies; nothing else does
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
@@ -54,6 +60,7 @@ SERVICE_ENV: dict[str, tuple[str, ...]] = {
     "openai-worker": ("OPENAI_", "WORKER_", *_PROXY_ENV),
     "embeddings-worker": ("EMBEDDINGS_", "WORKER_", *_PROXY_ENV),
     "image-worker": ("IMAGES_", "WORKER_", *_PROXY_ENV),
+    "chatgpt-web-worker": ("CHATGPT_", "GO_CHATGPT_API_PROXY", "WORKER_", *_PROXY_ENV),
     "sandbox": ("SANDBOX_",),
     "nats-server": (),  # GOMAXPROCS and GODEBUG are set by start_nats_server
 }
@@ -214,13 +221,35 @@ def run(state: Path) -> int:
         images_env: dict[str, str] | None = None
         if os.environ.get("IMAGES_BASE_URL") or os.environ.get("IMAGES_WORKER_CONFIG"):
             images_env = {**service_env("image-worker"), "NATS_URL": nats_url, "PORT": str(free_port())}
-        if not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_WORKER_CONFIG")):
+        chatgpt_env: dict[str, str] | None = {**service_env("chatgpt-web-worker"), "NATS_URL": nats_url,
+                                              "PORT": str(free_port())}
+        chatgpt_sandbox = not any(os.environ.get(v) for v in
+                                  ("CHATGPT_BASE_URL", "CHATGPT_ACCESS_TOKENS", "CHATGPT_ACCOUNTS_FILE"))
+        if not chatgpt_sandbox and not (os.environ.get("CHATGPT_ACCESS_TOKENS")
+                                        or os.environ.get("CHATGPT_ACCOUNTS_FILE")):
+            say("chatgpt-web-worker not started: CHATGPT_BASE_URL is set but no account "
+                "(CHATGPT_ACCESS_TOKENS or CHATGPT_ACCOUNTS_FILE)")
+            chatgpt_env = None
+        openai_sandbox = not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_WORKER_CONFIG"))
+        sandbox_site = ""
+        if openai_sandbox or (chatgpt_sandbox and chatgpt_env is not None):
             port = free_port()
             spawn_python_service(
                 "sandbox", "services.sandbox", env={**service_env("sandbox"), "PORT": str(port)}, log_dir=logs,
                 health_url=f"http://127.0.0.1:{port}/healthz", on_spawn=started, cancel=stopping,
             )
-            sandbox = f"http://127.0.0.1:{port}/v1"
+            sandbox_site = f"http://127.0.0.1:{port}"
+        if chatgpt_sandbox and chatgpt_env is not None:
+            accounts = state / "chatgpt-sandbox-accounts.toml"
+            accounts.write_text("".join(f'[[accounts]]\nname = "{user}"\nsession_token = "sandbox-session-{user}"\n\n'
+                                        for user in SANDBOX_CHATGPT_USERS))
+            chatgpt_env.update(CHATGPT_BASE_URL=sandbox_site, CHATGPT_ACCOUNTS_FILE=str(accounts))
+            say(f"SANDBOX MODE (ChatGPT web): no CHATGPT_* account configured; chatgpt-web-worker answers from "
+                f"the sandbox's fake ChatGPT web backend at {sandbox_site} with accounts "
+                f"{', '.join(SANDBOX_CHATGPT_USERS)}")
+        if openai_sandbox:
+            port = int(sandbox_site.rsplit(":", 1)[1])
+            sandbox = f"{sandbox_site}/v1"
             worker_env.update(OPENAI_BASE_URL=sandbox, OPENAI_API_KEY="sandbox", OPENAI_MODELS=SANDBOX_MODELS,
                               OPENAI_MODERATION_MODELS=SANDBOX_MODERATION_MODELS)
             if images_env is None:
@@ -235,6 +264,8 @@ def run(state: Path) -> int:
                    ("embeddings-worker", "services.embeddings_worker", embeddings_env)]
         if images_env is not None:
             workers.append(("image-worker", "services.image_worker", images_env))
+        if chatgpt_env is not None:
+            workers.append(("chatgpt-web-worker", "services.chatgpt_web_worker", chatgpt_env))
         else:
             say("image-worker not started: no image upstream configured (IMAGES_BASE_URL or IMAGES_WORKER_CONFIG)")
         # the edge first: it makes the work queue, and a worker is ready once it pulls from it

@@ -18,12 +18,15 @@ CONVERSATIONS_BUCKET: str = proto.contract()["kv_buckets"]["conversations"]["nam
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, description: str, *, ttl: float | None = None) -> KeyValue:
-    """An in-memory bucket keeping one revision per key (writes are compare-and-set or plain puts).
+    """A bucket keeping one revision per key (writes are compare-and-set or plain puts), on disk:
+    an account's cooldown or quarantine, and which web conversation a transcript continues, must
+    outlive a restart of the NATS server too. Neither holds a prompt or a secret (names, ids,
+    hashes, times), unlike the job stream, which stays in memory.
 
     Every replica asks with the same config, which JetStream treats as a no-op; one that exists
     with another config (an operator's change, another TTL) is used as it is."""
     config = js_api.KeyValueConfig(
-        bucket=bucket, description=description, history=1, ttl=ttl, storage=js_api.StorageType.MEMORY,
+        bucket=bucket, description=description, history=1, ttl=ttl, storage=js_api.StorageType.FILE,
     )
     try:
         return await js.create_key_value(config)

@@ -117,6 +117,9 @@ class Lease:
     def __init__(self, pool: AccountPool, name: str, lease_id: str) -> None:
         self.name = name
         self.lost = asyncio.Event()  # a renewal found the lease taken: stop using the account
+        # another replica waits for this very account (a conversation lives on it): a holder that
+        # keeps it idle for its next job gives it up at once
+        self.wanted = asyncio.Event()
         self._pool = pool
         self.lease_id = lease_id  # in the stored value: whose lease it is
         self._released = False
@@ -283,6 +286,10 @@ class AccountPool:
         if current is not None and current.revision >= revision:
             return
         self._mirror[name] = _Entry(revision, state)
+        if state.lease_id and state.wanted_by_other(self.holder, time.time()):
+            for lease in self._leases:
+                if lease.name == name and lease.lease_id == state.lease_id:
+                    lease.wanted.set()
         stale = self._stale.get(name)
         if stale is not None and stale[0] < revision:
             del self._stale[name]
@@ -354,6 +361,8 @@ class AccountPool:
                 continue
             if picks:  # lost every race: pick again at once (the losers are skipped until news comes)
                 continue
+            if len(names) == 1:
+                await self._want(names[0], deadline, loop.time())
             delay = None if wake_at is None else max(0.0, wake_at - time.time()) + _WAKE_SLACK
             if deadline is not None:
                 remaining = deadline - loop.time()
@@ -394,6 +403,9 @@ class AccountPool:
                 just_leased = True
             elif name in self._claiming:  # another caller here has a CAS in flight: its outcome is a change
                 just_leased = True
+            elif len(names) > 1 and state.wanted_by_other(self.holder, now):
+                wake.append(state.wanted_until)  # left to the replica waiting for this very account
+                just_leased = True
             else:
                 free.append((state.last_used, name, entry.revision))
         if not possible:
@@ -416,6 +428,8 @@ class AccountPool:
         state.lease_until = now + self.policy.lease_ttl
         state.lease_job = job
         state.last_used = now
+        if state.wanted_by == self.holder:
+            state.wanted_by, state.wanted_until = "", 0.0
         self._claiming.add(name)
         try:
             written = await kv.update(self._key(name), state.encode(), last=revision)
@@ -432,6 +446,26 @@ class AccountPool:
         self._leases.add(lease)
         lease._start_renewal()
         return lease
+
+    async def _want(self, name: str, deadline: float | None, now_mono: float) -> None:
+        """Ask the replica holding `name` to give it up once idle (one write, only when another
+        replica holds it and our standing request would lapse before we stop waiting)."""
+        state = self._entry(name).state
+        now = time.time()
+        if not state.leased(now) or state.lease_holder == self.holder:
+            return
+        until = now + (self.policy.lease_ttl if deadline is None else max(0.5, deadline - now_mono))
+        if state.wanted_by == self.holder and state.wanted_until >= until - 0.5:
+            return
+
+        def want(current: AccountState, revision: int) -> AccountState | None:
+            if not current.leased(time.time()) or current.wanted_by_other(self.holder, time.time()):
+                return None  # freed meanwhile, or another waiter asked first: it goes first
+            current.wanted_by, current.wanted_until = self.holder, until
+            return current
+
+        with contextlib.suppress(PoolError):
+            await self._write(name, want)
 
     async def _renew(self, lease: Lease) -> bool:
         """Push the lease's expiry forward; False when it is no longer ours."""

@@ -53,6 +53,10 @@ class AccountState:
     quarantined: bool = False
     reason: str = ""  # why it is quarantined (secret-free)
     quarantined_fp: str = ""  # the credentials' fingerprint when quarantined: new credentials lift it
+    # a replica waiting for this very account (a conversation continues on it) asks its holder to
+    # give it up as soon as it holds it idle, and other acquirers to leave it to the waiter
+    wanted_by: str = ""
+    wanted_until: float = 0.0
 
     def encode(self) -> bytes:
         return orjson.dumps({f.name: getattr(self, f.name) for f in fields(self)})
@@ -78,6 +82,9 @@ class AccountState:
         copy.model_cool = dict(self.model_cool)
         copy.failures = list(self.failures)
         return copy
+
+    def wanted_by_other(self, holder: str, now: float) -> bool:
+        return bool(self.wanted_by) and self.wanted_by != holder and self.wanted_until > now
 
     def leased(self, now: float) -> bool:
         return bool(self.lease_id) and self.lease_until > now

@@ -232,6 +232,27 @@ async def test_a_waiting_acquire_wakes_when_another_replica_releases(replicas: R
     assert statistics.median(ms) < 50
 
 
+async def test_a_replica_waiting_for_one_account_gets_it_from_an_idle_holder_first(replicas: Replicas) -> None:
+    """A follow-up needs the account its conversation lives on. Another replica holds it idle for
+    its next job: the waiter asks for it (`wanted`), the holder gives it up, and no third acquirer
+    takes it in between."""
+    name = new_pool()
+    holder = await replicas.pool(0, name, [AccountSpec("a"), AccountSpec("b")])
+    waiter = await replicas.pool(1, name, [AccountSpec("a"), AccountSpec("b")])
+    idle = await holder.acquire(None, timeout=1)  # least recently used: "a"
+    other = await holder.acquire(None, timeout=1)
+    await eventually(lambda: all(v.state == "leased" for v in waiter.accounts()))
+    wanted = asyncio.create_task(waiter.acquire_named(idle.name, None, timeout=5))
+    await asyncio.wait_for(idle.wanted.wait(), 2)  # the holder learns it through its watch
+    assert not other.wanted.is_set()
+    await other.release(Outcome.ok())  # "b" frees: a plain acquire takes it, never the wanted "a"
+    await idle.release(Outcome.neutral())
+    plain = await holder.acquire(None, timeout=1)
+    got = await asyncio.wait_for(wanted, 2)
+    assert got.name == idle.name and plain.name == other.name
+    await asyncio.gather(got.release(Outcome.ok()), plain.release(Outcome.ok()))
+
+
 async def test_busy_when_cooling_says_when_to_retry(replicas: Replicas) -> None:
     pool = await replicas.pool(0, new_pool(), [AccountSpec("a")])
     lease = await pool.acquire(None, timeout=1)

@@ -1,0 +1,107 @@
+"""chatgpt-web-worker's backend: OpenAI chat and go-chatgpt-api's calls on a pool of ChatGPT web accounts.
+
+The pool (libs/account_pool/) is shared by every replica through JetStream KV: `attach` binds it,
+the conversation map and the reservations (this replica's admission) once the runtime has
+JetStream. A chat job goes to chat.py, a `chatgpt_web` job to native.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from libs.account_pool.conversations import ConversationMap
+from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy
+from libs.errors import InvalidRequest
+from libs.openai_upstream.call import proxy_for_url
+from libs.settings import env_float
+from libs.worker_backend import Item
+from libs.worker_metrics import WorkerMetrics
+from proto.messages import AccountsState, Feature, Job, Kind
+from services.chatgpt_web_worker.chat import ChatTurns
+from services.chatgpt_web_worker.client import WebClient
+from services.chatgpt_web_worker.config import WebConfig
+from services.chatgpt_web_worker.continuity import Continuity
+from services.chatgpt_web_worker.credentials import Credentials
+from services.chatgpt_web_worker.native import NativeCalls
+from services.chatgpt_web_worker.reservations import Reservations
+from services.chatgpt_web_worker.turn import Turns
+
+CONVERSATION_TTL = 7 * 24 * 3600.0  # how long a web conversation can be continued from its transcript
+
+
+def _scaled(policy: PoolPolicy, scale: float) -> PoolPolicy:
+    """The pool's times under SY_TIME_SCALE, as every other limit (tests run at 0.1)."""
+    return dataclasses.replace(policy, lease_ttl=policy.lease_ttl * scale, cooldown=policy.cooldown * scale,
+                               cloudflare_cooldown=policy.cloudflare_cooldown * scale,
+                               max_cooldown=policy.max_cooldown * scale, failure_window=policy.failure_window * scale)
+
+
+class ChatGPTWebBackend:
+    def __init__(self, config: WebConfig, metrics: WorkerMetrics, *, pool: str, worker_id: str, capacity: int,
+                 policy: PoolPolicy | None = None) -> None:
+        self.config = config
+        self.features: list[Feature] = ["chat"]  # n > 1: the edge fans out, one account per choice
+        serves: dict[str, list[Kind]] = {slug: ["chat", "chatgpt_web"] for slug in config.models}
+        serves.update({alias: ["chat"] for alias in config.aliases})
+        self._serves = serves
+        self._pool_name = pool
+        self._worker_id = worker_id
+        self._registry = metrics.registry
+        self._policy = policy or _scaled(PoolPolicy(), env_float("SY_TIME_SCALE", 1.0))
+        self._capacity = capacity
+        # reads are bounded by the runtime's first-token and idle limits (it cancels the job)
+        self.client = WebClient(config.base_url, connect_timeout=10.0, read_timeout=600.0)
+        proxies = {a.name: proxy_for_url(config.base_url, a.proxy or config.default_proxy) for a in config.accounts}
+        self.turns = Turns(self.client, Credentials(self.client, config.accounts, proxies), proxies,
+                           proxy_for_url(config.base_url, config.default_proxy))
+        self.pool: AccountPool | None = None
+        self.admission: Reservations | None = None  # the runtime's admission, made by attach
+        self._chat: ChatTurns | None = None
+        self._native: NativeCalls | None = None
+
+    @property
+    def serves(self) -> Mapping[str, Sequence[Kind]]:
+        return self._serves
+
+    async def attach(self, js: JetStreamContext) -> None:
+        specs = [AccountSpec(a.name, a.models, a.fingerprint) for a in self.config.accounts]
+        self.pool = AccountPool(js, self._pool_name, specs, holder=self._worker_id, policy=self._policy,
+                                metrics=PoolMetrics(self._registry, self._pool_name))
+        await self.pool.start()
+        conversations = ConversationMap(js, ttl=CONVERSATION_TTL)
+        continuity = Continuity(conversations, self._pool_name)
+        reservations = Reservations(self.pool, self._capacity)
+        reservations.start()
+        self.admission = reservations
+        self._chat = ChatTurns(self.config, self.pool, reservations, continuity, self.turns)
+        self._native = NativeCalls(self.config, self.pool, reservations, continuity, self.turns)
+
+    def accounts_state(self) -> AccountsState:
+        if self.pool is None:
+            return {"total": len(self.config.accounts), "free": 0, "retry_at": None}
+        views = self.pool.accounts()
+        return {"total": len(views), "free": sum(1 for v in views if v.state == "free"),
+                "retry_at": self.pool.soonest_free()}
+
+    async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+        assert self._chat is not None and self._native is not None, "attach() runs before the first job"
+        if job["kind"] == "chat":
+            async for item in self._chat.run(job, body):
+                yield item
+        elif job["kind"] == "chatgpt_web":
+            async for item in self._native.run(job, body):
+                yield item
+        else:
+            raise InvalidRequest(f"chatgpt-web-worker does not run {job['kind']} jobs")
+
+    async def aclose(self) -> None:
+        if self.admission is not None:
+            await self.admission.stop()
+        if self.pool is not None:
+            await self.pool.stop()
+        await self.client.aclose()
+
