@@ -85,8 +85,13 @@ def _message(value: Any, path: str) -> None:
                              param=f"{path}.author.role", code="missing_required_parameter")
 
 
-_MESSAGE = described(_message, {**schema_of(_MESSAGE_FIELDS), "anyOf": [{"required": ["author"]},
-                                                                         {"required": ["role"]}]})
+def _message_schema() -> Schema:
+    """The message's fields, in two whole forms: with `author`, or with the legacy `role` (or both)."""
+    fields = schema_of(_MESSAGE_FIELDS)
+    return {"anyOf": [{**fields, "required": [*fields["required"], role]} for role in ("author", "role")]}
+
+
+_MESSAGE = described(_message, _message_schema())
 
 
 def _conversation_id(value: Any, path: str) -> None:
