@@ -12,6 +12,7 @@ searched for secrets, and one open (no AUTH_TOKEN); a third on a private NATS ha
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from libs.devproc import Proc, free_port, spawn_python_service
 from tests.conftest import AUTH_KEY, Stack, metric, service_env, start_edge
 from tests.contract.fake_backend import web_event
+from tests.schema_strategies import broken_bodies, valid_bodies
 from tests.wiretap import Wiretap
 
 MODEL = "fake-chatgpt-web"
@@ -374,3 +377,62 @@ async def test_no_edge_log_holds_the_access_token_or_the_password(
         assert "POST /auth/login 200" in log and "POST /conversation 200" in log  # the access log is there
         assert ACCESS_TOKEN not in log and ACCESS_TOKEN[:40] not in log
         assert PASSWORD not in log
+
+
+# ---- bodies drawn from the OpenAPI document (tests/integration/test_openapi_fuzz.py does the /v1 routes) ----
+
+FUZZ = settings(max_examples=15, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ_PATH = {"/conversation/{id}": "/conversation/c-1", "/conversation/gen_title/{id}": "/conversation/gen_title/c-1"}
+
+
+def fuzz_chatgpt_route(base_url: str, path: str, schema: dict[str, Any], document: dict[str, Any]) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=base_url, headers=KEY, timeout=30) as http:
+
+        def post(body: Any) -> httpx.Response:
+            content = json.dumps(body, ensure_ascii=False).encode()  # nests deeper than orjson writes
+            response = http.post(FUZZ_PATH.get(path, path), content=content,
+                                 headers={"content-type": "application/json"})
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (body, response.text[:500])
+            if response.status_code >= 400:
+                error = response.json()["error"]
+                assert error["message"] and error["type"] and "param" in error and "code" in error, error
+            return response
+
+        @FUZZ
+        @given(valid_bodies(schema, document))
+        def valid(body: dict[str, Any]) -> None:
+            if "model" in body:
+                body["model"] = MODEL  # a model the worker serves: the call reaches it
+            assert post(body).status_code == 200
+
+        @FUZZ
+        @given(broken_bodies(schema, document))
+        def broken(body: Any) -> None:
+            if isinstance(body, dict) and isinstance(body.get("model"), str) and body["model"]:
+                body = {**body, "model": MODEL}
+            post(body)
+
+        valid()
+        if _required(schema, document):  # a body without required fields has nothing to leave out
+            broken()
+    return statuses
+
+
+def _required(schema: dict[str, Any], document: dict[str, Any]) -> list[str]:
+    required: list[str] = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]].get("required", [])
+    return required
+
+
+async def test_bodies_the_document_allows_reach_the_worker_and_broken_ones_are_4xx(keyed: httpx.AsyncClient) -> None:
+    document = (await keyed.get("/openapi.json")).json()
+    posts = {path: item["post"] for path, item in document["paths"].items() if "post" in item and path[:4] != "/v1/"}
+    assert len(posts) == 6
+    for path, operation in posts.items():
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        # a thread for the blocking client, so the session's loop (the bus wiretap) keeps running
+        statuses = await asyncio.to_thread(fuzz_chatgpt_route, str(keyed.base_url), path, schema, document)
+        # every valid body got its 200 (`valid` checks); a small body (`{"is_visible": ...}`) has few forms
+        assert statuses.get(200, 0) >= 2, (path, statuses)
