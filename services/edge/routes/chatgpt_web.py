@@ -40,20 +40,20 @@ from services.edge.state import EdgeState
 from services.edge.validation_chatgpt import MAX_LIMIT, check_id, query_integer, validate_chatgpt_body
 
 KIND = "chatgpt_web"
+NO_WORKER_CODE = "chatgpt_web_unavailable"
 Body = dict[str, Any]
 
 
-class NoChatGPTWorker(NoCapacity):
-    """No live worker serves `chatgpt_web` jobs: an operator's matter, so no Retry-After."""
-
-    code = "chatgpt_web_unavailable"
-
-
-def _no_worker() -> NoChatGPTWorker:
-    return NoChatGPTWorker(
+def _no_worker() -> NoCapacity:
+    """503: no live worker serves `chatgpt_web` jobs. An operator's matter, so no Retry-After; its
+    code refines no_capacity's per instance (as InvalidRequest refines its own), libs/errors.py
+    keeping the one table of error classes."""
+    err = NoCapacity(
         "No chatgpt-web-worker is running: go-chatgpt-api's routes (/conversation, /conversations, /auth/login) "
         "need one connected to this gateway's NATS."
     )
+    err.code = NO_WORKER_CODE  # type: ignore[misc]
+    return err
 
 
 @dataclass(frozen=True)
