@@ -25,6 +25,7 @@ from services.edge.dispatch import Dispatcher
 from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.router import EdgeApp
+from services.edge.routes.chatgpt_web import CALLS, ChatGPTWebRoute
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
 from services.edge.routes.images import ImageFile
@@ -105,6 +106,24 @@ def unary_specs(settings: EdgeSettings) -> dict[str, UnarySpec]:
     }
 
 
+def chatgpt_routes(state: EdgeState) -> list[Route]:
+    """go-chatgpt-api's routes (seed 003), at the root as it served them; a literal path before the
+    `{id}` route it would otherwise match. POST on the PATCH routes: for clients that cannot PATCH."""
+    def route(path: str, call: str, methods: list[str]) -> Route:
+        return Route(path, ChatGPTWebRoute(state, CALLS[call]), methods=methods)
+
+    return [
+        route("/conversations", "list", ["GET"]),
+        route("/conversations", "hide_all", ["PATCH", "POST"]),
+        route("/conversation", "turn", ["POST"]),
+        route("/conversation/message_feedback", "feedback", ["POST"]),
+        route("/conversation/gen_title/{id}", "gen_title", ["POST"]),
+        route("/conversation/{id}", "get", ["GET"]),
+        route("/conversation/{id}", "update", ["PATCH", "POST"]),
+        route("/auth/login", "login", ["POST"]),
+    ]
+
+
 def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     state = EdgeState(settings, RoutingTable(settings.routing), EdgeMetrics(CollectorRegistry()))
     keys = StaticKeyStore(settings.auth_tokens)
@@ -162,6 +181,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Route("/v1/models/{model:path}", GetModel(state), methods=["GET"]),
         Route("/images/{name}", ImageFile(state), methods=["GET", "HEAD"]),
         Route("/openapi.json", OpenAPIRoute(settings.max_n), methods=["GET"]),
+        *chatgpt_routes(state),
     ]
     middleware = [
         Middleware(

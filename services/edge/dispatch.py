@@ -534,9 +534,11 @@ class Dispatcher:
         return exchange
 
     async def submit(
-        self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0
+        self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0,
+        access_token: str | None = None,
     ) -> None:
-        """Publish one job of this exchange to its pool's work queue."""
+        """Publish one job of this exchange to its pool's work queue. `access_token`: the caller's
+        own upstream credential (go-chatgpt-api's routes), carried in the job, never logged."""
         t = self.timeouts
         if self.closing is not None:
             raise self.closing
@@ -551,6 +553,8 @@ class Dispatcher:
             "deadline": now + t.total,
             "timeouts": {"first_token": t.first_token, "idle": t.idle, "heartbeat": t.heartbeat},
         }
+        if access_token:
+            job["access_token"] = access_token
         created = time.monotonic()
         state = _JobState(job_id=token, replies=JobReplies(token), created=created, created_at=now, pool=pool,
                           confirm_asked=created)

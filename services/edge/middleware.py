@@ -29,6 +29,10 @@ OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"}
 OPEN_PREFIX = "/images/"
 
 
+# go-chatgpt-api's routes (routes/chatgpt_web.py): there `Authorization` may hold the caller's own
+# ChatGPT access token instead of this gateway's key (see `chatgpt_credentials`)
+CHATGPT_PREFIXES = ("/conversation", "/auth/login")
+
 # nginx's status for a request whose client went away before any response was sent
 CLIENT_DISCONNECTED = 499
 
@@ -113,8 +117,39 @@ class StaticKeyStore:
         return matched
 
 
+def _bare(value: bytes | None) -> str:
+    """A credential header's value without its optional `Bearer ` (go-chatgpt-api took both)."""
+    text = value.decode("latin-1").strip() if value else ""
+    scheme, sep, rest = text.partition(" ")
+    return rest.strip() if sep and scheme.lower() == "bearer" else text
+
+
+def _is_access_token(value: str) -> bool:
+    return value.startswith("eyJ")  # a JWT's base64url header: ChatGPT access tokens are JWTs
+
+
+def chatgpt_credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """(the caller's ChatGPT access token, this gateway's key) of a request to go-chatgpt-api's routes.
+
+    The rule, written once: the access token is `Authorization`'s value when it is a JWT, else
+    `X-Authorization`'s when that is (each with or without `Bearer `, as go-chatgpt-api accepted);
+    the gateway's key is `X-Api-Key`, else `Authorization` when that is not a JWT."""
+    authorization = _bare(header(scope, b"authorization"))
+    token: str | None = None
+    if _is_access_token(authorization):
+        token = authorization
+    else:
+        other = _bare(header(scope, b"x-authorization"))
+        token = other if _is_access_token(other) else None
+    given = header(scope, b"x-api-key")
+    key = given.decode("latin-1").strip() if given else ("" if token == authorization else authorization)
+    return token, key or None
+
+
 class BearerAuth:
-    """401 for a request without a valid bearer key (counted by reason when given `metrics`)."""
+    """401 for a request without a valid bearer key (counted by reason when given `metrics`).
+
+    On go-chatgpt-api's routes the key may also come as `X-Api-Key` (`chatgpt_credentials`)."""
 
     def __init__(self, app: ASGIApp, keys: KeyStore, metrics: EdgeMetrics | None = None) -> None:
         self.app = app
@@ -126,14 +161,24 @@ class BearerAuth:
         if not path or self.keys.is_open() or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
-        raw = header(scope, b"authorization") or b""
-        scheme, _, token = raw.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            await self._refuse(send, "missing", AuthenticationFailed(
-                "You didn't provide an API key. Use the header 'Authorization: Bearer YOUR_KEY'."
-            ))
-            return
-        if not await self.keys.authenticate(token.strip()):
+        if path.startswith(CHATGPT_PREFIXES):
+            key = chatgpt_credentials(scope)[1]
+            if key is None:
+                await self._refuse(send, "missing", AuthenticationFailed(
+                    "You didn't provide an API key. Use the header 'X-Api-Key: YOUR_KEY' (or 'Authorization: "
+                    "Bearer YOUR_KEY' when it holds no ChatGPT access token)."
+                ))
+                return
+        else:
+            raw = header(scope, b"authorization") or b""
+            scheme, _, token = raw.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                await self._refuse(send, "missing", AuthenticationFailed(
+                    "You didn't provide an API key. Use the header 'Authorization: Bearer YOUR_KEY'."
+                ))
+                return
+            key = token.strip()
+        if not await self.keys.authenticate(key):
             await self._refuse(send, "invalid", AuthenticationFailed("Incorrect API key provided."))
             return
         await self.app(scope, receive, send)

@@ -13,6 +13,7 @@ import importlib.metadata
 from typing import Any
 
 from services.edge.validation import body_schema
+from services.edge.validation_chatgpt import CHATGPT_BODIES, MAX_LIMIT, chatgpt_body_schema
 
 Schema = dict[str, Any]
 
@@ -173,8 +174,9 @@ _ERRORS: dict[str, tuple[str, bool]] = {
     "413": ("The request body exceeds MAX_BODY_BYTES (request_too_large).", False),
     "429": ("The upstream is rate limited (rate_limit_exceeded).", True),
     "502": ("A worker or the upstream failed (worker_lost, reply_gap, upstream_error, ...).", False),
-    "503": ("No capacity, the bus is unavailable, the client reads too slowly, or the edge is shutting down "
-            "(no_capacity, bus_unavailable, client_too_slow, shutting_down).", True),
+    "503": ("No capacity, the bus is unavailable, the client reads too slowly, the edge is shutting down, or no "
+            "chatgpt-web-worker is running for go-chatgpt-api's routes (no_capacity, bus_unavailable, "
+            "client_too_slow, shutting_down, chatgpt_web_unavailable).", True),
     "504": ("The request ran out of time (timeout, upstream_timeout).", False),
 }
 
@@ -272,6 +274,78 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+# ---- go-chatgpt-api's routes (seed 003; routes/chatgpt_web.py) ---------------------------------
+
+_CHATGPT_NOTE = (
+    "Relayed to a chatgpt-web-worker as one ChatGPT backend-api call. The upstream's status and JSON body are "
+    "passed through as they are (a 404 `{\"detail\": ...}` stays a 404); only failures of the gateway's own "
+    "(validation, no worker, bus, time limits) use the Error shape. A ChatGPT access token (a JWT) in "
+    "`Authorization` or `X-Authorization` is used for the call; the gateway's key then goes in `X-Api-Key`."
+)
+_CHATGPT_SECURITY: list[Schema] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+_CHATGPT_ERRORS = ("400", "401", "404", "413", "502", "503", "504")
+_UPSTREAM_JSON = _ok("The upstream's status and JSON body, passed through. " + _CHATGPT_NOTE,
+                     _json({"description": "the ChatGPT backend-api's response body"}))
+_CONVERSATION_ID = _path_parameter("id", "a conversation id: 1 to 64 letters, digits or '-'")
+
+
+def _chatgpt(operation_id: str, summary: str, request: str | None = None, *, response: Schema = _UPSTREAM_JSON,
+             parameters: list[Schema] | None = None) -> Schema:
+    operation: Schema = {"operationId": operation_id, "summary": summary, "security": _CHATGPT_SECURITY,
+                         "responses": {"200": response, **_errors(*_CHATGPT_ERRORS)}}
+    if request is not None:
+        operation["requestBody"] = {"required": True, "content": _json(_ref(request))}
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _chatgpt_paths() -> dict[str, Schema]:
+    listing = [
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}},
+    ]
+    update = "ChatGPTUpdateConversationRequest"
+    hide = "ChatGPTHideConversationsRequest"
+    turn = _ok(
+        "`data: <the upstream's event JSON>` per event, in order, then `data: [DONE]`; a failure after the first "
+        "event ends the stream with `data: {\"error\": ...}` and `[DONE]`. A turn that fails before its first "
+        "event answers with the upstream's status and JSON body instead. " + _CHATGPT_NOTE,
+        {**_stream("the ChatGPT backend-api's conversation events"),
+         **_json({"description": "the upstream's body of a turn that failed before its first event"})},
+    )
+    return {
+        "/conversations": {
+            "get": _chatgpt("chatgptListConversations", "List the account's conversations", parameters=listing),
+            "patch": _chatgpt("chatgptHideConversations", "Hide (delete) all conversations", hide),
+            "post": _chatgpt("chatgptHideConversationsPost", "As PATCH, for clients that cannot PATCH", hide),
+        },
+        "/conversation": {
+            "post": _chatgpt("chatgptConversation", "Send a conversation turn", "ChatGPTConversationRequest",
+                             response=turn),
+        },
+        "/conversation/message_feedback": {
+            "post": _chatgpt("chatgptMessageFeedback", "Rate a message", "ChatGPTFeedbackRequest"),
+        },
+        "/conversation/gen_title/{id}": {
+            "post": _chatgpt("chatgptGenerateTitle", "Generate a conversation's title", "ChatGPTGenTitleRequest",
+                             parameters=[_CONVERSATION_ID]),
+        },
+        "/conversation/{id}": {
+            "get": _chatgpt("chatgptGetConversation", "A conversation's messages", parameters=[_CONVERSATION_ID]),
+            "patch": _chatgpt("chatgptUpdateConversation", "Rename, hide (delete) or archive a conversation",
+                              update, parameters=[_CONVERSATION_ID]),
+            "post": _chatgpt("chatgptUpdateConversationPost", "As PATCH, for clients that cannot PATCH", update,
+                             parameters=[_CONVERSATION_ID]),
+        },
+        "/auth/login": {
+            "post": _chatgpt("chatgptLogin", "Log in with a ChatGPT account (the worker's configured auth endpoint)",
+                             "ChatGPTLoginRequest"),
+        },
+    }
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("switchyard")
@@ -297,13 +371,18 @@ def openapi_document(*, max_n: int | None = None) -> dict[str, Any]:
                            "the gateway acts on and by JSON type for what it forwards; unknown fields are forwarded "
                            "as they are, and an explicit null counts as an absent field.",
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_chatgpt_paths()},
         "components": {
-            "schemas": {"Error": _ERROR, **requests, **_RESPONSES},
+            "schemas": {"Error": _ERROR, **requests, **_RESPONSES,
+                        **{name: chatgpt_body_schema(name) for name in CHATGPT_BODIES}},
             "responses": {f"Error{status}": _error_response(description, retry)
                           for status, (description, retry) in _ERRORS.items()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "one of the keys in AUTH_TOKEN"}},
+                                               "description": "one of the keys in AUTH_TOKEN"},
+                                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
+                                                 "description": "one of the keys in AUTH_TOKEN, on go-chatgpt-api's "
+                                                                "routes when Authorization holds a ChatGPT access "
+                                                                "token"}},
         },
         "security": [{"bearerAuth": []}],
     })

@@ -7,7 +7,14 @@ Kinds (`FakeBackend(kind)`), each serving the model `fake-<kind>`:
 - `embedding`, `image`, `moderation`: a unary answer, `WholeAnswer()` then one `Result` whose body
   is valid under proto/schemas/v1/<kind>_result.json;
 - `native`: an upstream's own event stream (`Event`s), as the web-chat workers relay; its jobs
-  are `chat` jobs (the fake speaks no upstream's own protocol).
+  are `chat` jobs (the fake speaks no upstream's own protocol);
+- `chatgpt_web` (not in `KINDS`: the contract suite's jobs are not backend-api calls): a
+  chatgpt-web-worker's jobs, `{method, path, query?, json?}`. `POST /conversation` streams
+  `outputs` events shaped like the ChatGPT web SSE events (cumulative `parts`), or, with
+  `status` in the directives, fails before the first one with a `Result` `{"status", "body"}`;
+  `GET /conversation/missing-...` answers 404 as the upstream does; every other call answers
+  200 with `{"echo": {"job": <the job body>, "access_token": <whether the job had one>}}` (never
+  its value). The directives are `json["fake"]` (the conversation body's unknown fields travel).
 
 With `accounts` (FAKE_ACCOUNTS), the fake plays a pool of that many upstream accounts, one job at
 a time each: an `admission` (libs/worker_backend.py) the runtime pulls by, and `accounts_state`.
@@ -51,10 +58,11 @@ from libs.worker_backend import Event, Item, Meta, Result, StreamEnd, WholeAnswe
 from proto.messages import AccountsState, Feature, Job, Kind
 
 KINDS = ("chat", "embedding", "image", "moderation", "native")
+WEB_KINDS = ("chatgpt_web",)  # run by the edge's own tests (tests/integration/test_edge_chatgpt_routes.py)
 STREAMING = frozenset({"chat", "native"})
 # the job kind each fake kind serves: `native` has no kind of its own yet (a web chat's own events)
 JOB_KIND: dict[str, Kind] = {"chat": "chat", "embedding": "embedding", "image": "image",
-                             "moderation": "moderation", "native": "chat"}
+                             "moderation": "moderation", "native": "chat", "chatgpt_web": "chatgpt_web"}
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
@@ -78,6 +86,16 @@ def model_of(kind: str) -> str:
 def word(i: int) -> str:
     """The i-th output's text: what the suite expects once, and only once, in an answer."""
     return f"w{i} "
+
+
+def web_event(i: int, *, last: bool = False) -> dict[str, Any]:
+    """The i-th event of a fake ChatGPT web turn: the assistant's text so far (`parts` is cumulative)."""
+    return {"message": {"id": "a-1", "author": {"role": "assistant", "name": None, "metadata": {}},
+                        "content": {"content_type": "text", "parts": ["".join(word(j) for j in range(i + 1))]},
+                        "status": "finished_successfully" if last else "in_progress",
+                        "end_turn": True if last else None, "metadata": {"message_type": "next"},
+                        "recipient": "all"},
+            "conversation_id": "c-1", "error": None}
 
 
 def spec_for(body: dict[str, Any], try_no: int) -> dict[str, Any]:
@@ -132,8 +150,8 @@ class FakeBackend:
     def __init__(
         self, kind: str, *, events_file: str | None = None, worker_id: str = "", accounts: int = 0, model: str = "",
     ) -> None:
-        if kind not in KINDS:
-            raise ConfigError(f"FAKE_KIND must be one of {', '.join(KINDS)}; got {kind!r}")
+        if kind not in KINDS + WEB_KINDS:
+            raise ConfigError(f"FAKE_KIND must be one of {', '.join(KINDS + WEB_KINDS)}; got {kind!r}")
         self.kind = kind
         self.worker_id = worker_id
         self.features: list[Feature] = ["chat"] if JOB_KIND[kind] == "chat" else []
@@ -193,11 +211,13 @@ class FakeBackend:
 
     async def _stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         try_no = self._claim_try(job["job_id"])
-        spec = spec_for(body, try_no)
+        web = self.kind == "chatgpt_web"
+        spec = spec_for((body.get("json") or {}) if web else body, try_no)
         self.running += 1
         self._record("started", job, try_no)
         try:
-            async for item in self._produce(spec, job.get("account")):
+            produced = self._web_call(spec, job, body) if web else self._produce(spec, job.get("account"))
+            async for item in produced:
                 yield item
         except asyncio.CancelledError:
             self._record("cancelled", job, try_no)
@@ -231,6 +251,34 @@ class FakeBackend:
         yield StreamEnd(usage={"prompt_tokens": 1, "completion_tokens": 0 if unary else count,
                                "total_tokens": 1 if unary else 1 + count},
                         account=account)  # the account it ran on: the one the job names
+
+    async def _web_call(self, spec: dict[str, Any], job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+        """One ChatGPT backend-api call, as a chatgpt-web-worker answers it."""
+        method, path = body.get("method"), str(body.get("path"))
+        if method != "POST" or path != "/conversation":
+            yield WholeAnswer()
+            if method == "GET" and path.startswith("/conversation/missing-"):
+                yield Result({"status": 404, "body": {"detail": f"Can't load conversation {path.rsplit('/', 1)[1]}"}})
+            else:
+                yield Result({"status": 200, "body": {"echo": {"job": body, "access_token": "access_token" in job}}})
+            yield StreamEnd()
+            return
+        if "status" in spec:  # the upstream refused the turn before its first event
+            yield Result({"status": int(spec["status"]), "body": {"detail": "Too many requests in 1 hour."}})
+            yield StreamEnd()
+            return
+        count = int(spec.get("outputs", 3))
+        for i in range(count + 1):
+            if spec.get("hang_after") == i:
+                await asyncio.Event().wait()  # until the runtime cancels us
+            if "fail" in spec and int(spec.get("fail_after", 0)) == i:
+                raise failure(spec)
+            if i == count:
+                break
+            if i:
+                await asyncio.sleep(float(spec.get("gap", 0)))
+            yield Event(web_event(i, last=i == count - 1))
+        yield StreamEnd()
 
     def _output(self, i: int) -> Item:
         if self.kind == "chat":

@@ -128,7 +128,8 @@ async def served_document(stack: Stack) -> dict[str, Any]:
 
 async def test_every_post_route_of_the_document(stack: Stack) -> None:
     document = await served_document(stack)
-    posts = {path: item["post"] for path, item in document["paths"].items() if "post" in item}
+    # go-chatgpt-api's routes need a chatgpt-web-worker: tests/integration/test_edge_chatgpt_routes.py fuzzes them
+    posts = {path: item["post"] for path, item in document["paths"].items() if "post" in item and path[:4] == "/v1/"}
     assert len(posts) == 5
     for path, operation in posts.items():
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
