@@ -146,6 +146,13 @@ class AccountsBusy(SwitchyardError):
                    "retry later", retry_after=retry_after)
 
 
+class NoWorker(BusError):
+    """No live worker serves what the route needs: an operator's matter (start one), no Retry-After."""
+
+    status = 503
+    code = "no_worker"
+
+
 class BusUnavailable(BusError):
     status = 503
     code = "bus_unavailable"

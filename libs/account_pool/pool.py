@@ -349,7 +349,7 @@ class AccountPool:
                 await self.resync()  # a bucket made anew (NATS restarted), or a dead watch
                 kv = self._kv_or_raise()
                 continue
-            picks, wake_at, retry_after = self._pick(names, model, now, never)
+            picks, wake_at, retry_after = self._pick(names, model, now, never, job)
             try:
                 for name, revision in picks:
                     lease = await self._try_lease(kv, name, revision, job)
@@ -361,8 +361,10 @@ class AccountPool:
                 continue
             if picks:  # lost every race: pick again at once (the losers are skipped until news comes)
                 continue
-            if len(names) == 1:
-                await self._want(names[0], deadline, loop.time())
+            if job or len(names) == 1:  # a job waits (not a replica stocking up for its next ones)
+                target = self._want_target(names, model, now)
+                if target is not None:
+                    await self._want(target, deadline, loop.time())
             delay = None if wake_at is None else max(0.0, wake_at - time.time()) + _WAKE_SLACK
             if deadline is not None:
                 remaining = deadline - loop.time()
@@ -373,7 +375,7 @@ class AccountPool:
                 await asyncio.wait_for(changed.wait(), delay)
 
     def _pick(
-        self, names: Sequence[str], model: str | None, now: float, never: type[PoolError],
+        self, names: Sequence[str], model: str | None, now: float, never: type[PoolError], job: str = "",
     ) -> tuple[list[tuple[str, int]], float | None, float | None]:
         """(free accounts, least recently used first; when to look again; when the soonest
         cooldown ends, None if some candidate is merely leased)."""
@@ -403,8 +405,10 @@ class AccountPool:
                 just_leased = True
             elif name in self._claiming:  # another caller here has a CAS in flight: its outcome is a change
                 just_leased = True
-            elif len(names) > 1 and state.wanted_by_other(self.holder, now):
-                wake.append(state.wanted_until)  # left to the replica waiting for this very account
+            elif state.wanted_until > now and state.wanted_by and (
+                    (len(names) > 1 and state.wanted_by != self.holder) or not job):
+                # left to the job that asked for it (never to a replica stocking up for later jobs)
+                wake.append(state.wanted_until)
                 just_leased = True
             else:
                 free.append((state.last_used, name, entry.revision))
@@ -446,6 +450,26 @@ class AccountPool:
         self._leases.add(lease)
         lease._start_renewal()
         return lease
+
+    def _want_target(self, names: Sequence[str], model: str | None, now: float) -> str | None:
+        """The account to ask another replica for: one that could serve `model` now and is merely
+        leased by another replica (perhaps idle, held for its next job), least recently used first;
+        one this replica already asked for, if any."""
+        candidates: list[tuple[float, str]] = []
+        for name in names:
+            spec = self._specs[name]
+            if model is not None and spec.models is not None and model not in spec.models:
+                continue
+            state = self._entry(name).state
+            if state.quarantined or state.cooling_end(spec.models, model, now):
+                continue
+            if not state.leased(now) or state.lease_holder == self.holder:
+                continue
+            if state.wanted_by == self.holder and state.wanted_until > now:
+                return name
+            if not state.wanted_by_other(self.holder, now):
+                candidates.append((state.last_used, name))
+        return min(candidates)[1] if candidates else None
 
     async def _want(self, name: str, deadline: float | None, now_mono: float) -> None:
         """Ask the replica holding `name` to give it up once idle (one write, only when another

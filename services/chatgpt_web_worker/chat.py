@@ -22,9 +22,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
-
 from libs.account_pool.outcome import Outcome
+from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
 from libs.errors import AccountsBusy, ModelNotFound, UpstreamError
 from libs.tokens import chat_usage
 from libs.worker_backend import Item, Meta, StreamEnd
@@ -110,24 +109,31 @@ class ChatTurns:
 
     async def _lease(self, job: Job, slug: str, thread: Thread | None, tried: set[str]) -> Lease | None:
         """An account for this turn: the conversation's own (None when it is gone), else any free
-        one not yet tried. Waits no longer than the job could still have waited in the queue."""
+        one not yet tried. Waits no longer than the job could still have waited in the queue (a
+        job that finds none of this replica's accounts fit for its model)."""
         wait = max(0.5, job["start_by"] - time.time())
         if thread is not None:
             lease = self.reservations.take(slug, thread.account)
             if lease is not None:
                 return lease
             try:
-                lease = await self.pool.acquire_named(thread.account, slug, timeout=wait, job=job["job_id"])
+                async with self.reservations.waiting():
+                    lease = await self.pool.acquire_named(thread.account, slug, timeout=wait, job=job["job_id"])
             except AccountGone:
                 return None
+            except PoolBusy as busy:
+                raise AccountsBusy("the account holding this conversation stayed busy; retry later",
+                                   retry_after=busy.retry_after or wait) from None
             self.reservations.adopt()
             return lease
-        if not tried:
-            lease = self.reservations.take(slug)
-            if lease is not None:
-                return lease
+        lease = self.reservations.take(slug, exclude=tried)
+        if lease is not None:
+            return lease
+        # none of ours fits (tried, or cooling for this model): the pool asks a replica holding a
+        # fitting one idle for its next job to give it up
         try:
-            lease = await self.pool.acquire(slug, timeout=wait, exclude=tried, job=job["job_id"])
+            async with self.reservations.waiting():
+                lease = await self.pool.acquire(slug, timeout=wait, exclude=tried, job=job["job_id"])
         except PoolBusy as busy:
             raise AccountsBusy("every account of this model stayed busy or cooling down; retry later",
                                retry_after=busy.retry_after or wait) from None

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
 
 from libs import secrets
 from libs.account_pool.outcome import Outcome
+from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
 from libs.errors import AccountsBusy, InvalidRequest, UpstreamError
 from libs.openai_upstream.call import proxy_for_url
 from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
@@ -132,12 +132,14 @@ class NativeCalls:
                 if owner is not None:
                     lease = self.reservations.take(model, owner)
                     if lease is None:
-                        lease = await self.pool.acquire_named(owner, model, timeout=wait, job=job["job_id"])
+                        async with self.reservations.waiting():
+                            lease = await self.pool.acquire_named(owner, model, timeout=wait, job=job["job_id"])
                         self.reservations.adopt()
                     return lease
             lease = self.reservations.take(model)
             if lease is None:
-                lease = await self.pool.acquire(model, timeout=wait, job=job["job_id"])
+                async with self.reservations.waiting():
+                    lease = await self.pool.acquire(model, timeout=wait, job=job["job_id"])
                 self.reservations.adopt()
             return lease
         except AccountGone:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Collection
 
 from libs.account_pool.outcome import Outcome
 from libs.account_pool.pool import AccountPool, Lease
@@ -36,6 +36,7 @@ class Reservations:
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._watchers: dict[Lease, asyncio.Task[None]] = {}
+        self._waiting = 0  # jobs here waiting for an account from the pool: they go first
 
     # ---- Admission -----------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ class Reservations:
                 watcher = self._watchers.pop(lease, None)
                 if watcher is not None:
                     watcher.cancel()
-            if len(self._idle) + self._busy >= self._capacity:
+            if len(self._idle) + self._busy >= self._capacity or self._waiting:
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -99,12 +100,14 @@ class Reservations:
 
     # ---- jobs ------------------------------------------------------------------------------------
 
-    def take(self, model: str | None, name: str | None = None) -> Lease | None:
-        """An idle lease for `model` (that account when `name` is given), now; None if none fits."""
+    def take(self, model: str | None, name: str | None = None, exclude: Collection[str] = ()) -> Lease | None:
+        """An idle lease for `model` (that account when `name` is given, none of `exclude`), now;
+        None if none fits."""
         for i, lease in enumerate(self._idle):
             if lease.lost.is_set() or lease.wanted.is_set():
                 continue
-            if (name is None or lease.name == name) and self._pool.eligible(lease.name, model):
+            if (name is None or lease.name == name) and lease.name not in exclude \
+                    and self._pool.eligible(lease.name, model):
                 del self._idle[i]
                 watcher = self._watchers.pop(lease, None)
                 if watcher is not None:
@@ -112,6 +115,17 @@ class Reservations:
                 self._busy += 1
                 return lease
         return None
+
+    @contextlib.asynccontextmanager
+    async def waiting(self) -> AsyncIterator[None]:
+        """A job here waits for an account from the pool: meanwhile this replica leases nothing
+        for later jobs, so an account that frees goes to the job, not to an idle reservation."""
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+            self._room.set()
 
     def adopt(self) -> None:
         """A job leased an account from the pool itself: it counts against capacity too."""

@@ -176,7 +176,7 @@ _ERRORS: dict[str, tuple[str, bool]] = {
     "502": ("A worker or the upstream failed (worker_lost, reply_gap, upstream_error, ...).", False),
     "503": ("No capacity, the bus is unavailable, the client reads too slowly, the edge is shutting down, or no "
             "chatgpt-web-worker is running for go-chatgpt-api's routes (no_capacity, bus_unavailable, "
-            "client_too_slow, shutting_down, chatgpt_web_unavailable).", True),
+            "client_too_slow, shutting_down, no_worker).", True),
     "504": ("The request ran out of time (timeout, upstream_timeout).", False),
 }
 

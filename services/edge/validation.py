@@ -147,7 +147,7 @@ def _at_least(value: int, path: str, lo: int | None) -> None:
 _SCHEMAS: dict[Rule, Schema] = {}
 
 
-def _described(rule: Rule, schema: Schema) -> Rule:
+def described(rule: Rule, schema: Schema) -> Rule:
     _SCHEMAS[rule] = schema
     return rule
 
@@ -176,7 +176,7 @@ def string(*, non_empty: bool = False) -> Rule:
         if non_empty and not value:
             raise _value_error(path, f"'{path}' must not be empty.")
 
-    return _described(check, {"type": "string", "minLength": 1} if non_empty else {"type": "string"})
+    return described(check, {"type": "string", "minLength": 1} if non_empty else {"type": "string"})
 
 
 def choice(*values: str) -> Rule:
@@ -191,7 +191,7 @@ def choice(*values: str) -> Rule:
         if value not in allowed:
             raise _value_error(path, f"'{path}' must be one of {listed}, got {_show(value)}.")
 
-    return _described(check, {"type": "string", "enum": list(values)})
+    return described(check, {"type": "string", "enum": list(values)})
 
 
 def pattern(regex: str, expected: str) -> Rule:
@@ -205,11 +205,11 @@ def pattern(regex: str, expected: str) -> Rule:
             raise _value_error(path, f"'{path}' must be {expected}, got {_show(value)}.")
 
     # anchored: JSON Schema's `pattern` matches anywhere in the string
-    return _described(check, {"type": "string", "pattern": f"^(?:{regex})$"})
+    return described(check, {"type": "string", "pattern": f"^(?:{regex})$"})
 
 
 def boolean() -> Rule:
-    return _described(lambda value, path: _expect(value, path, (bool,), "a boolean"), {"type": "boolean"})
+    return described(lambda value, path: _expect(value, path, (bool,), "a boolean"), {"type": "boolean"})
 
 
 def integer(lo: int | None = None, hi: int | None = None) -> Rule:
@@ -224,7 +224,7 @@ def integer(lo: int | None = None, hi: int | None = None) -> Rule:
         schema["minimum"] = lo
     if hi is not None:
         schema["maximum"] = hi
-    return _described(check, schema)
+    return described(check, schema)
 
 
 def number() -> Rule:
@@ -233,7 +233,7 @@ def number() -> Rule:
         if not math.isfinite(value):
             raise _value_error(path, f"'{path}' must be a finite number, got {_show(value)}.")
 
-    return _described(check, {"type": "number"})
+    return described(check, {"type": "number"})
 
 
 def array(items: Rule | None = None, *, non_empty: bool = False) -> Rule:
@@ -251,7 +251,7 @@ def array(items: Rule | None = None, *, non_empty: bool = False) -> Rule:
         schema["items"] = schema_of(items)
     if non_empty:
         schema["minItems"] = 1
-    return _described(check, schema)
+    return described(check, schema)
 
 
 def obj(table: Table | None = None) -> Rule:
@@ -263,7 +263,7 @@ def obj(table: Table | None = None) -> Rule:
         if table:
             _check_fields(value, table, path)
 
-    return _described(check, table_schema(table) if table else {"type": "object"})
+    return described(check, table_schema(table) if table else {"type": "object"})
 
 
 def mapping(values: Rule) -> Rule:
@@ -274,7 +274,7 @@ def mapping(values: Rule) -> Rule:
         for key, item in value.items():
             values(item, f"{path}.{key}")
 
-    return _described(check, {"type": "object", "additionalProperties": schema_of(values)})
+    return described(check, {"type": "object", "additionalProperties": schema_of(values)})
 
 
 def one_of(expected: str, by_type: Mapping[type, Rule]) -> Rule:
@@ -286,7 +286,7 @@ def one_of(expected: str, by_type: Mapping[type, Rule]) -> Rule:
             raise _type_error(value, path, expected)
         rule(value, path)
 
-    return _described(check, {"anyOf": [schema_of(rule) for rule in by_type.values()]})
+    return described(check, {"anyOf": [schema_of(rule) for rule in by_type.values()]})
 
 
 def inputs(text: Rule, items_by_type: Mapping[type, Rule], *, max_items: int | None = None) -> Rule:
@@ -317,7 +317,7 @@ def inputs(text: Rule, items_by_type: Mapping[type, Rule], *, max_items: int | N
         if max_items is not None:
             form["maxItems"] = max_items
         arrays.append(form)
-    return _described(check, {"anyOf": [schema_of(text), *arrays]})
+    return described(check, {"anyOf": [schema_of(text), *arrays]})
 
 
 # how `inputs` names each array form and each first element in its messages

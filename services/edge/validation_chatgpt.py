@@ -27,13 +27,13 @@ from services.edge.validation import (
     array,
     boolean,
     choice,
+    described,
     integer,
     obj,
     schema_of,
     string,
     table_schema,
 )
-from services.edge.validation import _described as described
 
 Body = dict[str, Any]
 Constraint = Callable[[Mapping[str, Any]], None]

@@ -8,6 +8,7 @@ worker: which account ran a turn, what messages it sent, how many turns ran at o
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,13 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 import pytest_asyncio
 
 from libs.devproc import Proc, free_port, spawn_python_service
 from libs.tokens import chat_usage
-from tests.conftest import AUTH_KEY, service_env, start_edge
+from tests.conftest import AUTH_KEY, TIME_SCALE, metric, service_env, start_edge
 
 USERS = ("alice", "bob", "carol")
 POOL = "chatgpt-web"
@@ -76,7 +78,7 @@ def web(stack: Any, sandbox: Proc, tmp_path_factory: pytest.TempPathFactory) -> 
     accounts = folder / "accounts.toml"
     accounts.write_text("".join(f'[[accounts]]\nname = "{u}"\nsession_token = "sandbox-session-{u}"\n\n'
                                 for u in USERS))
-    edge = start_edge(stack.nats_url, stack.log_dir, name="edge-web")
+    edge = start_edge(stack.nats_url, stack.log_dir, name="edge-web", SY_TIMEOUT_QUEUE_WAIT="30")
     web = Web(stack.nats_url, sandbox.url, stack.log_dir, accounts, edge)
     httpx.post(sandbox.url + "/_sandbox/chatgpt/reset").raise_for_status()
     web.workers = [web.start_worker("web-1"), web.start_worker("web-2")]
@@ -171,7 +173,7 @@ async def test_a_follow_up_continues_the_web_conversation_across_restarts(web: W
     web.edge.stop()
     for proc in web.workers:
         proc.stop()
-    web.edge = start_edge(web.nats_url, web.log_dir, name="edge-web")
+    web.edge = start_edge(web.nats_url, web.log_dir, name="edge-web", SY_TIMEOUT_QUEUE_WAIT="30")
     web.workers = [web.start_worker("web-1"), web.start_worker("web-2")]
     await wait_live(web)
     async with openai.AsyncOpenAI(base_url=web.base_url, api_key=AUTH_KEY, max_retries=0, timeout=30) as again:
@@ -196,3 +198,176 @@ async def test_explicit_conversation_ids_continue_that_conversation(web: Web, sd
     seen = (await turns(web))[-1]
     assert seen["conversation_id"] == conversation and seen["parent_message_id"] == parent
     assert [m["text"] for m in seen["messages"]] == ["and go on"]
+
+
+# ---- go-chatgpt-api's routes, served by the worker ----------------------------------------------
+
+
+async def native(web: Web, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> httpx.Response:
+    headers = {"x-api-key": AUTH_KEY}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    async with httpx.AsyncClient(base_url=web.edge.url, timeout=30, headers=headers) as http:
+        return await http.request(method, path, **kwargs)
+
+
+def turn_body(text: str, conversation_id: str | None = None, parent: str = "") -> dict[str, Any]:
+    return {"action": "next", "model": "gpt-4o", "parent_message_id": parent or str(uuid.uuid4()),
+            "conversation_id": conversation_id,
+            "messages": [{"id": str(uuid.uuid4()), "author": {"role": "user"},
+                          "content": {"content_type": "text", "parts": [text]}}]}
+
+
+def sse_events(text: str) -> list[Any]:
+    return [orjson.loads(line[6:]) for line in text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+async def test_the_seed_routes_run_on_the_pool_and_follow_the_conversation(web: Web) -> None:
+    await wait_live(web)
+    turn = await native(web, "POST", "/conversation", json=turn_body("hello from go-chatgpt-api"))
+    assert turn.status_code == 200 and turn.headers["content-type"].startswith("text/event-stream")
+    assert turn.text.rstrip().endswith("data: [DONE]")
+    events = sse_events(turn.text)
+    answer = [e for e in events if (e.get("message") or {}).get("author", {}).get("role") == "assistant"]
+    assert answer and answer[-1]["message"]["end_turn"] is True  # relayed as the upstream sent them
+    conversation = answer[-1]["conversation_id"]
+    owner = (await turns(web))[-1]["user"]
+
+    got = await native(web, "GET", f"/conversation/{conversation}")
+    assert got.status_code == 200 and got.json()["current_node"] == answer[-1]["message"]["id"]
+    listed = await native(web, "GET", "/conversations", params={"offset": 0, "limit": 5})
+    assert listed.status_code == 200 and listed.json()["limit"] == 5
+    title = await native(web, "POST", f"/conversation/gen_title/{conversation}",
+                         json={"message_id": answer[-1]["message"]["id"]})
+    assert title.status_code == 200 and title.json()["title"]
+    renamed = await native(web, "PATCH", f"/conversation/{conversation}", json={"title": "renamed"})
+    assert renamed.json() == {"success": True}
+    feedback = await native(web, "POST", "/conversation/message_feedback", json={
+        "conversation_id": conversation, "message_id": answer[-1]["message"]["id"], "rating": "thumbsUp"})
+    assert feedback.status_code == 200 and feedback.json()["rating"] == "thumbsUp"
+    # every call about the conversation ran on the account it lives on
+    calls = [r for r in (await fake(web, "GET", "/requests"))["requests"] if conversation in r["path"]]
+    assert calls and {r["user"] for r in calls} == {owner}
+    hidden = await native(web, "PATCH", f"/conversation/{conversation}", json={"is_visible": False})
+    assert hidden.status_code == 200
+    gone = await native(web, "GET", f"/conversation/{conversation}")
+    assert gone.status_code == 404 and "Can't load conversation" in gone.json()["detail"]  # upstream's own
+
+
+async def test_a_callers_own_access_token_bypasses_the_pool(web: Web) -> None:
+    await wait_live(web)
+    token = (await fake(web, "POST", "/tokens", json={"user": "dave"}))["access_token"]
+    turn = await native(web, "POST", "/conversation", token=token, json=turn_body("my own account"))
+    assert turn.status_code == 200
+    assert (await turns(web))[-1]["user"] == "dave"
+    listed = await native(web, "GET", "/conversations", token=token)
+    assert listed.status_code == 200 and listed.json()["total"] == 1
+    expired = (await fake(web, "POST", "/tokens", json={"user": "dave", "ttl": 0}))["access_token"]
+    refused = await native(web, "GET", "/conversations", token=expired)
+    assert refused.status_code == 401 and refused.json()["detail"]["code"] == "token_expired"
+
+
+async def test_login_says_which_setting_it_needs(web: Web) -> None:
+    await wait_live(web)
+    answer = await native(web, "POST", "/auth/login", json={"username": "a@b.c", "password": "hunter2-pw"})
+    assert answer.status_code == 501
+    assert "CHATGPT_AUTH_URL" in answer.json()["error"]["message"]
+
+
+# ---- the pool under load and faults ----------------------------------------------------------------
+
+
+async def pool_metric(web: Web, state: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(web.workers[0].url + "/metrics")).text
+    return metric(text, "switchyard_pool_accounts", pool=POOL, state=state)
+
+
+async def test_more_requests_than_accounts_all_succeed_one_turn_per_account(
+    web: Web, sdk: openai.AsyncOpenAI,
+) -> None:
+    await fake(web, "POST", "/reset")
+    asks = [sdk.chat.completions.create(model="gpt-4o", messages=[
+        {"role": "user", "content": f"busy {i} [sandbox tokens=4 token_delay_ms=25]"}]) for i in range(12)]
+    answers = await asyncio.gather(*asks)
+    assert all(a.choices[0].message.content for a in answers)
+    stats = (await fake(web, "GET", "/stats"))["stats"]
+    assert {u: stats[u]["max_concurrent"] for u in USERS} == dict.fromkeys(USERS, 1)  # never two turns at once
+    assert sum(stats[u]["turns"] for u in USERS) == 12 and all(stats[u]["turns"] >= 2 for u in USERS)
+
+
+async def test_a_model_cap_cools_the_account_for_that_model_and_the_request_moves_on(
+    web: Web, sdk: openai.AsyncOpenAI,
+) -> None:
+    for user in ("alice", "bob"):
+        await fake(web, "POST", "/faults", json={"user": user, "fault": "model_cap", "model": "gpt-4o-mini",
+                                                 "clears_in": 3})
+    before = len((await fake(web, "GET", "/requests"))["requests"])
+    for _ in range(3):  # each lands on carol once alice and bob have said their cap
+        answer = await sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        assert answer.choices[0].message.content
+    seen = [r for r in (await fake(web, "GET", "/requests"))["requests"][before:]
+            if r["path"].endswith("/conversation")]
+    assert [r["user"] for r in seen if r["status"] == 200] == ["carol"] * 3
+    assert sorted(r["user"] for r in seen if r["status"] == 429) == ["alice", "bob"]
+
+
+async def test_an_expired_token_is_refreshed_from_the_session_once(web: Web, sdk: openai.AsyncOpenAI) -> None:
+    sessions = {u: s["session_calls"] for u, s in (await fake(web, "GET", "/stats"))["stats"].items()}
+    for user in USERS:
+        await fake(web, "POST", "/faults", json={"user": user, "fault": "token_expired"})
+    for _ in range(3):
+        await sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "still there?"}])
+    stats = (await fake(web, "GET", "/stats"))["stats"]
+    assert all(stats[u]["session_calls"] >= sessions.get(u, 0) + 1 for u in USERS)
+    assert await pool_metric(web, "quarantined") == 0
+
+
+async def test_cloudflare_pages_cool_every_account_and_the_request_waits_for_the_first_back(
+    web: Web, sdk: openai.AsyncOpenAI,
+) -> None:
+    for user in USERS:
+        await fake(web, "POST", "/faults", json={"user": user, "fault": "cloudflare"})
+    before = len((await fake(web, "GET", "/requests"))["requests"])
+    cooling = asyncio.create_task(_eventually_cooling(web))
+    answer = await sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert answer.choices[0].message.content
+    assert await cooling == 3  # all three rested at once
+    seen = [r for r in (await fake(web, "GET", "/requests"))["requests"][before:]
+            if r["path"].endswith("/conversation")]
+    challenged = [r for r in seen if r["status"] == 403]
+    assert sorted(r["user"] for r in challenged) == sorted(USERS) and seen[-1]["status"] == 200
+    # each cooled down (30 s, scaled) before its half-open retry
+    assert seen[-1]["started"] - max(r["started"] for r in challenged) >= 30 * TIME_SCALE * 0.9
+
+
+async def _eventually_cooling(web: Web) -> float:
+    for _ in range(200):
+        cooling = await pool_metric(web, "cooling")
+        if cooling == 3:
+            return cooling
+        await asyncio.sleep(0.02)
+    return await pool_metric(web, "cooling")
+
+
+async def test_a_revoked_account_is_quarantined_and_the_request_moves_on(web: Web, sdk: openai.AsyncOpenAI) -> None:
+    await fake(web, "POST", "/revoke", json={"user": "carol", "sessions": True})
+    before = len((await fake(web, "GET", "/requests"))["requests"])
+    # three choices at once take all three accounts: carol's turn fails (its token and its session
+    # are refused) and goes on, transparently, on the first account free after it
+    answer = await sdk.chat.completions.create(model="gpt-4o", n=3, messages=[{"role": "user", "content": "q"}])
+    assert len(answer.choices) == 3 and all(c.message.content for c in answer.choices)
+    seen = [(r["path"], r["status"]) for r in (await fake(web, "GET", "/requests"))["requests"][before:]]
+    # carol's revoked token (the fake no longer knows whose it is), then its refused session, then
+    # the three answers on alice and bob
+    assert seen.count(("/backend-api/conversation", 401)) == 1 and ("/api/auth/session", 200) in seen
+    assert seen.count(("/backend-api/conversation", 200)) == 3
+    assert await pool_metric(web, "quarantined") == 1
+
+
+async def test_no_secret_reaches_a_log(web: Web) -> None:
+    logs = "".join(p.read_text() for p in web.log_dir.glob("*.log") if p.stem in ("edge-web", "web-1", "web-2"))
+    assert logs
+    for secret in [f"sandbox-session-{u}" for u in USERS] + ["hunter2-pw", "eyJhbGciOiJSUzI1NiI"]:
+        assert secret not in logs

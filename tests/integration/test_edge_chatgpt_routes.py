@@ -301,7 +301,7 @@ async def test_no_chatgpt_web_worker_is_a_503_saying_so(
         reply = await client.request(method, url, json=body, headers=KEY)
     assert reply.status_code == 503
     error = reply.json()["error"]
-    assert error["code"] == "chatgpt_web_unavailable"
+    assert error["code"] == "no_worker"
     assert "chatgpt-web-worker" in error["message"]
 
 

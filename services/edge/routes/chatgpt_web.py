@@ -27,7 +27,7 @@ from libs import sse
 from libs.errors import (
     ClientTooSlow,
     ModelNotFound,
-    NoCapacity,
+    NoWorker,
     SwitchyardError,
     UpstreamProtocolError,
 )
@@ -40,20 +40,14 @@ from services.edge.state import EdgeState
 from services.edge.validation_chatgpt import MAX_LIMIT, check_id, query_integer, validate_chatgpt_body
 
 KIND = "chatgpt_web"
-NO_WORKER_CODE = "chatgpt_web_unavailable"
 Body = dict[str, Any]
 
 
-def _no_worker() -> NoCapacity:
-    """503: no live worker serves `chatgpt_web` jobs. An operator's matter, so no Retry-After; its
-    code refines no_capacity's per instance (as InvalidRequest refines its own), libs/errors.py
-    keeping the one table of error classes."""
-    err = NoCapacity(
+def _no_worker() -> NoWorker:
+    return NoWorker(
         "No chatgpt-web-worker is running: go-chatgpt-api's routes (/conversation, /conversations, /auth/login) "
         "need one connected to this gateway's NATS."
     )
-    err.code = NO_WORKER_CODE  # type: ignore[misc]
-    return err
 
 
 @dataclass(frozen=True)
