@@ -291,6 +291,10 @@ def run(state: Path) -> int:
         embedding = orjson.dumps({"model": "all-MiniLM-L6-v2", "input": "a cat sits on the mat"}).decode()
         say(f"     curl http://127.0.0.1:{edge_env['PORT']}/v1/embeddings "
             f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{embedding}'")
+        if chatgpt_env is not None:
+            web = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}).decode()
+            say(f"     curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
+                f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{web}'   (ChatGPT web accounts)")
         say("Ctrl-C stops everything")
         while not stopping.wait(0.2):
             echo(echoes)

@@ -316,13 +316,15 @@ class AccountPool:
     # caller's asyncio.timeout could not say
     async def acquire(
         self, model: str | None, *, timeout: float | None,  # noqa: ASYNC109
-        exclude: Collection[str] = (), job: str = "",
+        exclude: Collection[str] = (), job: str = "", stocking: bool = False,
     ) -> Lease:
         """An account free now for `model` (None: for at least one model), least recently used
         first; waits up to `timeout` (None: for ever) for one to free. PoolBusy after the timeout;
-        NoEligibleAccount at once when no account outside `exclude` could ever serve `model`."""
+        NoEligibleAccount at once when no account outside `exclude` could ever serve `model`.
+        `stocking`: a replica leasing an account for jobs it has not got yet; it never takes one
+        a waiting job asked for (`wanted`), nor asks for one itself."""
         names = [n for n in self._specs if n not in exclude]
-        return await self._acquire(names, model, timeout, job, NoEligibleAccount)
+        return await self._acquire(names, model, timeout, job, NoEligibleAccount, stocking)
 
     async def acquire_named(
         self, name: str, model: str | None, *, timeout: float | None, job: str = "",  # noqa: ASYNC109
@@ -335,6 +337,7 @@ class AccountPool:
 
     async def _acquire(
         self, names: Sequence[str], model: str | None, wait: float | None, job: str, never: type[PoolError],
+        stocking: bool = False,
     ) -> Lease:
         kv = self._kv_or_raise()
         loop = asyncio.get_running_loop()
@@ -349,7 +352,7 @@ class AccountPool:
                 await self.resync()  # a bucket made anew (NATS restarted), or a dead watch
                 kv = self._kv_or_raise()
                 continue
-            picks, wake_at, retry_after = self._pick(names, model, now, never, job)
+            picks, wake_at, retry_after = self._pick(names, model, now, never, stocking)
             try:
                 for name, revision in picks:
                     lease = await self._try_lease(kv, name, revision, job)
@@ -361,7 +364,7 @@ class AccountPool:
                 continue
             if picks:  # lost every race: pick again at once (the losers are skipped until news comes)
                 continue
-            if job or len(names) == 1:  # a job waits (not a replica stocking up for its next ones)
+            if not stocking:  # a job waits (not a replica stocking up for its next ones)
                 target = self._want_target(names, model, now)
                 if target is not None:
                     await self._want(target, deadline, loop.time())
@@ -375,7 +378,7 @@ class AccountPool:
                 await asyncio.wait_for(changed.wait(), delay)
 
     def _pick(
-        self, names: Sequence[str], model: str | None, now: float, never: type[PoolError], job: str = "",
+        self, names: Sequence[str], model: str | None, now: float, never: type[PoolError], stocking: bool = False,
     ) -> tuple[list[tuple[str, int]], float | None, float | None]:
         """(free accounts, least recently used first; when to look again; when the soonest
         cooldown ends, None if some candidate is merely leased)."""
@@ -406,7 +409,7 @@ class AccountPool:
             elif name in self._claiming:  # another caller here has a CAS in flight: its outcome is a change
                 just_leased = True
             elif state.wanted_until > now and state.wanted_by and (
-                    (len(names) > 1 and state.wanted_by != self.holder) or not job):
+                    (len(names) > 1 and state.wanted_by != self.holder) or stocking):
                 # left to the job that asked for it (never to a replica stocking up for later jobs)
                 wake.append(state.wanted_until)
                 just_leased = True
@@ -463,8 +466,8 @@ class AccountPool:
             state = self._entry(name).state
             if state.quarantined or state.cooling_end(spec.models, model, now):
                 continue
-            if not state.leased(now) or state.lease_holder == self.holder:
-                continue
+            if not state.leased(now) or state.lease_holder == self.holder or state.lease_job:
+                continue  # a job's lease ends with its job: only one held for later jobs is worth asking for
             if state.wanted_by == self.holder and state.wanted_until > now:
                 return name
             if not state.wanted_by_other(self.holder, now):

@@ -76,7 +76,7 @@ class Reservations:
                 await self._room.wait()
                 continue
             try:
-                lease = await self._pool.acquire(None, timeout=None)
+                lease = await self._pool.acquire(None, timeout=None, stocking=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the bus is away, say: try again shortly

@@ -132,7 +132,7 @@ async def test_two_replicas_never_hold_an_account_twice(replicas: Replicas, capl
 
     async def loop(pool: AccountPool, who: str) -> None:
         for _ in range(rounds):
-            lease = await pool.acquire(None, timeout=10)
+            lease = await pool.acquire(None, timeout=10, job=who)  # jobs: their leases end with them
             if lease.name in held:
                 overlaps.append(f"{lease.name} held by {held[lease.name]} and {who}")
             held[lease.name] = who

@@ -8,6 +8,9 @@ worker: which account ran a turn, what messages it sent, how many turns ran at o
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from libs.devproc import Proc, free_port, spawn_python_service
+from libs.devproc import REPO_ROOT, Proc, free_port, spawn_python_service
 from libs.tokens import chat_usage
 from tests.conftest import AUTH_KEY, TIME_SCALE, metric, service_env, start_edge
 
@@ -364,6 +367,40 @@ async def test_a_revoked_account_is_quarantined_and_the_request_moves_on(web: We
     assert seen.count(("/backend-api/conversation", 401)) == 1 and ("/api/auth/session", 200) in seen
     assert seen.count(("/backend-api/conversation", 200)) == 3
     assert await pool_metric(web, "quarantined") == 1
+
+
+async def test_a_conversation_whose_account_is_gone_goes_on_as_a_new_one_and_says_so(
+    web: Web, sdk: openai.AsyncOpenAI,
+) -> None:
+    first: Any = [{"role": "user", "content": "a story about a lighthouse"}]
+    one = await sdk.chat.completions.with_raw_response.create(model="gpt-4o", messages=first)
+    owner = (await turns(web))[-1]["user"]
+    await fake(web, "POST", "/revoke", json={"user": owner, "sessions": True})  # the account dies
+    second: Any = [*first, {"role": "assistant", "content": one.parse().choices[0].message.content},
+                   {"role": "user", "content": "and then?"}]
+    two = await sdk.chat.completions.with_raw_response.create(model="gpt-4o", messages=second)
+    assert two.headers["x-switchyard-conversation"] == "fallback"
+    assert two.headers["x-switchyard-conversation-id"] != one.headers["x-switchyard-conversation-id"]
+    seen = (await turns(web))[-1]
+    assert seen["user"] not in (owner, None) and seen["conversation_id"] is None  # a new conversation
+    assert [m["text"] for m in seen["messages"]] == [m["content"] for m in second]  # with the history
+    assert await pool_metric(web, "quarantined") == 2
+
+
+async def test_the_operator_lists_the_pool_and_lifts_a_quarantine_from_a_shell(web: Web) -> None:
+    def tool(*args: str) -> Any:
+        done = subprocess.run([sys.executable, "-m", "tools.accounts", "--pool", POOL, "--json", *args],
+                              capture_output=True, text=True, timeout=30, cwd=REPO_ROOT,
+                              env={**os.environ, "NATS_URL": web.nats_url})
+        assert done.returncode == 0, done.stderr
+        return orjson.loads(done.stdout)
+
+    views = {v["name"]: v for v in tool()}
+    assert set(views) == set(USERS)
+    quarantined = [n for n, v in views.items() if v["state"] == "quarantined"]
+    assert len(quarantined) == 2 and all(views[n]["reason"] for n in quarantined)
+    restored = {v["name"]: v for v in tool("--restore", quarantined[0])}
+    assert restored[quarantined[0]]["state"] != "quarantined"
 
 
 async def test_no_secret_reaches_a_log(web: Web) -> None:

@@ -150,8 +150,11 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
     children = stack.note_children()
     by_role = {("nats-server" if "nats-server" in cmdline_of(pid) else cmdline_of(pid).split()[-1]): pid
                for pid in children}
+    # no ChatGPT account configured: chatgpt-web-worker runs against the sandbox's fake of it
     assert set(by_role) == {"nats-server", "services.openai_worker", "services.embeddings_worker",
-                            "services.image_worker", "services.edge"}, by_role
+                            "services.image_worker", "services.edge", "services.sandbox",
+                            "services.chatgpt_web_worker"}, by_role
+    assert any("SANDBOX MODE (ChatGPT web)" in line for line in stack.lines)
     environs = {role: environ_of(pid) for role, pid in by_role.items()}
     assert environs["services.edge"].get("AUTH_TOKEN") == SECRET
     assert environs["services.openai_worker"].get("OPENAI_API_KEY") == SANDBOX_KEY
@@ -178,6 +181,12 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
                           headers={"authorization": f"Bearer {SECRET}"},
                           json={"model": "all-MiniLM-L6-v2", "input": "a cat sits on the mat"})
     assert embedded.status_code == 200 and len(embedded.json()["data"][0]["embedding"]) == 384
+    # and a ChatGPT web model, on the sandbox's fake accounts
+    web = httpx.post(f"http://127.0.0.1:{env['PORT']}/v1/chat/completions", timeout=30,
+                     headers={"authorization": f"Bearer {SECRET}"},
+                     json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+    assert web.status_code == 200 and web.json()["model"] == "gpt-4o", web.text
+    assert not any(k.startswith(("OPENAI_", "IMAGES_")) for k in environs["services.chatgpt_web_worker"])
 
     # a second run on the same state refuses, naming the first, and touches nothing of it (the
     # running services may still write, e.g. the access line of the request above: never less)

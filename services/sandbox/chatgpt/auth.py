@@ -98,9 +98,6 @@ class Tokens:
         self._revoked.update(killed)
         return len(killed)
 
-    def reset(self) -> None:
-        self._live.clear()
-        self._revoked.clear()
 
 
 @dataclass(slots=True)

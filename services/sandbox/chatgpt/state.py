@@ -27,7 +27,8 @@ class FakeState:
         return self.permitted.get(user, self.models)
 
     def reset(self) -> None:
-        self.tokens.reset()
+        # Tokens minted before stay as they were (valid, or revoked): a client holds them across a
+        # test's reset, and forgetting them would let a later revoke miss them.
         self.sessions.reset()
         self.store.reset()
         self.faults.reset()

@@ -1,0 +1,70 @@
+"""The accounts of a web pool as every replica sees them (JetStream KV), for an operator's shell:
+
+    python -m tools.accounts [--pool chatgpt-web] [--json] [--quarantine NAME --reason TEXT | --restore NAME]
+
+NATS_URL as everywhere. Prints name, state (free, leased, cooling, quarantined), until, reason and
+the per-model cooldowns; never a secret (the pool holds none). The admin API and console of a later
+issue read the same views.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+import orjson
+
+from libs.account_pool.buckets import ACCOUNTS_BUCKET
+from libs.account_pool.pool import AccountPool, AccountSpec
+from libs.bus import connect
+from libs.settings import env_str
+
+
+async def _names(js: object, pool: str) -> list[str]:
+    kv = await js.key_value(ACCOUNTS_BUCKET)  # type: ignore[attr-defined]
+    try:
+        keys = await kv.keys()
+    except Exception:  # nats-py raises NoKeysError on an empty bucket
+        return []
+    prefix = pool + "."
+    return sorted(k[len(prefix):] for k in keys if k.startswith(prefix))
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.accounts", description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", default="chatgpt-web")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quarantine", metavar="NAME")
+    parser.add_argument("--reason", default="quarantined by the operator")
+    parser.add_argument("--restore", metavar="NAME")
+    args = parser.parse_args(argv)
+    nc = await connect(env_str("NATS_URL", "nats://127.0.0.1:4222"), name="accounts-tool")
+    try:
+        js = nc.jetstream()
+        names = await _names(js, args.pool)
+        pool = AccountPool(js, args.pool, [AccountSpec(n) for n in names], holder="accounts-tool")
+        await pool.start()
+        if args.quarantine:
+            await pool.quarantine(args.quarantine, args.reason)
+        if args.restore:
+            await pool.restore(args.restore)
+        views = pool.accounts()
+        await pool.stop()
+    finally:
+        await nc.close()
+    if args.json:
+        print(orjson.dumps([vars(v) for v in views]).decode())
+        return 0
+    now = time.time()
+    print(f"{'account':<24} {'state':<12} {'for':>8}  reason")
+    for v in views:
+        left = f"{v.until - now:.0f}s" if v.until else "-"
+        models = ", ".join(f"{m} {t - now:.0f}s" for m, t in v.model_cooldowns.items())
+        print(f"{v.name:<24} {v.state:<12} {left:>8}  {v.reason}{'  [' + models + ']' if models else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
