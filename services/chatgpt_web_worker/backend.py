@@ -26,6 +26,7 @@ from services.chatgpt_web_worker.client import WebClient
 from services.chatgpt_web_worker.config import WebConfig
 from services.chatgpt_web_worker.continuity import Continuity
 from services.chatgpt_web_worker.credentials import Credentials
+from services.chatgpt_web_worker.leasing import Leasing, WebParts
 from services.chatgpt_web_worker.native import NativeCalls
 from services.chatgpt_web_worker.reservations import Reservations
 from services.chatgpt_web_worker.turn import Turns
@@ -77,8 +78,9 @@ class ChatGPTWebBackend:
         reservations = Reservations(self.pool, self._capacity)
         reservations.start()
         self.admission = reservations
-        self._chat = ChatTurns(self.config, self.pool, reservations, continuity, self.turns)
-        self._native = NativeCalls(self.config, self.pool, reservations, continuity, self.turns)
+        parts = WebParts(self.config, self.pool, Leasing(self.pool, reservations), continuity, self.turns)
+        self._chat = ChatTurns(parts)
+        self._native = NativeCalls(parts)
 
     def accounts_state(self) -> AccountsState:
         if self.pool is None:

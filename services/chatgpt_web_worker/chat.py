@@ -16,24 +16,21 @@ with a real tokenizer (libs/tokens.py): the upstream reports none.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from libs.account_pool.outcome import Outcome
-from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
-from libs.errors import AccountsBusy, ModelNotFound, UpstreamError
+from libs.account_pool.pool import Lease
+from libs.errors import ModelNotFound, UpstreamError
 from libs.tokens import chat_usage
 from libs.worker_backend import Item, Meta, StreamEnd
 from proto.messages import Job
-from services.chatgpt_web_worker.config import WebConfig
-from services.chatgpt_web_worker.continuity import Continuity, Plan, Thread
+from services.chatgpt_web_worker.continuity import Plan, Thread
+from services.chatgpt_web_worker.leasing import WebParts
 from services.chatgpt_web_worker.request import conversation_body, openai_to_upstream
-from services.chatgpt_web_worker.reservations import Reservations
 from services.chatgpt_web_worker.stream import ConversationStream, Finished, Moderation, StreamError, Text
-from services.chatgpt_web_worker.turn import Turns
 from services.chatgpt_web_worker.upstream_errors import UpstreamFailure, stream_failure
 
 MAX_ACCOUNTS = 3  # accounts one request tries before its failure stands
@@ -49,13 +46,11 @@ class _Answer:
 
 
 class ChatTurns:
-    def __init__(self, config: WebConfig, pool: AccountPool, reservations: Reservations, continuity: Continuity,
-                 turns: Turns) -> None:
-        self.config = config
-        self.pool = pool
-        self.reservations = reservations
-        self.continuity = continuity
-        self.turns = turns
+    def __init__(self, parts: WebParts) -> None:
+        self.config = parts.config
+        self.leasing = parts.leasing
+        self.continuity = parts.continuity
+        self.turns = parts.turns
 
     async def run(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         slug = self.config.slug_for(job["model"])
@@ -89,7 +84,7 @@ class ChatTurns:
                     plan, mode = Plan(None, body["messages"]), "fallback"
                 continue
             finally:
-                await self.reservations.give_back(lease, outcome)
+                await self.leasing.give_back(lease, outcome)
             if first_choice and answer.conversation_id and answer.message_id:
                 await self.continuity.remember(body["messages"], "".join(answer.text), lease.name,
                                                answer.conversation_id, answer.message_id)
@@ -108,40 +103,10 @@ class ChatTurns:
                                  conversation_id=plan.thread.conversation_id, model=slug)
 
     async def _lease(self, job: Job, slug: str, thread: Thread | None, tried: set[str]) -> Lease | None:
-        """An account for this turn: the conversation's own (None when it is gone), else any free
-        one not yet tried. Waits no longer than the job could still have waited in the queue (a
-        job that finds none of this replica's accounts fit for its model)."""
-        wait = max(0.5, job["start_by"] - time.time())
+        """The conversation's own account (None when it is gone), else a free one not yet tried."""
         if thread is not None:
-            lease = self.reservations.take(slug, thread.account)
-            if lease is not None:
-                return lease
-            try:
-                async with self.reservations.waiting():
-                    lease = await self.pool.acquire_named(thread.account, slug, timeout=wait, job=job["job_id"])
-            except AccountGone:
-                return None
-            except PoolBusy as busy:
-                raise AccountsBusy("the account holding this conversation stayed busy; retry later",
-                                   retry_after=busy.retry_after or wait) from None
-            self.reservations.adopt()
-            return lease
-        lease = self.reservations.take(slug, exclude=tried)
-        if lease is not None:
-            return lease
-        # none of ours fits (tried, or cooling for this model): the pool asks a replica holding a
-        # fitting one idle for its next job to give it up
-        try:
-            async with self.reservations.waiting():
-                lease = await self.pool.acquire(slug, timeout=wait, exclude=tried, job=job["job_id"])
-        except PoolBusy as busy:
-            raise AccountsBusy("every account of this model stayed busy or cooling down; retry later",
-                               retry_after=busy.retry_after or wait) from None
-        except NoEligibleAccount:
-            raise UpstreamError(f"no usable account serves {slug}: every one is quarantined or not permitted it") \
-                from None
-        self.reservations.adopt()
-        return lease
+            return await self.leasing.named(job, thread.account, slug)
+        return await self.leasing.any(job, slug, tried)
 
     async def _relay(self, account: str, request: dict[str, Any], answer: _Answer, job: Job, slug: str,
                      mode: str) -> AsyncIterator[Item]:

@@ -14,7 +14,6 @@ other call's (and a turn's failure before its first event) status and body as on
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,16 +21,13 @@ import httpx
 
 from libs import secrets
 from libs.account_pool.outcome import Outcome
-from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
-from libs.errors import AccountsBusy, InvalidRequest, UpstreamError
+from libs.account_pool.pool import Lease
+from libs.errors import InvalidRequest, UpstreamError
 from libs.openai_upstream.call import proxy_for_url
 from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
 from proto.messages import Job
-from services.chatgpt_web_worker.config import WebConfig
-from services.chatgpt_web_worker.continuity import Continuity
-from services.chatgpt_web_worker.reservations import Reservations
+from services.chatgpt_web_worker.leasing import WebParts
 from services.chatgpt_web_worker.stream import ConversationStream, Native
-from services.chatgpt_web_worker.turn import Turns
 from services.chatgpt_web_worker.upstream_errors import UpstreamFailure
 
 _CONVERSATION = re.compile(r"/conversation/(?:gen_title/)?([A-Za-z0-9-]{1,64})")
@@ -48,13 +44,12 @@ def _conversation_of(path: str, payload: Any) -> str | None:
 
 
 class NativeCalls:
-    def __init__(self, config: WebConfig, pool: AccountPool, reservations: Reservations, continuity: Continuity,
-                 turns: Turns) -> None:
-        self.config = config
-        self.pool = pool
-        self.reservations = reservations
-        self.continuity = continuity
-        self.turns = turns
+    def __init__(self, parts: WebParts) -> None:
+        self.config = parts.config
+        self.pool = parts.pool
+        self.leasing = parts.leasing
+        self.continuity = parts.continuity
+        self.turns = parts.turns
 
     async def run(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         method, path = str(body.get("method", "")), str(body.get("path", ""))
@@ -119,37 +114,20 @@ class NativeCalls:
                 yield Result({"status": failure.status, "body": failure.body})
         finally:
             if lease is not None:
-                await self.reservations.give_back(lease, outcome)
+                await self.leasing.give_back(lease, outcome)
         if account is not None and learned and not conversation_id:
             await self.continuity.claim(learned, account)  # later calls about it go to this account
         yield StreamEnd(account=account)
 
     async def _lease(self, job: Job, model: str | None, conversation_id: Any) -> Lease:
-        wait = max(0.5, job["start_by"] - time.time())
-        try:
-            if isinstance(conversation_id, str):
-                owner = await self.continuity.owner(conversation_id)
-                if owner is not None:
-                    lease = self.reservations.take(model, owner)
-                    if lease is None:
-                        async with self.reservations.waiting():
-                            lease = await self.pool.acquire_named(owner, model, timeout=wait, job=job["job_id"])
-                        self.reservations.adopt()
-                    return lease
-            lease = self.reservations.take(model)
-            if lease is None:
-                async with self.reservations.waiting():
-                    lease = await self.pool.acquire(model, timeout=wait, job=job["job_id"])
-                self.reservations.adopt()
-            return lease
-        except AccountGone:
-            raise UpstreamError("the account holding this conversation is quarantined; start a new conversation") \
-                from None
-        except PoolBusy as busy:
-            raise AccountsBusy("every account stayed busy or cooling down; retry later",
-                               retry_after=busy.retry_after or wait) from None
-        except NoEligibleAccount:
-            raise UpstreamError("no usable account serves this model") from None
+        """The conversation's account when it names one of ours, else any free one."""
+        owner = await self.continuity.owner(conversation_id) if isinstance(conversation_id, str) else None
+        if owner is None:
+            return await self.leasing.any(job, model)
+        lease = await self.leasing.named(job, owner, model)
+        if lease is None:
+            raise UpstreamError("the account holding this conversation is quarantined; start a new conversation")
+        return lease
 
     async def _login(self, payload: Any) -> dict[str, Any]:
         if self.config.auth_url is None:

@@ -16,26 +16,24 @@ time limits) are the edge's usual OpenAI-style errors.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from libs import sse
 from libs.errors import (
-    ClientTooSlow,
     ModelNotFound,
     NoWorker,
     SwitchyardError,
     UpstreamProtocolError,
 )
-from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
-from services.edge.dispatch import ClientGone, Exchange, KeepAlive
+from services.edge.asgi_io import parse_json_object, read_body, send_json
+from services.edge.dispatch import Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY, chatgpt_credentials
 from services.edge.replies import Emitted, Produced
-from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute
+from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange
 from services.edge.state import EdgeState
 from services.edge.validation_chatgpt import MAX_LIMIT, check_id, query_integer, validate_chatgpt_body
 
@@ -140,32 +138,15 @@ class ChatGPTWebRoute(JobRoute):
         access_token = chatgpt_credentials(scope)[0]
         exchange = state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=call.turn)
         watch = DisconnectWatch(receive, exchange)
-        started = False
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
+        async def respond(tracked_send: Send) -> int:
             await state.dispatcher.submit(exchange, kind=KIND, model=job_model, pool=pool, body=job_body,
                                           access_token=access_token)
             if call.turn:
                 return await self._relay_events(tracked_send, exchange)
             return await self._relay_result(tracked_send, exchange)
-        except ClientGone:
-            return 499  # nginx's "client closed request"; nothing can be sent
-        except asyncio.CancelledError:
-            if not exchange.take_overflow():
-                raise
-            err = ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
-            state.metrics.errors.labels(code=err.code).inc()
-            if not started:
-                await send_error(send, err)
-            return err.status
-        finally:
-            await watch.stop()
-            await exchange.close()
+
+        return await answer_exchange(state, send, exchange, watch, respond)
 
     async def _relay_result(self, send: Send, exchange: Exchange) -> int:
         result: Body | None = None

@@ -7,22 +7,21 @@ every answer is streamed, so heartbeats, cancel and retry behave alike.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from libs import sse
-from libs.errors import ClientTooSlow, InvalidRequest, SwitchyardError
+from libs.errors import InvalidRequest, SwitchyardError
 from libs.tokens import estimate_tokens
-from services.edge.asgi_io import parse_json_object, read_body, send_error, send_json
-from services.edge.dispatch import ClientGone, Exchange, KeepAlive
+from services.edge.asgi_io import parse_json_object, read_body, send_json
+from services.edge.dispatch import Exchange, KeepAlive
 from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.openai_format import Kind, ResponseBuilder
 from services.edge.plan import JobPlan, plan_jobs
 from services.edge.replies import Deltas, Described, Finished
-from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute
+from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange
 from services.edge.state import EdgeState
 from services.edge.validation import validate_chat_request, validate_completion_request
 
@@ -74,14 +73,8 @@ class GenerationRoute(JobRoute):
         exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=bool(body.get("stream")))
         watch = DisconnectWatch(receive, exchange)
         builder = ResponseBuilder(self.kind, body["model"], plan.choices)
-        started = False
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
+        async def respond(tracked_send: Send) -> int:
             for job in plan.jobs:
                 await self.state.dispatcher.submit(
                     exchange, kind=job.kind, model=plan.model, pool=plan.pool, body=job.body,
@@ -90,20 +83,10 @@ class GenerationRoute(JobRoute):
             if body.get("stream"):
                 return await self._stream(tracked_send, exchange, builder, plan, body)
             return await self._respond(tracked_send, exchange, builder, plan)
-        except ClientGone:
-            return 499  # nginx's "client closed request"; nothing can be sent
-        except asyncio.CancelledError:
-            if not exchange.take_overflow():
-                raise
-            # The client stopped reading: its buffer overflowed while `send` was blocked on it.
-            err = ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
-            self.state.metrics.errors.labels(code=err.code).inc()
-            if not started:
-                await send_error(send, err)
-            return err.status  # mid-stream: the socket is blocked, so nothing more is sent
+
+        try:
+            return await answer_exchange(self.state, send, exchange, watch, respond)
         finally:
-            await watch.stop()
-            await exchange.close()
             self._count_tokens(builder, len(plan.jobs))
 
     async def _respond(self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan) -> int:

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from libs.errors import SwitchyardError
+from libs.errors import ClientTooSlow, SwitchyardError
 from services.edge.asgi_io import send_error
-from services.edge.dispatch import Exchange
+from services.edge.dispatch import ClientGone, Exchange
 from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.state import EdgeState
 
@@ -116,3 +117,35 @@ class DisconnectWatch:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+
+
+async def answer_exchange(
+    state: EdgeState, send: Send, exchange: Exchange, watch: DisconnectWatch,
+    respond: Callable[[Send], Awaitable[int]],
+) -> int:
+    """Run `respond` (it publishes the jobs and answers through the `send` it is given) with the
+    endings every job route shares: a client gone is 499 with nothing sent; a client too slow to
+    read (its buffer overflowed) is `client_too_slow`, said only if the head has not gone out (then
+    the socket is blocked and nothing more is sent); the watch and the exchange are closed always."""
+    started = False
+
+    async def tracked_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        return await respond(tracked_send)
+    except ClientGone:
+        return 499  # nginx's "client closed request"; nothing can be sent
+    except asyncio.CancelledError:
+        if not exchange.take_overflow():
+            raise
+        err = ClientTooSlow("the client read the stream too slowly; its buffer overflowed")
+        state.metrics.errors.labels(code=err.code).inc()
+        if not started:
+            await send_error(send, err)
+        return err.status
+    finally:
+        await watch.stop()
+        await exchange.close()
