@@ -24,7 +24,8 @@ backend leases it or fails with a retryable error, so that another replica may t
 
 Optional members a backend may define: `attach(js)` (worker_main gives it JetStream), `admission`
 (an `Admission`: the runtime pulls no more jobs than it can start), `accounts_state()` (its pool of
-upstream accounts, announced to the edge: proto/messages.py AccountsState).
+upstream accounts, announced to the edge: proto/messages.py AccountsState), `async reconnected()`
+(after a NATS reconnect: a backend's own watches start over).
 """
 
 from __future__ import annotations

@@ -186,6 +186,10 @@ class WorkerRuntime:
         )
         if self._puller is not None:
             self._puller.reset()
+        reconnected = getattr(self.backend, "reconnected", None)  # a backend's own bus state (KV watches)
+        if reconnected is not None:
+            with contextlib.suppress(Exception):
+                await reconnected()
         with contextlib.suppress(Exception):
             await self.announce()
 

@@ -7,6 +7,7 @@ JetStream. A chat job goes to chat.py, a `chatgpt_web` job to native.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPo
 from libs.errors import InvalidRequest
 from libs.openai_upstream.call import proxy_for_url
 from libs.settings import env_float
+from libs.tokens import encoding_name, preload
 from libs.worker_backend import Item
 from libs.worker_metrics import WorkerMetrics
 from proto.messages import AccountsState, Feature, Job, Kind
@@ -73,6 +75,9 @@ class ChatGPTWebBackend:
         self.pool = AccountPool(js, self._pool_name, specs, holder=self._worker_id, policy=self._policy,
                                 metrics=PoolMetrics(self._registry, self._pool_name))
         await self.pool.start()
+        # the tokenizers load once per process (about a second): before the first job, not in it
+        for encoding_model in {encoding_name(slug): slug for slug in self.config.models}.values():
+            await asyncio.to_thread(preload, encoding_model)
         conversations = ConversationMap(js, ttl=CONVERSATION_TTL)
         continuity = Continuity(conversations, self._pool_name)
         reservations = Reservations(self.pool, self._capacity)
@@ -81,6 +86,11 @@ class ChatGPTWebBackend:
         parts = WebParts(self.config, self.pool, Leasing(self.pool, reservations), continuity, self.turns)
         self._chat = ChatTurns(parts)
         self._native = NativeCalls(parts)
+
+    async def reconnected(self) -> None:
+        """A restarted NATS (or a long outage) may have ended the pool's watch: read the KV afresh."""
+        if self.pool is not None:
+            await self.pool.resync()
 
     def accounts_state(self) -> AccountsState:
         if self.pool is None:

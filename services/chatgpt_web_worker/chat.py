@@ -24,7 +24,7 @@ from typing import Any
 from libs.account_pool.outcome import Outcome
 from libs.account_pool.pool import Lease
 from libs.errors import ModelNotFound, UpstreamError
-from libs.tokens import chat_usage
+from libs.tokens import chat_usage, count_text
 from libs.worker_backend import Item, Meta, StreamEnd
 from proto.messages import Job
 from services.chatgpt_web_worker.continuity import Plan, Thread
@@ -72,7 +72,7 @@ class ChatTurns:
             started = False
             try:
                 request = self._request(plan, slug, upstream_messages)
-                async for item in self._relay(lease.name, request, answer, job, slug, mode):
+                async for item in self._relay(lease.name, request, answer, job, slug, mode, _max_tokens(body)):
                     started = True
                     yield item
                 outcome = Outcome.ok()
@@ -109,9 +109,10 @@ class ChatTurns:
         return await self.leasing.any(job, slug, tried)
 
     async def _relay(self, account: str, request: dict[str, Any], answer: _Answer, job: Job, slug: str,
-                     mode: str) -> AsyncIterator[Item]:
+                     mode: str, limit: int | None) -> AsyncIterator[Item]:
         parser = ConversationStream()
         first = True
+        counted = 0  # completion tokens so far, for the client's max_tokens (the web has no such limit)
         chunks = self.turns.open(account, request)
         try:
             async for chunk in chunks:
@@ -128,6 +129,11 @@ class ChatTurns:
                             yield [{"index": 0, "delta": {"content": event.delta}, "finish_reason": None}]
                         answer.text.append(event.delta)
                         answer.message_id = event.message_id
+                        if limit is not None:
+                            counted += count_text(event.delta, slug)
+                            if counted >= limit:  # the client's max_tokens: stop the upstream here
+                                answer.finish = "length"
+                                return
                     elif isinstance(event, Finished):
                         answer.message_id = event.message_id
                         answer.conversation_id = event.conversation_id or answer.conversation_id
@@ -148,3 +154,13 @@ class ChatTurns:
             headers["x-switchyard-conversation-id"] = conversation_id
         return Meta(model=model, headers=headers)
 
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    """The client's limit on the answer (the web upstream has none: the worker ends the turn there,
+    the last piece whole, so an answer may pass it by the tokens of one upstream event)."""
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = body.get(field)
+        if type(value) is int and value > 0:
+            return value
+    return None

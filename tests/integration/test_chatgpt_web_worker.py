@@ -154,6 +154,16 @@ async def test_n_choices_run_on_different_accounts(web: Web, sdk: openai.AsyncOp
     assert len(ran) == 3 and {r["user"] for r in ran} == set(USERS)
 
 
+async def test_max_tokens_ends_the_turn_there(web: Web, sdk: openai.AsyncOpenAI) -> None:
+    """The web upstream knows no max_tokens: the worker stops reading (and the upstream) at it."""
+    answer = await sdk.chat.completions.create(
+        model="gpt-4o", max_tokens=5,
+        messages=[{"role": "user", "content": "go on [sandbox tokens=40 token_delay_ms=5]"}])
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage is not None and 5 <= answer.usage.completion_tokens <= 7  # the last event whole
+    assert (await turns(web))[-1]["finish"] == "disconnected"  # the upstream was told to stop
+
+
 async def test_web_accounts_take_text_only(sdk: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         await sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": [
