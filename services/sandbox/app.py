@@ -92,7 +92,7 @@ class Sandbox:
             await self._config(send, receive, method)
         elif path == "/_sandbox/events":
             await self._events(scope, send, method)
-        elif path.startswith(_CHATGPT_PREFIXES) or path == "/api/auth/session":
+        elif path.startswith(_CHATGPT_PREFIXES) or path in ("/api/auth/session", "/auth/login"):
             await self.chatgpt(scope, receive, send)
         else:
             body = payloads.error_body(f"Unknown path {path} (sandbox)", "invalid_request_error", "unknown_url")

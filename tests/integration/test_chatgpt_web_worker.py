@@ -49,7 +49,8 @@ class Web:
     def start_worker(self, name: str) -> Proc:
         port = free_port()
         env = service_env(self.nats_url, PORT=str(port), WORKER_POOL=POOL, WORKER_ID=name,
-                          CHATGPT_BASE_URL=self.fake, CHATGPT_ACCOUNTS_FILE=str(self.accounts_file))
+                          CHATGPT_BASE_URL=self.fake, CHATGPT_ACCOUNTS_FILE=str(self.accounts_file),
+                          CHATGPT_AUTH_URL=self.fake + "/auth/login")
         proc = spawn_python_service(name, "services.chatgpt_web_worker", env=env, log_dir=self.log_dir,
                                     health_url=f"http://127.0.0.1:{port}/readyz")
         proc.url = f"http://127.0.0.1:{port}"
@@ -281,11 +282,17 @@ async def test_a_callers_own_access_token_bypasses_the_pool(web: Web) -> None:
     assert refused.status_code == 401 and refused.json()["detail"]["code"] == "token_expired"
 
 
-async def test_login_says_which_setting_it_needs(web: Web) -> None:
+async def test_login_exchanges_credentials_for_a_token_that_then_works(web: Web) -> None:
     await wait_live(web)
-    answer = await native(web, "POST", "/auth/login", json={"username": "a@b.c", "password": "hunter2-pw"})
-    assert answer.status_code == 501
-    assert "CHATGPT_AUTH_URL" in answer.json()["error"]["message"]
+    login = await native(web, "POST", "/auth/login",
+                         json={"username": "erin@sandbox.invalid", "password": "sandbox-password"})
+    assert login.status_code == 200, login.text
+    token = login.json()["accessToken"]
+    listed = await native(web, "GET", "/conversations", token=token)
+    assert listed.status_code == 200 and listed.json()["items"] == []  # erin's own, empty list
+    refused = await native(web, "POST", "/auth/login",
+                           json={"username": "erin@sandbox.invalid", "password": "hunter2-pw"})
+    assert refused.status_code == 401 and refused.json() == {"errorMessage": "wrong email or password"}
 
 
 # ---- the pool under load and faults ----------------------------------------------------------------

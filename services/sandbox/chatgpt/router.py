@@ -23,6 +23,10 @@ _CANNOT_PARSE = "Could not parse your authentication token. Please try signing i
 _MISSING = "Unauthorized - Access token is missing"
 
 
+LOGIN_PATH = "/auth/login"
+LOGIN_PASSWORD = "sandbox-password"
+
+
 class ChatGPT:
     def __init__(self, models: tuple[str, ...], token_ttl: int) -> None:
         self.state = FakeState(models, auth.Tokens(token_ttl))
@@ -36,10 +40,33 @@ class ChatGPT:
         try:
             if path == "/api/auth/session":
                 await self._session(scope, send, record)
+            elif path == LOGIN_PATH:
+                await self._login(scope, receive, send, record)
             else:
                 await self._backend(scope, receive, send, record)
         finally:
             record["ended"] = time.time()
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send, record: Record) -> None:
+        """A login service of the kind go-chatgpt-api's `/auth/login` fronted (JSON {username,
+        password} in, {accessToken} out; errors as {"errorMessage"}): `<user>@sandbox.invalid` with
+        the password `sandbox-password` logs in as <user>."""
+        if scope["method"] != "POST":
+            await detail(send, record, 405, "Method Not Allowed")
+            return
+        try:
+            body = orjson.loads(await read_body(receive))
+            username, password = body["username"], body["password"]
+            user, _, domain = str(username).partition("@")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await answer(send, record, 400, orjson.dumps({"errorMessage": "username and password are required"}))
+            return
+        if domain != "sandbox.invalid" or password != LOGIN_PASSWORD or not user:
+            await answer(send, record, 401, orjson.dumps({"errorMessage": "wrong email or password"}))
+            return
+        record["user"] = user
+        token, _ = self.state.tokens.mint(user)
+        await ok(send, record, {"accessToken": token})
 
     async def _session(self, scope: Scope, send: Send, record: Record) -> None:
         state = self.state
