@@ -41,10 +41,12 @@ fmt: $(STAMP)
 	$(PY) -m ruff format .
 
 ## bench: sandbox direct vs core NATS vs the full gateway path, then embeddings (gateway vs the model
-## in-process, batched and not) and a large image's added latency; prints tables, writes JSON
+## in-process, batched and not), a large image's added latency, and chat through chatgpt-web-worker beside
+## openai-worker (CPU, pool round trips, throughput on few accounts); prints tables, writes JSON
 bench: $(STAMP)
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench_unary
+	$(PY) -m tools.bench_web
 
 ## bench-ab REV=<git rev>: gateway CPU of REV against the working tree, both running, interleaved (tools/bench_ab.py)
 bench-ab: $(STAMP)
