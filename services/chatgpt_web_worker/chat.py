@@ -116,6 +116,11 @@ class ChatTurns:
         chunks = self.turns.open(account, request)
         try:
             async for chunk in chunks:
+                # what one read of the upstream holds goes out as one delta (one bus message, one
+                # SSE event), as it does on the OpenAI path: not one per upstream event
+                pieces: list[str] = []
+                stop = False
+                failure: StreamError | None = None
                 for event in parser.feed(chunk):
                     if isinstance(event, Text):
                         if first:
@@ -123,17 +128,14 @@ class ChatTurns:
                             answer.conversation_id = event.conversation_id
                             yield self._meta(job, event.model_slug or slug, mode, event.conversation_id,
                                              event.message_id)
-                            yield [{"index": 0, "delta": {"role": "assistant", "content": event.delta},
-                                    "finish_reason": None}]
-                        else:
-                            yield [{"index": 0, "delta": {"content": event.delta}, "finish_reason": None}]
-                        answer.text.append(event.delta)
+                        pieces.append(event.delta)
                         answer.message_id = event.message_id
                         if limit is not None:
                             counted += count_text(event.delta, slug)
                             if counted >= limit:  # the client's max_tokens: stop the upstream here
                                 answer.finish = "length"
-                                return
+                                stop = True
+                                break
                     elif isinstance(event, Finished):
                         answer.message_id = event.message_id
                         answer.conversation_id = event.conversation_id or answer.conversation_id
@@ -141,7 +143,17 @@ class ChatTurns:
                     elif isinstance(event, Moderation) and event.blocked:
                         answer.finish = "content_filter"
                     elif isinstance(event, StreamError):
-                        raise stream_failure(event.message, ())
+                        failure = event
+                        break
+                if pieces:
+                    text = "".join(pieces)
+                    delta = {"role": "assistant", "content": text} if not answer.text else {"content": text}
+                    answer.text.append(text)
+                    yield [{"index": 0, "delta": delta, "finish_reason": None}]
+                if failure is not None:
+                    raise stream_failure(failure.message, ())
+                if stop:
+                    return
         finally:
             await chunks.aclose()
         if first:  # the stream ended with no text at all
