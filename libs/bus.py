@@ -99,9 +99,17 @@ async def connect(
     return nc
 
 
-async def ensure_job_stream(js: JetStreamContext, max_age: float, duplicate_window: float = 120.0) -> None:
-    """The work-queue stream of chat jobs (owner: edge); jobs with a Nats-Msg-Id are de-duplicated
-    within `duplicate_window` (an edge publishes a job again to confirm it was stored)."""
+DEFAULT_MAX_QUEUED_PER_POOL = 1000
+
+
+async def ensure_job_stream(
+    js: JetStreamContext, max_age: float, duplicate_window: float = 120.0,
+    max_per_pool: int = DEFAULT_MAX_QUEUED_PER_POOL,
+) -> None:
+    """The work-queue stream of jobs (owner: edge); jobs with a Nats-Msg-Id are de-duplicated
+    within `duplicate_window` (an edge publishes a job again to confirm it was stored). A pool's
+    queue is bounded: past `max_per_pool` jobs waiting or starting on its subject, JetStream
+    refuses the new one (which the edge answers at once) rather than drop an older one."""
     spec = proto.contract()["streams"]["jobs"]
     config = js_api.StreamConfig(
         name=spec["name"],
@@ -109,7 +117,9 @@ async def ensure_job_stream(js: JetStreamContext, max_age: float, duplicate_wind
         retention=js_api.RetentionPolicy.WORK_QUEUE,
         storage=js_api.StorageType.MEMORY,
         max_age=max_age,
-        discard=js_api.DiscardPolicy.OLD,
+        max_msgs_per_subject=max_per_pool,
+        discard=js_api.DiscardPolicy.NEW,
+        discard_new_per_subject=True,
         duplicate_window=duplicate_window,
         num_replicas=1,
     )

@@ -139,7 +139,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             # de-duplication must outlast a blind job's confirmation (Dispatcher.confirm); JetStream
             # wants it no longer than the stream's max_age
             max_age = max(60.0, t.queue_wait * 4)
-            await ensure_job_stream(js, max_age=max_age,
+            await ensure_job_stream(js, max_age=max_age, max_per_pool=settings.max_queued_per_pool,
                                      duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
             await ensure_image_store(js, ttl=settings.image_url_ttl, max_bytes=settings.image_store_bytes)

@@ -485,13 +485,24 @@ class Dispatcher:
             error, seq = {"description": "an unreadable acknowledgement"}, None
         if seq is None:
             description = str(error.get("description", "refused") if isinstance(error, dict) else error)[:200]
-            self._refuse(exchange, job, BusUnavailable(f"the bus refused the request: {description}", retry_after=1))
+            self._refuse(exchange, job, self._refusal(job, description))
             return
         job.stream_seq = seq
         if self.timeouts.confirm_window > 0:
             self._confirmed_until[job.pool] = time.monotonic() + self.timeouts.confirm_window
 
-    def _refuse(self, exchange: Exchange, job: _JobState, error: BusUnavailable) -> None:
+    def _refusal(self, job: _JobState, description: str) -> SwitchyardError:
+        if "maximum messages per subject" not in description:
+            return BusUnavailable(f"the bus refused the request: {description}", retry_after=1)
+        # the pool's queue is full (MAX_QUEUED_PER_POOL): said at once, not after a queue wait
+        self.metrics.no_capacity.inc()
+        wait = self.timeouts.queue_wait
+        accounts = self.routing.accounts(job.pool)
+        if accounts is not None:
+            return AccountsBusy.after_queue_wait(wait, accounts["retry_at"], time.time())
+        return NoCapacity("this model's queue is full (MAX_QUEUED_PER_POOL); retry later", retry_after=max(1.0, wait))
+
+    def _refuse(self, exchange: Exchange, job: _JobState, error: SwitchyardError) -> None:
         self._confirmed_until.pop(job.pool, None)  # refused: ask again for every job of the pool
         exchange.refuse(job.job_id, error)
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from libs.bus import DEFAULT_MAX_QUEUED_PER_POOL
 from libs.http_limits import ConnectionLimits
 from libs.settings import env_bool, env_float, env_int, env_list, env_str
 from libs.timeouts import Timeouts
@@ -31,6 +32,7 @@ class EdgeSettings:
     inline_body_bytes: int
     reply_buffer: int
     max_n: int
+    max_queued_per_pool: int  # jobs waiting (or starting) per pool; past it a request is refused at once
     edge_id: str
     timeouts: Timeouts
     routing: RoutingConfig
@@ -56,6 +58,7 @@ class EdgeSettings:
             inline_body_bytes=env_int("INLINE_BODY_BYTES", 512 * 1024, env, minimum=1),
             reply_buffer=env_int("REPLY_BUFFER", 1024, env, minimum=8),
             max_n=env_int("MAX_N", 128, env, minimum=1),
+            max_queued_per_pool=env_int("MAX_QUEUED_PER_POOL", DEFAULT_MAX_QUEUED_PER_POOL, env, minimum=1),
             edge_id=env_str("EDGE_ID", "", env) or _default_edge_id(),
             timeouts=timeouts,
             routing=RoutingConfig.from_env(env),

@@ -10,6 +10,7 @@ session's NATS, so the session wiretap checks `meta` replies and announcements w
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from libs.devproc import Proc, free_port, spawn_python_service
-from tests.conftest import AUTH_KEY, Stack, service_env, wait_for_models
+from tests.conftest import AUTH_KEY, Stack, service_env, start_edge, wait_for_models
 
 MODEL = "fake-accounts"
 
@@ -96,3 +97,35 @@ async def test_the_model_the_upstream_used_and_its_headers_reach_the_client(clie
         chunks = [orjson.loads(line[6:]) async for line in streamed.aiter_lines()
                   if line.startswith("data: {")]
     assert chunks and {c["model"] for c in chunks} == {"upstream-slug-7"}
+
+
+async def test_a_full_queue_is_refused_at_once(private_nats: Proc, tmp_path: Path) -> None:
+    """MAX_QUEUED_PER_POOL bounds a pool's queue: past it a request is answered at once (429 for
+    a pool of accounts), never dropped nor kept waiting; the queued ones all succeed. On a NATS of
+    its own: the bound is the stream's, and would hold for every pool of the session's."""
+    edge = start_edge(private_nats.url, tmp_path, name="edge-bounded", MAX_QUEUED_PER_POOL="2",
+                      SY_TIMEOUT_QUEUE_WAIT="100", SY_TIMEOUT_CONFIRM_WINDOW="0")  # the edge makes the stream
+    port = free_port()
+    worker = spawn_python_service(
+        "bounded-worker", "tests.contract.fake_worker", log_dir=tmp_path,
+        env=service_env(private_nats.url, PORT=str(port), WORKER_POOL="bounded", WORKER_CAPACITY="4",
+                        WORKER_ID="bounded-1", FAKE_KIND="chat", FAKE_ACCOUNTS="1", FAKE_MODEL=MODEL),
+        health_url=f"http://127.0.0.1:{port}/readyz")
+    try:
+        async with httpx.AsyncClient(base_url=edge.url + "/v1", timeout=30,
+                                     headers={"authorization": f"Bearer {AUTH_KEY}"}) as http:
+            for _ in range(200):
+                if MODEL in {m["id"] for m in (await http.get("/models")).json()["data"]}:
+                    break
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            answers = await asyncio.gather(*(http.post("/chat/completions", json=chat({"delay_first": 1.0}))
+                                             for _ in range(5)))
+            refused = [a for a in answers if a.status_code != 200]
+            assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429]
+            assert all(a.json()["error"]["code"] == "accounts_busy" for a in refused)
+            assert all(float(a.headers["retry-after"]) >= 1 for a in refused)
+            assert time.monotonic() - started < 5  # the refused ones did not wait out a queue wait
+    finally:
+        edge.stop()
+        worker.stop()
