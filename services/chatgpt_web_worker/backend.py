@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -25,13 +26,15 @@ from libs.worker_metrics import WorkerMetrics
 from proto.messages import AccountsState, Feature, Job, Kind
 from services.chatgpt_web_worker.chat import ChatTurns
 from services.chatgpt_web_worker.client import WebClient
-from services.chatgpt_web_worker.config import WebConfig
+from services.chatgpt_web_worker.config import WebConfig, with_live_models
 from services.chatgpt_web_worker.continuity import Continuity
 from services.chatgpt_web_worker.credentials import Credentials
 from services.chatgpt_web_worker.leasing import Leasing, WebParts
 from services.chatgpt_web_worker.native import NativeCalls
 from services.chatgpt_web_worker.reservations import Reservations
 from services.chatgpt_web_worker.turn import Turns
+
+log = logging.getLogger("switchyard.chatgpt_web")
 
 CONVERSATION_TTL = 7 * 24 * 3600.0  # how long a web conversation can be continued from its transcript
 
@@ -70,7 +73,31 @@ class ChatGPTWebBackend:
     def serves(self) -> Mapping[str, Sequence[Kind]]:
         return self._serves
 
+    async def _ask_accounts_for_models(self) -> None:
+        """CHATGPT_MODELS_FROM_ACCOUNTS: each account's own list (`GET /backend-api/models`, its
+        plan) decides what it may run and what this worker serves. An account that cannot answer
+        keeps its configured models (the pool will judge it on its first turn)."""
+        live: dict[str, frozenset[str]] = {}
+        for account in self.config.accounts:
+            try:
+                status, body = await self.turns.call(account.name, "GET", "/models", query=None, json=None)
+            except Exception as exc:  # a refused session, an unreachable upstream: not fatal here
+                log.warning("account %s: could not read its models (%s)", account.name, type(exc).__name__)
+                continue
+            models = body.get("models") if status == 200 and isinstance(body, dict) else None
+            if not isinstance(models, list):
+                log.warning("account %s: its models list answered %s", account.name, status)
+                continue
+            live[account.name] = frozenset(str(m["slug"]) for m in models if isinstance(m, dict) and m.get("slug"))
+        self.config = with_live_models(self.config, live)
+        serves: dict[str, list[Kind]] = {slug: ["chat", "chatgpt_web"] for slug in self.config.models}
+        serves.update({alias: ["chat"] for alias in self.config.aliases})
+        self._serves = serves
+        log.info("serving %s, as the accounts' own lists say", ", ".join(self.config.models))
+
     async def attach(self, js: JetStreamContext) -> None:
+        if self.config.models_from_accounts:
+            await self._ask_accounts_for_models()
         specs = [AccountSpec(a.name, a.models, a.fingerprint) for a in self.config.accounts]
         self.pool = AccountPool(js, self._pool_name, specs, holder=self._worker_id, policy=self._policy,
                                 metrics=PoolMetrics(self._registry, self._pool_name))

@@ -10,6 +10,9 @@
                             OpenAI names mapped onto them (default below)
     GO_CHATGPT_API_PROXY    go-chatgpt-api's proxy setting (seed 003), for every account without
                             its own; else HTTPS_PROXY / HTTP_PROXY as everywhere
+    CHATGPT_MODELS_FROM_ACCOUNTS  1: at start, ask each account's `GET /backend-api/models` which
+                            slugs it may use (its plan), and serve those (within CHATGPT_MODELS
+                            when that is set)
     CHATGPT_AUTH_URL        where `POST /auth/login` exchanges a username and password for an
                             access token (a service speaking go-chatgpt-api's login: JSON
                             {username, password} in, {accessToken} out); unset: the route says 501
@@ -22,6 +25,7 @@ reordered; a hash prefix says nothing usable about a token). Every secret is hel
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs import secrets
-from libs.settings import ConfigError, env_list, env_str, load_toml
+from libs.settings import ConfigError, env_bool, env_list, env_str, load_toml
 
 DEFAULT_BASE_URL = "https://chatgpt.com"
 DEFAULT_MODELS = ("auto", "gpt-4o", "gpt-4o-mini", "o1", "text-davinci-002-render-sha")
@@ -62,6 +66,8 @@ class WebConfig:
     aliases: dict[str, str]
     default_proxy: str | None = field(default=None, repr=False)
     auth_url: str | None = None
+    models_from_accounts: bool = False
+    models_explicit: bool = False  # CHATGPT_MODELS was set: live lists narrow within it
 
     def slug_for(self, model: str) -> str | None:
         """The web slug a requested model runs on (a slug itself, or an OpenAI name mapped onto one)."""
@@ -149,4 +155,29 @@ def load_config(env: Mapping[str, str] | None = None) -> WebConfig:
     if auth_url is not None and not auth_url.startswith(("http://", "https://")):
         raise ConfigError("CHATGPT_AUTH_URL must be an http(s) URL")
     secrets.hold_url(auth_url)
-    return WebConfig(base_url, tuple(accounts), served, _aliases(env, served), default_proxy, auth_url)
+    return WebConfig(base_url, tuple(accounts), served, _aliases(env, served), default_proxy, auth_url,
+                     models_from_accounts=env_bool("CHATGPT_MODELS_FROM_ACCOUNTS", False, env),
+                     models_explicit=bool(env_list("CHATGPT_MODELS", env)))
+
+
+def with_live_models(config: WebConfig, live: dict[str, frozenset[str]]) -> WebConfig:
+    """The configuration once the accounts said which slugs they may use (`live`: account name ->
+    slugs, for those that answered): each such account is limited to its slugs (within its own
+    `models`), and the worker serves what some account may use (within CHATGPT_MODELS when set)."""
+    if not live:
+        return config
+    accounts = []
+    for account in config.accounts:
+        slugs = live.get(account.name)
+        if slugs is not None:
+            allowed = slugs if account.models is None else slugs & account.models
+            account = dataclasses.replace(account, models=frozenset(allowed))
+        accounts.append(account)
+    usable: set[str] = set()
+    for account in accounts:
+        usable |= account.models if account.models is not None else set(config.models)
+    served = tuple(m for m in config.models if m in usable) if config.models_explicit else tuple(sorted(usable))
+    aliases = {name: slug for name, slug in config.aliases.items() if slug in served and name not in served}
+    if not config.models_explicit:  # the default names onto slugs the accounts turned out to have
+        aliases = {name: slug for name, slug in DEFAULT_ALIASES.items() if slug in served and name not in served}
+    return dataclasses.replace(config, accounts=tuple(accounts), models=served, aliases=aliases)

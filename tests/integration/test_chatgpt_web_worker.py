@@ -425,3 +425,47 @@ async def test_no_secret_reaches_a_log(web: Web) -> None:
     assert logs
     for secret in [f"sandbox-session-{u}" for u in USERS] + ["hunter2-pw", "eyJhbGciOiJSUzI1NiI"]:
         assert secret not in logs
+
+
+async def test_accounts_own_model_lists_decide_what_each_may_run(
+    private_nats: Proc, sandbox: Proc, tmp_path: Path,
+) -> None:
+    """CHATGPT_MODELS_FROM_ACCOUNTS: each account's `GET /backend-api/models` (its plan) limits it.
+    On a NATS and edge of its own: its models would collide with the module's pool."""
+    await fake_at(sandbox.url, "/models", {"user": "gina", "models": ["gpt-4o-mini"]})
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text("".join(f'[[accounts]]\nname = "{u}"\nsession_token = "sandbox-session-{u}"\n\n'
+                                for u in ("frank", "gina")))
+    edge = start_edge(private_nats.url, tmp_path, name="edge-live")
+    port = free_port()
+    worker = spawn_python_service(
+        "live-worker", "services.chatgpt_web_worker", log_dir=tmp_path,
+        env=service_env(private_nats.url, PORT=str(port), WORKER_POOL="chatgpt-live", CHATGPT_BASE_URL=sandbox.url,
+                        CHATGPT_ACCOUNTS_FILE=str(accounts), CHATGPT_MODELS_FROM_ACCOUNTS="1"),
+        health_url=f"http://127.0.0.1:{port}/readyz")
+    try:
+        async with openai.AsyncOpenAI(base_url=edge.url + "/v1", api_key=AUTH_KEY, max_retries=0) as client:
+            for _ in range(200):
+                if "gpt-4o" in {m.id async for m in client.models.list()}:
+                    break
+                await asyncio.sleep(0.05)
+            before = len((await fake_at(sandbox.url, "/requests"))["requests"])
+            for _ in range(3):  # least recently used would alternate, but gina may not run gpt-4o
+                await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+            mini = await client.chat.completions.create(model="gpt-4o-mini",
+                                                        messages=[{"role": "user", "content": "y"}])
+        assert mini.model == "gpt-4o-mini"
+        ran = [r for r in (await fake_at(sandbox.url, "/requests"))["requests"][before:]
+               if r["path"] == "/backend-api/conversation"]
+        assert [r["user"] for r in ran[:3]] == ["frank"] * 3
+    finally:
+        edge.stop()
+        worker.stop()
+
+
+async def fake_at(base: str, path: str, body: Any = None) -> Any:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        response = await (http.get(f"/_sandbox/chatgpt{path}") if body is None
+                          else http.post(f"/_sandbox/chatgpt{path}", json=body))
+        response.raise_for_status()
+        return response.json()

@@ -77,3 +77,20 @@ async def test_login_without_a_configured_service_is_a_501_naming_the_setting() 
     calls = NativeCalls(WebParts(config, unused, unused, unused, unused))
     answer = await calls._login({"username": "a", "password": "b"})
     assert answer["status"] == 501 and "CHATGPT_AUTH_URL" in answer["body"]["error"]["message"]
+
+
+def test_live_model_lists_limit_each_account_and_what_is_served(tmp_path: Path) -> None:
+    from services.chatgpt_web_worker.config import with_live_models
+
+    file = write(tmp_path, '[[accounts]]\nname = "a"\naccess_token = "t1"\n'
+                           '[[accounts]]\nname = "b"\naccess_token = "t2"\nmodels = ["gpt-4o", "o1"]\n'
+                           '[[accounts]]\nname = "c"\naccess_token = "t3"\n')
+    config = load_config({"CHATGPT_ACCOUNTS_FILE": file})
+    live = with_live_models(config, {"a": frozenset({"gpt-4o-mini"}), "b": frozenset({"gpt-4o", "auto"})})
+    models = {a.name: a.models for a in live.accounts}
+    assert models == {"a": frozenset({"gpt-4o-mini"}), "b": frozenset({"gpt-4o"}), "c": None}
+    assert set(live.models) == set(config.models)  # "c" did not answer: it may run every configured slug
+    narrowed = with_live_models(load_config({"CHATGPT_ACCESS_TOKENS": "t9"}), {token_account_name("t9"): frozenset(
+        {"gpt-4o"})})
+    assert narrowed.models == ("gpt-4o",) and narrowed.slug_for("gpt-4") == "gpt-4o"
+    assert narrowed.slug_for("gpt-3.5-turbo") is None
