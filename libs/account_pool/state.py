@@ -59,7 +59,7 @@ class AccountState:
     wanted_until: float = 0.0
 
     def encode(self) -> bytes:
-        return orjson.dumps({f.name: getattr(self, f.name) for f in fields(self)})
+        return orjson.dumps({name: getattr(self, name) for name in _FIELDS})
 
     @classmethod
     def decode(cls, data: bytes) -> AccountState:
@@ -68,7 +68,7 @@ class AccountState:
             raw: Any = orjson.loads(data)
             if not isinstance(raw, dict):
                 raise TypeError(type(raw).__name__)
-            known = {f.name for f in fields(cls)}
+            known = set(_FIELDS)
             state = cls(**{k: v for k, v in raw.items() if k in known})
             state.model_cool = {str(m): float(t) for m, t in dict(state.model_cool).items()}
             state.failures = [float(t) for t in state.failures]
@@ -78,7 +78,7 @@ class AccountState:
             return cls()
 
     def clone(self) -> AccountState:
-        copy = AccountState(**{f.name: getattr(self, f.name) for f in fields(self)})
+        copy = AccountState(**{name: getattr(self, name) for name in _FIELDS})
         copy.model_cool = dict(self.model_cool)
         copy.failures = list(self.failures)
         return copy
@@ -151,3 +151,7 @@ class AccountState:
         self.failures = []
         self.cool_until = 0.0
         self.model_cool = {}
+
+
+# read on every read and write of an account (dataclasses.fields() walks the class on each call)
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AccountState))

@@ -13,6 +13,7 @@ built from an upstream answer is scrubbed of them (upstream_errors.py). Foreign 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -22,6 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -29,6 +31,7 @@ import orjson
 from libs import secrets as held_secrets
 from libs.account_pool.outcome import Outcome, Verdict
 from libs.errors import InvalidRequest, UpstreamAuthError, UpstreamTooLarge
+from libs.http1 import ACCEPT_ENCODING, HTTP1Pool, InvalidHeader, ProtocolError
 from services.chatgpt_web_worker.upstream_errors import UpstreamFailure, classify, is_cloudflare, scrub, unreachable
 
 DEFAULT_USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -54,7 +57,7 @@ class Session:
 
 class WebClient:
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float,
-                 user_agent: str = DEFAULT_USER_AGENT) -> None:
+                 user_agent: str = DEFAULT_USER_AGENT, lean_http: bool = True) -> None:
         # The base may end at the site (`https://chatgpt.com`) or at its API (`…/backend-api`).
         base = base_url.rstrip("/")
         site = base.removesuffix("/backend-api")
@@ -63,6 +66,11 @@ class WebClient:
         self._user_agent = user_agent
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._connect_timeout = connect_timeout
+        # a plain-HTTP base (an in-cluster mirror, the sandbox) streams turns through the lean
+        # HTTP/1.1 client openai-worker uses, at a fraction of httpx's CPU; TLS and proxies stay here
+        self._plain = urlsplit(self.api_base) if lean_http and self.api_base.startswith("http://") else None
+        self._pool = HTTP1Pool(connect_timeout=connect_timeout) if self._plain is not None else None
         held_secrets.hold_url(base_url)
 
     def _client(self, proxy: str | None) -> httpx.AsyncClient:
@@ -101,6 +109,10 @@ class WebClient:
             "content-type": "application/json",
             "oai-device-id": device_id,
         }
+        if proxy is None and self._pool is not None:
+            async with self._plain_conversation(token, body, headers) as chunks:
+                yield chunks
+            return
         client = self._client(proxy)
         request = client.build_request("POST", self.api_base + "/conversation", content=orjson.dumps(body),
                                        headers=headers)
@@ -115,6 +127,32 @@ class WebClient:
                 yield chunks
         finally:
             await response.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _plain_conversation(self, token: str, body: dict[str, Any],
+                                  headers: dict[str, str]) -> AsyncIterator[AsyncIterator[bytes]]:
+        assert self._pool is not None and self._plain is not None
+        headers = {**headers, "user-agent": self._user_agent, "oai-language": "en-US",
+                   "accept-encoding": ACCEPT_ENCODING}
+        answered = False
+        try:
+            async with self._pool.post(self._plain.hostname or "", self._plain.port or 80,
+                                       self._plain.path + "/conversation", headers, orjson.dumps(body),
+                                       head_timeout=self._timeout.read) as response:
+                answered = True
+                if response.status != 200:
+                    raw = await response.read(_MAX_ERROR_BODY)
+                    model = body.get("model")
+                    raise classify(response.status, raw, response.headers.get("content-type"),
+                                   model=model if isinstance(model, str) else None, secrets=(token,))
+                async with contextlib.aclosing(_timed(response.body(), self._timeout.read)) as chunks:
+                    yield chunks
+        except TimeoutError:
+            raise unreachable("TimeoutError" if not answered else "TimeoutError while streaming",
+                              timed_out=True) from None
+        except (OSError, ProtocolError, InvalidHeader) as exc:
+            raise unreachable(f"the answer broke off ({type(exc).__name__})" if answered else type(exc).__name__,
+                              timed_out=False) from None
 
     async def call(self, token: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                    json: Any = None, proxy: str | None, device_id: str | None = None) -> tuple[int, Any]:
@@ -191,6 +229,8 @@ class WebClient:
         return token_expiry(token)
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -215,6 +255,19 @@ def classify_reply(status: int, body: Any, *, model: str | None, secrets: Sequen
     OpenAI client). `call` returns classify's own body, which classifies the same again."""
     raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
     return classify(status, raw, "application/json", model=model, secrets=secrets)
+
+
+async def _timed(body: AsyncIterator[bytes], limit: float | None) -> AsyncGenerator[bytes, None]:
+    """The body's chunks, each within `limit` seconds of the one before (a stalled answer is a
+    TimeoutError, as httpx's read timeout is on the other path)."""
+    chunks = aiter(body)
+    while True:
+        try:
+            async with asyncio.timeout(limit):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        yield chunk
 
 
 async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

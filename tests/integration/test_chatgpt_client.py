@@ -209,9 +209,11 @@ async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
         yield app, base
 
 
-@pytest.fixture
-async def web(upstream: tuple[Upstream, str]) -> AsyncIterator[WebClient]:
-    client = WebClient(upstream[1], connect_timeout=5.0, read_timeout=10.0)
+@pytest.fixture(params=["lean", "httpx"])
+async def web(upstream: tuple[Upstream, str], request: pytest.FixtureRequest) -> AsyncIterator[WebClient]:
+    """Both transports of a turn: a plain-HTTP base goes through libs/http1.py, TLS or a proxy
+    through httpx (forced here with lean_http=False)."""
+    client = WebClient(upstream[1], connect_timeout=5.0, read_timeout=10.0, lean_http=request.param == "lean")
     try:
         yield client
     finally:
@@ -330,8 +332,9 @@ async def test_the_token_is_scrubbed_from_an_upstream_that_echoes_it(web: WebCli
     assert ACCESS not in _texts(failure) and "[redacted]" in failure.error.message
 
 
-async def test_a_stalled_stream_times_out(upstream: tuple[Upstream, str]) -> None:
-    web = WebClient(upstream[1], connect_timeout=5.0, read_timeout=0.3)
+@pytest.mark.parametrize("lean", [True, False])
+async def test_a_stalled_stream_times_out(upstream: tuple[Upstream, str], lean: bool) -> None:
+    web = WebClient(upstream[1], connect_timeout=5.0, read_timeout=0.3, lean_http=lean)
     try:
         with pytest.raises(UpstreamFailure) as caught:
             async with web.stream_conversation(ACCESS, _body("stall"), proxy=None, device_id=DEVICE) as chunks:
@@ -343,11 +346,13 @@ async def test_a_stalled_stream_times_out(upstream: tuple[Upstream, str]) -> Non
     assert caught.value.outcome.verdict is Verdict.FAILURE
 
 
-async def test_an_unreachable_upstream_is_a_failure() -> None:
+@pytest.mark.parametrize("lean", [True, False])
+async def test_an_unreachable_upstream_is_a_failure(lean: bool) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     try:
-        web = WebClient(f"http://127.0.0.1:{sock.getsockname()[1]}", connect_timeout=2.0, read_timeout=2.0)
+        web = WebClient(f"http://127.0.0.1:{sock.getsockname()[1]}", connect_timeout=2.0, read_timeout=2.0,
+                        lean_http=lean)
         with pytest.raises(UpstreamFailure) as caught:
             async with web.stream_conversation(ACCESS, _body("hi"), proxy=None, device_id=DEVICE):
                 pass
@@ -355,7 +360,7 @@ async def test_an_unreachable_upstream_is_a_failure() -> None:
     finally:
         sock.close()
     assert caught.value.status == 502 and caught.value.outcome.verdict is Verdict.FAILURE
-    assert "ConnectError" in caught.value.error.message
+    assert "Connect" in caught.value.error.message  # ConnectError (httpx) or ConnectionRefusedError (plain HTTP)
 
 
 # ---- management calls -------------------------------------------------------------------------
