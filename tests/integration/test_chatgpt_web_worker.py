@@ -277,6 +277,9 @@ async def test_a_callers_own_access_token_bypasses_the_pool(web: Web) -> None:
     assert (await turns(web))[-1]["user"] == "dave"
     listed = await native(web, "GET", "/conversations", token=token)
     assert listed.status_code == 200 and listed.json()["total"] == 1
+    hidden = await native(web, "PATCH", "/conversations", token=token, json={"is_visible": False})
+    assert hidden.status_code == 200 and hidden.json() == {"success": True}
+    assert (await native(web, "GET", "/conversations", token=token)).json()["total"] == 0
     expired = (await fake(web, "POST", "/tokens", json={"user": "dave", "ttl": 0}))["access_token"]
     refused = await native(web, "GET", "/conversations", token=expired)
     assert refused.status_code == 401 and refused.json()["detail"]["code"] == "token_expired"
