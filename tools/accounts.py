@@ -2,7 +2,8 @@
 
     python -m tools.accounts [--pool chatgpt-web] [--json] [--quarantine NAME --reason TEXT | --restore NAME]
 
-NATS_URL as everywhere. Prints name, state (free, leased, cooling, quarantined), until, reason and
+NATS_URL as everywhere. Prints name, state (free; leased: held by a replica for a turn, or idle for
+its next one; cooling; quarantined), until, reason and
 the per-model cooldowns; never a secret (the pool holds none). The admin API and console of a later
 issue read the same views.
 """
@@ -19,6 +20,7 @@ import orjson
 from libs.account_pool.buckets import ACCOUNTS_BUCKET
 from libs.account_pool.pool import AccountPool, AccountSpec
 from libs.bus import connect
+from libs.logs import url_without_credentials
 from libs.settings import env_str
 
 
@@ -40,7 +42,13 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--reason", default="quarantined by the operator")
     parser.add_argument("--restore", metavar="NAME")
     args = parser.parse_args(argv)
-    nc = await connect(env_str("NATS_URL", "nats://127.0.0.1:4222"), name="accounts-tool")
+    url = env_str("NATS_URL", "nats://127.0.0.1:4222")
+    try:
+        nc = await asyncio.wait_for(connect(url, name="accounts-tool"), 5)
+    except Exception as exc:  # nothing listening, a refused login: one line, no traceback
+        print(f"cannot reach NATS at {url_without_credentials(url)} ({type(exc).__name__}); set NATS_URL",
+              file=sys.stderr)
+        return 1
     try:
         js = nc.jetstream()
         names = await _names(js, args.pool)

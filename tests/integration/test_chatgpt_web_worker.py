@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -421,6 +422,15 @@ async def test_the_operator_lists_the_pool_and_lifts_a_quarantine_from_a_shell(w
     assert len(quarantined) == 2 and all(views[n]["reason"] for n in quarantined)
     restored = {v["name"]: v for v in tool("--restore", quarantined[0])}
     assert restored[quarantined[0]]["state"] != "quarantined"
+    # no NATS there: one line saying so, no traceback, and never the URL's password
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"nats://op:s3cret-pw@127.0.0.1:{closed.getsockname()[1]}"
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "tools.accounts"], capture_output=True, text=True, timeout=30,
+            cwd=REPO_ROOT, env={**os.environ, "NATS_URL": nowhere})
+    assert done.returncode == 1 and "cannot reach NATS" in done.stderr and "Traceback" not in done.stderr
+    assert "s3cret-pw" not in done.stderr
 
 
 async def test_no_secret_reaches_a_log(web: Web) -> None:
