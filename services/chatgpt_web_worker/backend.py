@@ -39,6 +39,13 @@ log = logging.getLogger("switchyard.chatgpt_web")
 CONVERSATION_TTL = 7 * 24 * 3600.0  # how long a web conversation can be continued from its transcript
 
 
+def _serves(config: WebConfig) -> dict[str, list[Kind]]:
+    """Slugs answer chat and go-chatgpt-api's calls; OpenAI names mapped onto them, chat."""
+    serves: dict[str, list[Kind]] = {slug: ["chat", "chatgpt_web"] for slug in config.models}
+    serves.update({alias: ["chat"] for alias in config.aliases})
+    return serves
+
+
 def _scaled(policy: PoolPolicy, scale: float) -> PoolPolicy:
     """The pool's times under SY_TIME_SCALE, as every other limit (tests run at 0.1)."""
     return dataclasses.replace(policy, lease_ttl=policy.lease_ttl * scale, cooldown=policy.cooldown * scale,
@@ -51,9 +58,7 @@ class ChatGPTWebBackend:
                  policy: PoolPolicy | None = None) -> None:
         self.config = config
         self.features: list[Feature] = ["chat"]  # n > 1: the edge fans out, one account per choice
-        serves: dict[str, list[Kind]] = {slug: ["chat", "chatgpt_web"] for slug in config.models}
-        serves.update({alias: ["chat"] for alias in config.aliases})
-        self._serves = serves
+        self._serves = _serves(config)
         self._pool_name = pool
         self._worker_id = worker_id
         self._registry = metrics.registry
@@ -90,9 +95,7 @@ class ChatGPTWebBackend:
                 continue
             live[account.name] = frozenset(str(m["slug"]) for m in models if isinstance(m, dict) and m.get("slug"))
         self.config = with_live_models(self.config, live)
-        serves: dict[str, list[Kind]] = {slug: ["chat", "chatgpt_web"] for slug in self.config.models}
-        serves.update({alias: ["chat"] for alias in self.config.aliases})
-        self._serves = serves
+        self._serves = _serves(self.config)
         log.info("serving %s, as the accounts' own lists say", ", ".join(self.config.models))
 
     async def attach(self, js: JetStreamContext) -> None:
