@@ -21,8 +21,9 @@ BODY_STORE = "SY_V1_BODIES"
 IMAGE_STORE = "SY_V1_IMAGES"
 # What a job asks a worker to do (job.json's `kind`): chat and completion stream deltas; the
 # others answer with one `result`, whose body `result_schema(kind)` describes; chatgpt_web (a
-# ChatGPT web backend-api call) answers with native events or one result
-KINDS = ("chat", "completion", "embedding", "image", "moderation", "chatgpt_web")
+# ChatGPT web backend-api call) and sydney (a call of SydneyQt's web API) answer with native
+# events or one result
+KINDS = ("chat", "completion", "embedding", "image", "moderation", "chatgpt_web", "sydney", "bing_image")
 CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"

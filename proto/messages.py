@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-Kind = Literal["chat", "completion", "embedding", "image", "moderation", "chatgpt_web"]
+Kind = Literal["chat", "completion", "embedding", "image", "moderation", "chatgpt_web", "sydney", "bing_image"]
 
 
 class Timeouts(TypedDict):
@@ -34,6 +34,7 @@ class Job(TypedDict):
     timeouts: Timeouts
     account: NotRequired[str]
     access_token: NotRequired[str]
+    cookies: NotRequired[str]
     body: NotRequired[dict[str, Any]]
     body_ref: NotRequired[BodyRef]
 
@@ -148,7 +149,7 @@ class Cancel(TypedDict):
     attempt: NotRequired[int]
 
 
-Feature = Literal["chat", "completion", "n", "tools"]
+Feature = Literal["chat", "completion", "n", "tools", "cookies"]
 
 
 class AccountsState(TypedDict):

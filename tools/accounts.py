@@ -3,7 +3,7 @@
     python -m tools.accounts [--pool chatgpt-web] [--json] [--quarantine NAME --reason TEXT | --restore NAME]
 
 NATS_URL as everywhere. Prints name, state (free; leased: held by a replica for a turn, or idle for
-its next one; cooling; quarantined), until, reason and
+its next one; cooling; quarantined), until, conversations begun today (UTC), reason and
 the per-model cooldowns; never a secret (the pool holds none). The admin API and console of a later
 issue read the same views.
 """
@@ -66,11 +66,12 @@ async def main(argv: list[str]) -> int:
         print(orjson.dumps([vars(v) for v in views]).decode())
         return 0
     now = time.time()
-    print(f"{'account':<24} {'state':<12} {'for':>8}  reason")
+    print(f"{'account':<24} {'state':<12} {'for':>8} {'today':>6}  reason")
     for v in views:
         left = f"{v.until - now:.0f}s" if v.until else "-"
         models = ", ".join(f"{m} {t - now:.0f}s" for m, t in v.model_cooldowns.items())
-        print(f"{v.name:<24} {v.state:<12} {left:>8}  {v.reason}{'  [' + models + ']' if models else ''}")
+        print(f"{v.name:<24} {v.state:<12} {left:>8} {v.conversations_today:>6}  "
+              f"{v.reason}{'  [' + models + ']' if models else ''}")
     return 0
 
 

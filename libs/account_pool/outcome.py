@@ -27,6 +27,7 @@ class Outcome:
     model: str | None = None  # the model the limit applies to (None: every model of the account)
     clears_in: float | None = None  # seconds until the upstream lifts the limit, when it said so
     reason: str = ""  # short, secret-free text for the operator's account list
+    conversations: int = 0  # upstream conversations this use began (counted against a daily budget)
 
     @classmethod
     def ok(cls) -> Outcome:

@@ -67,6 +67,7 @@ class AccountSpec:
     name: str  # unique in the pool, [A-Za-z0-9_-], never a secret
     models: frozenset[str] | None = None  # None: every model
     fingerprint: str = ""  # a short hash of the credentials: a changed one lifts a quarantine
+    daily_budget: int | None = None  # upstream conversations a UTC day (None: unbounded)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class AccountView:
     reason: str  # why it cools or is quarantined
     model_cooldowns: dict[str, float] = field(default_factory=dict)  # model → unix end, running ones only
     level: int = 0  # backoff level (> 0: half-open, the next failure cools it for longer)
+    conversations_today: int = 0  # begun this UTC day (against daily_budget, when it has one)
+    daily_budget: int | None = None
 
 
 class PoolError(Exception):
@@ -521,7 +524,7 @@ class AccountPool:
                 state.clear_lease()
             elif outcome.verdict is Verdict.NEUTRAL:
                 return None  # expired and taken meanwhile: nothing of ours to write
-            state.apply(outcome, self.policy, time.time(), spec.fingerprint)
+            state.apply(outcome, self.policy, time.time(), spec.fingerprint, spec.daily_budget)
             return state
 
         await self._write(lease.name, finish)
@@ -608,14 +611,15 @@ class AccountPool:
         state = self._entry(name).state
         models = {m: t for m, t in state.model_cool.items() if t > now}
         cooling = state.cooling_end(spec.models, None, now)
+        used, budget = state.used_today(now), spec.daily_budget
         if state.quarantined:
-            return AccountView(name, "quarantined", None, state.reason, models, state.level)
+            return AccountView(name, "quarantined", None, state.reason, models, state.level, used, budget)
         if state.leased(now):
-            return AccountView(name, "leased", state.lease_until, "", models, state.level)
+            return AccountView(name, "leased", state.lease_until, "", models, state.level, used, budget)
         if cooling:
             reason = state.cool_reason if state.cool_until > now else "every model rate limited"
-            return AccountView(name, "cooling", cooling, reason, models, state.level)
-        return AccountView(name, "free", None, "", models, state.level)
+            return AccountView(name, "cooling", cooling, reason, models, state.level, used, budget)
+        return AccountView(name, "free", None, "", models, state.level, used, budget)
 
     def soonest_free(self) -> float | None:
         """Unix time the soonest cooldown ends when no account is free; None when one is free,

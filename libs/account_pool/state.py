@@ -8,6 +8,7 @@ they are compared by every replica (see pool.py on the clock assumption).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -57,6 +58,10 @@ class AccountState:
     # give it up as soon as it holds it idle, and other acquirers to leave it to the waiter
     wanted_by: str = ""
     wanted_until: float = 0.0
+    # conversations begun on budget_day (UTC, YYYY-MM-DD): an account with a daily conversation
+    # budget rests once it is spent, until the next UTC midnight (Bing counts turns per day)
+    budget_day: str = ""
+    budget_used: int = 0
 
     def encode(self) -> bytes:
         return orjson.dumps({name: getattr(self, name) for name in _FIELDS})
@@ -105,10 +110,27 @@ class AccountState:
                 return max(end, min(ends))
         return end
 
-    def apply(self, outcome: Outcome, policy: PoolPolicy, now: float, fingerprint: str) -> None:
-        """The health effect of one use (see the pool's docstring for the rules)."""
+    def used_today(self, now: float) -> int:
+        """Conversations begun on the current UTC day."""
+        return self.budget_used if self.budget_day == _utc_day(now) else 0
+
+    def _spend(self, conversations: int, budget: int | None, now: float) -> None:
+        day = _utc_day(now)
+        if self.budget_day != day:
+            self.budget_day, self.budget_used = day, 0
+        self.budget_used += conversations
+        if budget is not None and self.budget_used >= budget:
+            midnight = (int(now) // 86400 + 1) * 86400
+            self._cool(float(midnight), f"daily conversation budget of {budget} spent")
+
+    def apply(self, outcome: Outcome, policy: PoolPolicy, now: float, fingerprint: str,
+              budget: int | None = None) -> None:
+        """The health effect of one use (see the pool's docstring for the rules); `budget`: the
+        account's daily conversation budget, if it has one."""
         verdict = outcome.verdict
         reason = outcome.reason[:_MAX_REASON]
+        if outcome.conversations > 0:
+            self._spend(outcome.conversations, budget, now)
         if verdict is Verdict.OK:
             self.level = 0
             self.failures = []
@@ -151,6 +173,10 @@ class AccountState:
         self.failures = []
         self.cool_until = 0.0
         self.model_cool = {}
+
+
+def _utc_day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
 # read on every read and write of an account (dataclasses.fields() walks the class on each call)

@@ -16,7 +16,9 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from libs.account_pool.conversations import ConversationMap
+from libs.account_pool.leasing import Leasing
 from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy
+from libs.account_pool.reservations import Reservations
 from libs.errors import InvalidRequest
 from libs.openai_upstream.call import proxy_for_url
 from libs.settings import env_float
@@ -29,9 +31,8 @@ from services.chatgpt_web_worker.client import WebClient
 from services.chatgpt_web_worker.config import WebConfig, with_live_models
 from services.chatgpt_web_worker.continuity import Continuity
 from services.chatgpt_web_worker.credentials import Credentials
-from services.chatgpt_web_worker.leasing import Leasing, WebParts
 from services.chatgpt_web_worker.native import NativeCalls
-from services.chatgpt_web_worker.reservations import Reservations
+from services.chatgpt_web_worker.parts import WebParts
 from services.chatgpt_web_worker.turn import Turns
 
 log = logging.getLogger("switchyard.chatgpt_web")

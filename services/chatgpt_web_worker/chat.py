@@ -28,7 +28,7 @@ from libs.tokens import chat_usage, count_text
 from libs.worker_backend import Item, Meta, StreamEnd
 from proto.messages import Job
 from services.chatgpt_web_worker.continuity import Plan, Thread
-from services.chatgpt_web_worker.leasing import WebParts
+from services.chatgpt_web_worker.parts import WebParts
 from services.chatgpt_web_worker.request import conversation_body, openai_to_upstream
 from services.chatgpt_web_worker.stream import ConversationStream, Finished, Moderation, StreamError, Text
 from services.chatgpt_web_worker.upstream_errors import UpstreamFailure, stream_failure

@@ -26,7 +26,7 @@ from libs.errors import InvalidRequest, UpstreamError
 from libs.openai_upstream.call import proxy_for_url
 from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
 from proto.messages import Job
-from services.chatgpt_web_worker.leasing import WebParts
+from services.chatgpt_web_worker.parts import WebParts
 from services.chatgpt_web_worker.stream import ConversationStream, Native
 from services.chatgpt_web_worker.upstream_errors import UpstreamFailure
 

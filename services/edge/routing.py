@@ -34,7 +34,9 @@ from proto.messages import AccountsState, Announce
 # how a kind is named to a client: the route it called
 ROUTE_OF_KIND = {"chat": "/v1/chat/completions", "completion": "/v1/completions", "embedding": "/v1/embeddings",
                  "image": "/v1/images/generations", "moderation": "/v1/moderations",
-                 "chatgpt_web": "/conversation (go-chatgpt-api's routes)"}
+                 "chatgpt_web": "/conversation (go-chatgpt-api's routes)",
+                 "sydney": "/chat/stream and /image/upload (SydneyQt's routes)",
+                 "bing_image": "/image/create (SydneyQt's route)"}
 _CHAT_KINDS = frozenset({"chat", "completion"})
 _SERVED_BEFORE_KINDS = ("chat", "completion")  # a worker announcing no `serves` predates them
 

@@ -77,3 +77,23 @@ def test_stored_values_round_trip_and_bad_ones_read_as_fresh() -> None:
     clone.model_cool["n"] = 1.0
     clone.failures.append(1.0)
     assert state.model_cool == {"m": NOW} and state.failures == [NOW]
+
+
+def test_a_spent_daily_budget_rests_the_account_until_the_next_utc_midnight() -> None:
+    state = AccountState()
+    noon = 1_800_000_000 - 1_800_000_000 % 86400 + 43200  # 12:00 UTC
+    state.apply(Outcome(Verdict.OK, conversations=1), POLICY, noon, "", budget=2)
+    assert state.used_today(noon) == 1 and state.cool_until == 0
+    state.apply(Outcome(Verdict.OK, conversations=1), POLICY, noon + 60, "", budget=2)
+    assert state.cool_until == noon + 43200  # the next midnight, UTC
+    assert "daily conversation budget of 2" in state.cool_reason
+    assert state.used_today(noon + 43200) == 0  # a new day counts from zero
+    state.apply(Outcome(Verdict.OK, conversations=1), POLICY, noon + 43200 + 5, "", budget=2)
+    assert state.budget_used == 1
+
+
+def test_conversations_without_a_budget_are_counted_but_never_rest_the_account() -> None:
+    state = AccountState()
+    for _ in range(50):
+        state.apply(Outcome(Verdict.OK, conversations=1), POLICY, NOW, "")
+    assert state.used_today(NOW) == 50 and state.cool_until == 0

@@ -11,8 +11,8 @@ import pytest
 from libs import secrets
 from libs.settings import ConfigError
 from services.chatgpt_web_worker.config import load_config, token_account_name
-from services.chatgpt_web_worker.leasing import WebParts
 from services.chatgpt_web_worker.native import NativeCalls
+from services.chatgpt_web_worker.parts import WebParts
 
 TOKEN = "eyJhbGciOiJSUzI1NiI.test-token-one.sig"
 

@@ -1,4 +1,4 @@
-"""The account a turn runs on, for chat.py and native.py alike.
+"""The account a web worker's job runs on (every web worker's chat and native calls alike).
 
 First one this replica holds idle for its next job (reservations.py: no pool round trip), else one
 from the pool, where waiting asks a replica holding a fitting one idle to give it up. A job waits
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from libs.account_pool.outcome import Outcome
 from libs.account_pool.pool import AccountGone, AccountPool, Lease, NoEligibleAccount, PoolBusy
+from libs.account_pool.reservations import Reservations
 from libs.errors import AccountsBusy, UpstreamError
 from proto.messages import Job
-from services.chatgpt_web_worker.config import WebConfig
-from services.chatgpt_web_worker.continuity import Continuity
-from services.chatgpt_web_worker.reservations import Reservations
-from services.chatgpt_web_worker.turn import Turns
 
 
 class Leasing:
@@ -68,14 +64,3 @@ class Leasing:
 
     async def give_back(self, lease: Lease, outcome: Outcome) -> None:
         await self.reservations.give_back(lease, outcome)
-
-
-@dataclass(frozen=True)
-class WebParts:
-    """What both kinds of job run with."""
-
-    config: WebConfig
-    pool: AccountPool
-    leasing: Leasing
-    continuity: Continuity
-    turns: Turns

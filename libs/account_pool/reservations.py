@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from libs.account_pool.outcome import Outcome
 from libs.account_pool.pool import AccountPool, Lease
 
-log = logging.getLogger("switchyard.chatgpt_web.reservations")
+log = logging.getLogger("switchyard.account_pool.reservations")
 
 
 class Reservations:
