@@ -93,6 +93,12 @@ class BodyTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class ContentFiltered(InvalidRequest):
+    """The upstream's own filter refused the prompt (Bing's Apology, a rejected image prompt)."""
+
+    code = "content_policy_violation"
+
+
 class ModelNotFound(InvalidRequest):
     status = 404
     code = "model_not_found"
