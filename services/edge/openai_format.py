@@ -43,6 +43,10 @@ def _merge_completion_logprobs(parts: list[Any] | None) -> dict[str, Any] | None
     return merged
 
 
+# what an OpenAI delta holds; a worker's other delta fields are an upstream's extras
+_OPENAI_DELTA_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function_call", "audio"})
+
+
 class ResponseBuilder:
     def __init__(self, kind: Kind, model: str, choices: int) -> None:
         self.kind = kind
@@ -63,6 +67,7 @@ class ResponseBuilder:
         self._tool_calls: dict[int, dict[int, dict[str, Any]]] = {}
         self._logprobs: dict[int, list[Any]] = {}
         self._refusal: dict[int, list[str]] = {}
+        self._extras: dict[int, dict[str, Any]] = {}  # delta fields OpenAI does not define, the last value kept
 
     # ---- streaming -------------------------------------------------------------------------
 
@@ -150,6 +155,9 @@ class ResponseBuilder:
                 self._refusal.setdefault(index, []).append(delta["refusal"])
             if delta.get("tool_calls"):
                 _merge_tool_calls(self._tool_calls.setdefault(index, {}), delta["tool_calls"])
+            for key in delta:
+                if key not in _OPENAI_DELTA_FIELDS:
+                    self._extras.setdefault(index, {})[key] = delta[key]
 
     def response(self) -> dict[str, Any]:
         choices = [self._final_choice(i) for i in range(self.choices)]
@@ -179,6 +187,9 @@ class ResponseBuilder:
             message["content"] = ""
         refusal = self._refusal.get(index)
         message["refusal"] = "".join(refusal) if refusal else None
+        extras = self._extras.get(index)
+        if extras:  # a web upstream's own (Bing's search results, say): the message carries them, as chunks do
+            message.update({k: v for k, v in extras.items() if k not in message})
         logprobs = self._logprobs.get(index)
         return {
             "index": index,

@@ -393,3 +393,14 @@ def test_completion_logprobs_of_a_streamed_answer_cover_the_whole_text() -> None
     assert choice["logprobs"]["tokens"] == ["Hello", " world"]
     assert choice["logprobs"]["token_logprobs"] == [-0.1, -0.2]
     assert choice["logprobs"]["text_offset"] == [0, 5]
+
+
+def test_a_delta_field_openai_does_not_define_reaches_the_message_last_value_kept() -> None:
+    builder = ResponseBuilder("chat", "m", 1)
+    builder.absorb([{"index": 0, "delta": {"role": "assistant", "content": "Hi", "search_results": [1]}}])
+    builder.absorb([{"index": 0, "delta": {"suggested_responses": ["a"], "search_results": [2]}}])
+    builder.absorb([{"index": 0, "delta": {"content": "!", "role": "assistant"}, "finish_reason": "stop"}])
+    message = builder.response()["choices"][0]["message"]
+    assert message["content"] == "Hi!"
+    assert message["search_results"] == [2] and message["suggested_responses"] == ["a"]
+    assert set(message) == {"role", "content", "refusal", "search_results", "suggested_responses"}
