@@ -118,7 +118,7 @@ async def upload_image(
     endpoints: BingEndpoints,
     data: bytes,
     *,
-    cookies: Mapping[str, str] | None,
+    cookies: Mapping[str, str] | None = None,
     tone: str = "Creative",
     http_timeout: float = UPLOAD_TIMEOUT,
 ) -> str:

@@ -195,6 +195,18 @@ async def test_no_token_no_query_and_several_records_after_the_handshake_reply()
     assert hub.path == "/sydney/ChatHub"
 
 
+async def test_a_server_that_skips_the_handshake_reply_loses_nothing() -> None:
+    async def script(ws: ServerConnection, hub: Hub) -> None:
+        await ws.recv()
+        await ws.send(HEL)  # no `{}`: the first record is already the turn's
+        await ws.recv()
+        await ws.recv()
+        await ws.send(HELLO + FINAL)
+
+    async with chathub(script) as hub:
+        assert await collect(hub) == HAPPY_ITEMS
+
+
 @pytest.mark.parametrize(("code", "hint"), [(1000, True), (1011, False)])
 async def test_a_close_before_the_result_is_chat_closed(code: int, hint: bool) -> None:
     async def script(ws: ServerConnection, hub: Hub) -> None:
