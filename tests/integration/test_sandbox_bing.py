@@ -427,6 +427,12 @@ async def test_bad_frames_and_bad_invocations(fake: Proc, http: httpx.AsyncClien
     with pytest.raises(websockets.exceptions.ConnectionClosedOK):
         await ws.recv()
 
+    no_handshake = await websockets.connect(ws_url(fake, conv.token), open_timeout=5)
+    await no_handshake.send('{"type":6}' + RS)
+    assert "handshake" in records(str(await no_handshake.recv()))[0]["error"]
+    with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+        await no_handshake.recv()
+
 
 async def test_silence_and_latency_hold_frames_back(fake: Proc, http: httpx.AsyncClient) -> None:
     conv = await create(http, account())
@@ -463,6 +469,10 @@ async def test_kblob_stores_images_the_chat_then_sees(fake: Proc, http: httpx.As
     typed_body, typed_ctype = kblob_form(PNG, typed=True)  # sydney.py's parts carry content types
     typed = await http.post("/images/kblob", content=typed_body, headers={"Content-Type": typed_ctype})
     assert typed.json()["blobId"]
+    by_url = {"imageInfo": {"url": "https://example.invalid/fox.jpg"},
+              "knowledgeRequest": {"invokedSkills": ["ImageById"]}}
+    url_body, url_ctype = kblob_form(None, by_url)  # sydney.py's upload by URL: no imageBase64 part
+    assert (await http.post("/images/kblob", content=url_body, headers={"Content-Type": url_ctype})).json()["blobId"]
 
     conv = await create(http, account())
     url = f"https://www.bing.com/images/blob?bcid={ids['blobId']}"
@@ -498,7 +508,9 @@ async def test_kblob_refuses_bad_forms(http: httpx.AsyncClient, case: str) -> No
 async def test_image_creator_polls_then_serves_thumbnails(fake: Proc, http: httpx.AsyncClient) -> None:
     name = account()
     cookies = {"Cookie": f"_U=sandbox-u-{name}"}
-    prompt = "a picture of a red fox [sandbox polls=2]"
+    asked = updates(await ask(fake, await create(http, name), "a red fox [sandbox image tokens=1 polls=2]"))
+    prompt = asked[-1]["messages"][0]["text"]  # the GenerateContentQuery's image prompt
+    assert prompt == "a picture of a red fox [sandbox polls=2]"
     query = urlencode({"partner": "sydney", "re": 1, "showselective": 1, "sude": 1, "kseed": 7500, "SFX": 2,
                        "gptexp": "unknown", "q": prompt, "iframeid": str(uuid.uuid4())})
     page = await http.get(f"/images/create?{query}", headers=cookies)
@@ -553,6 +565,12 @@ async def test_faults_hit_one_account_in_arming_order(fake: Proc, http: httpx.As
     assert records(str(await ws.recv()))[0]["type"] == 7
     with pytest.raises(websockets.exceptions.ConnectionClosedOK):
         await ws.recv()
+    await control(http, "POST", "faults", {"account": x, "kind": "drop"})
+    ws = await hub(fake, conv_x)
+    await ws.send(json.dumps(invocation(conv_x, "c [sandbox tokens=4]")) + RS)
+    with pytest.raises(websockets.exceptions.ConnectionClosedError):
+        for _ in range(10):
+            assert '"type":2' not in str(await ws.recv())
     assert final(await ask(fake, conv_x, "d [sandbox tokens=1]"))["result"]["value"] == "Success"
     assert not [f for f in (await control(http, "GET", "faults"))["faults"] if f["account"] == x]
 
@@ -560,9 +578,18 @@ async def test_faults_hit_one_account_in_arming_order(fake: Proc, http: httpx.As
     assert bad.status_code == 400 and "kind" in bad.json()["error"]
     log = (await control(http, "GET", "requests"))["requests"]
     assert [r["result"] for r in log if r["kind"] == "chat" and r["account"] == x] == [
-        "Throttled", "CaptchaChallenge", "close7", "Success"]
+        "Throttled", "CaptchaChallenge", "close7", "drop", "Success"]
     upgrade = next(r for r in log if r["kind"] == "chathub" and r["account"] == x)
     assert upgrade["headers"]["cookie"] == "_U" and upgrade["token"] == "ok"
     assert conv_x.token not in json.dumps(log) and f"sandbox-u-{x}" not in json.dumps(log)
     stats = (await control(http, "GET", "stats"))["stats"]
-    assert stats["chats"][x] == 4 and stats["conversations"][x] == 1 and stats["max_open_websockets"] >= 1
+    assert stats["chats"][x] == 5 and stats["conversations"][x] == 1 and stats["max_open_websockets"] >= 1
+
+
+async def test_faults_for_any_account_reach_anonymous_conversations(fake: Proc, http: httpx.AsyncClient) -> None:
+    conv = await create(http, None)
+    await control(http, "POST", "faults", {"account": "any", "kind": "UnauthorizedRequest"})
+    refused = final(await ask(fake, conv, "hi [sandbox tokens=1]"))
+    assert refused["result"]["value"] == "UnauthorizedRequest"
+    assert refused["result"]["message"].startswith("The conversationSignature is not set")
+    assert final(await ask(fake, conv, "hi [sandbox tokens=1]"))["result"]["value"] == "Success"

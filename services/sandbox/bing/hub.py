@@ -173,11 +173,11 @@ class _Hub:
         state.observer.chatted(conv.account)
         try:
             inv = invocation.parse(rec)
+            log.update(inv.summary())
             found = parse_directives(inv.text)
         except (invocation.InvocationError, DirectiveError) as exc:
             await self._error(rec, log, "InvalidRequest", f"{exc} (sandbox)")
             return False
-        log.update(inv.summary())
         ttl = ttl_text(conv.ttl)
         if inv.conversation_id != conv.id or conv.expired():
             await self._error(rec, log, "InvalidSession", answer.error_message("InvalidSession", conv,
