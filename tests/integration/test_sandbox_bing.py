@@ -593,3 +593,20 @@ async def test_faults_for_any_account_reach_anonymous_conversations(fake: Proc, 
     assert refused["result"]["value"] == "UnauthorizedRequest"
     assert refused["result"]["message"].startswith("The conversationSignature is not set")
     assert final(await ask(fake, conv, "hi [sandbox tokens=1]"))["result"]["value"] == "Success"
+
+
+async def test_conversations_expire_after_the_configured_time(tmp_path_factory: pytest.TempPathFactory) -> None:
+    port = free_port()
+    short = spawn_python_service(
+        "sandbox-bing-ttl", "services.sandbox", env={"PORT": str(port), "SANDBOX_BING_CONVERSATION_TTL": "1"},
+        log_dir=tmp_path_factory.mktemp("sandbox-bing-ttl-logs"), health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        async with httpx.AsyncClient(base_url=short.url, timeout=10.0) as http:
+            conv = await create(http, account())
+            assert final(await ask(short, conv, "hi [sandbox tokens=1]"))["result"]["value"] == "Success"
+            await asyncio.sleep(1.1)  # the expiry is a clock, not an event
+            late = final(await ask(short, conv, "again", start=False))["result"]
+            assert late["value"] == "InvalidSession" and late["message"].endswith("expire after 00:00:01.")
+    finally:
+        short.stop()
