@@ -328,6 +328,21 @@ async def test_an_upload_at_the_limit_passes_and_one_byte_over_is_a_413(client: 
     assert reply.json()["error"]["code"] == "request_too_large"
 
 
+async def test_a_content_length_over_the_limit_is_refused_before_the_body(edge: Proc) -> None:
+    """The 413 comes while the client still holds its body back: nothing of it is read first."""
+    body, form_type = sized_form(UPLOAD_LIMIT + 1)
+    host, port = edge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"POST /image/upload HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {AUTH_KEY}\r\n"
+                     f"Content-Type: {form_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:100])
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head
+
+
 INVALID_UPLOADS = [
     ("not an image", *form([("file", "notes.txt", b"just some text, not an image")]), "invalid_image_format"),
     ("no file part", *form([("cookies", None, COOKIES.encode())]), "missing_required_parameter"),
