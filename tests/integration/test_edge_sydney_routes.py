@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import itertools
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,11 +24,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
 from openai import AsyncOpenAI
 
 from libs.devproc import Proc, free_port, spawn_python_service
 from tests.conftest import AUTH_KEY, Stack, service_env, start_edge
 from tests.contract.fake_backend import BLOB_URL, TINY_PNG, bing_image_result, sydney_events
+from tests.schema_strategies import broken_bodies, valid_bodies
 from tests.wiretap import Wiretap
 
 KEY = {"authorization": f"Bearer {AUTH_KEY}"}
@@ -488,3 +491,49 @@ async def test_no_worker_is_a_503_naming_the_worker_needed(workerless_edge: Proc
             assert reply.status_code == 503, reply.text
             error = reply.json()["error"]
             assert error["code"] == "no_worker" and needed in error["message"]
+
+
+# ---- bodies drawn from the OpenAPI document: what it allows reaches the worker --------------------------
+
+FUZZ = settings(max_examples=15, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def fuzz_sydney_route(base_url: str, path: str, schema: dict[str, Any], document: dict[str, Any]) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=base_url, headers=KEY, timeout=30) as http:
+
+        def post(body: Any) -> httpx.Response:
+            content = json.dumps(body, ensure_ascii=False).encode()  # nests deeper than orjson writes
+            response = http.post(path, content=content, headers={"content-type": "application/json"})
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (body, response.text[:500])
+            if response.status_code >= 400:
+                error = response.json()["error"]
+                assert error["message"] and error["type"] and "param" in error and "code" in error, error
+            return response
+
+        @FUZZ
+        @given(valid_bodies(schema, document))
+        def valid(body: dict[str, Any]) -> None:
+            assert post(body).status_code == 200, body
+
+        @FUZZ
+        @given(broken_bodies(schema, document))
+        def broken(body: Any) -> None:
+            post(body)
+
+        valid()
+        broken()
+    return statuses
+
+
+@pytest.mark.parametrize("path", ["/chat/stream", "/image/create"])
+async def test_bodies_the_document_allows_reach_the_worker_and_broken_ones_are_4xx(
+    client: httpx.AsyncClient, path: str,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    schema = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    # a thread for the blocking client, so the session's loop (the bus wiretap) keeps running
+    statuses = await asyncio.to_thread(fuzz_sydney_route, str(client.base_url), path, schema, document)
+    assert statuses.get(200, 0) >= 2 and statuses.get(400, 0) >= 2, statuses
