@@ -31,6 +31,7 @@ from services.edge.routes.health import Health, Metrics, Ready
 from services.edge.routes.images import ImageFile
 from services.edge.routes.models import GetModel, ListModels
 from services.edge.routes.openapi import OpenAPIRoute
+from services.edge.routes.sydney import ChatStream, ImageCreate, ImageUpload
 from services.edge.routes.unary import UnaryRoute, UnarySpec
 from services.edge.routing import RoutingTable
 from services.edge.settings import EdgeSettings
@@ -124,6 +125,15 @@ def chatgpt_routes(state: EdgeState) -> list[Route]:
     ]
 
 
+def sydney_routes(state: EdgeState) -> list[Route]:
+    """SydneyQt's web API (seed 000), at the root as it served it."""
+    return [
+        Route("/chat/stream", ChatStream(state), methods=["POST"]),
+        Route("/image/upload", ImageUpload(state), methods=["POST"]),
+        Route("/image/create", ImageCreate(state), methods=["POST"]),
+    ]
+
+
 def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     state = EdgeState(settings, RoutingTable(settings.routing), EdgeMetrics(CollectorRegistry()))
     keys = StaticKeyStore(settings.auth_tokens)
@@ -182,6 +192,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Route("/images/{name}", ImageFile(state), methods=["GET", "HEAD"]),
         Route("/openapi.json", OpenAPIRoute(settings.max_n), methods=["GET"]),
         *chatgpt_routes(state),
+        *sydney_routes(state),
     ]
     middleware = [
         Middleware(

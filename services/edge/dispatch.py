@@ -546,10 +546,11 @@ class Dispatcher:
 
     async def submit(
         self, exchange: Exchange, *, kind: str, model: str, pool: str, body: dict[str, Any], index_offset: int = 0,
-        access_token: str | None = None,
+        access_token: str | None = None, cookies: str | None = None,
     ) -> None:
-        """Publish one job of this exchange to its pool's work queue. `access_token`: the caller's
-        own upstream credential (go-chatgpt-api's routes), carried in the job, never logged."""
+        """Publish one job of this exchange to its pool's work queue. `access_token`, `cookies`: the
+        caller's own upstream credential (go-chatgpt-api's routes; SydneyQt's routes and the Cookie
+        header for pools with the `cookies` feature), carried in the job, never logged."""
         t = self.timeouts
         if self.closing is not None:
             raise self.closing
@@ -566,6 +567,8 @@ class Dispatcher:
         }
         if access_token:
             job["access_token"] = access_token
+        if cookies:
+            job["cookies"] = cookies
         created = time.monotonic()
         state = _JobState(job_id=token, replies=JobReplies(token), created=created, created_at=now, pool=pool,
                           confirm_asked=created)

@@ -14,6 +14,7 @@ from typing import Any
 
 from services.edge.validation import body_schema
 from services.edge.validation_chatgpt import CHATGPT_BODIES, MAX_LIMIT, chatgpt_body_schema
+from services.edge.validation_sydney import MAX_COOKIES, SYDNEY_BODIES, sydney_body_schema
 
 Schema = dict[str, Any]
 
@@ -171,11 +172,13 @@ _ERRORS: dict[str, tuple[str, bool]] = {
             "missing_required_parameter, ...), or the upstream rejected it (upstream_bad_request).", False),
     "401": ("Missing or invalid API key (invalid_api_key).", False),
     "404": ("Unknown model (model_not_found) or URL (not_found).", False),
-    "413": ("The request body exceeds MAX_BODY_BYTES (request_too_large).", False),
+    "413": ("The request body exceeds MAX_BODY_BYTES, or SYDNEY_UPLOAD_MAX_BYTES for /image/upload "
+            "(request_too_large).", False),
     "429": ("The upstream is rate limited (rate_limit_exceeded).", True),
     "502": ("A worker or the upstream failed (worker_lost, reply_gap, upstream_error, ...).", False),
     "503": ("No capacity, the bus is unavailable, the client reads too slowly, the edge is shutting down, or no "
-            "chatgpt-web-worker is running for go-chatgpt-api's routes (no_capacity, bus_unavailable, "
+            "chatgpt-web-worker (go-chatgpt-api's routes), sydney-worker or image-worker Bing backend (SydneyQt's "
+            "routes) is running (no_capacity, bus_unavailable, "
             "client_too_slow, shutting_down, no_worker).", True),
     "504": ("The request ran out of time (timeout, upstream_timeout).", False),
 }
@@ -346,6 +349,58 @@ def _chatgpt_paths() -> dict[str, Schema]:
     }
 
 
+# ---- SydneyQt's web API (seed 000; routes/sydney.py) --------------------------------------------
+
+_SYDNEY_NOTE = ("Relayed to a sydney-worker (image creation: image-worker's Bing backend) as one job. `cookies`, the "
+                "caller's own Bing cookies, are used for the call instead of a pool account; they are never logged "
+                "or echoed. Failures use the Error shape.")
+_SYDNEY_ERRORS = ("400", "401", "404", "413", "429", "502", "503", "504")
+_GENERATE_IMAGE_RESULT: Schema = {
+    "type": "object",
+    "required": ["text", "url", "image_urls", "duration"],
+    "properties": {"text": {"type": "string"}, "url": {"type": "string"},
+                   "image_urls": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                   "duration": {"type": "integer", "minimum": 0, "description": "nanoseconds (a Go time.Duration)"}},
+}
+_UPLOAD_FORM: Schema = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "contentMediaType": "application/octet-stream",
+                 "description": "a PNG, JPEG, GIF or WEBP image (judged by its bytes)"},
+        "cookies": {"type": "string", "maxLength": MAX_COOKIES, "description": "the caller's own Bing cookies"},
+    },
+}
+
+
+def _sydney(operation_id: str, summary: str, request: Schema, response: Schema) -> Schema:
+    return {"post": {"operationId": operation_id, "summary": summary, "requestBody": {"required": True,
+                                                                                      "content": request},
+                     "responses": {"200": response, **_errors(*_SYDNEY_ERRORS)}}}
+
+
+def _sydney_paths() -> dict[str, Schema]:
+    stream = _ok(
+        "Server-sent events as SydneyQt wrote them: `event: <type>` then `data: <the text as a JSON string>` per "
+        "event (search_query, search_result, loading, generative_image, generative_music, executing_task, "
+        "openapi_call, generated_code, resolving_captcha, message, suggested_responses), no final sentinel. A "
+        "failure before the first event is an HTTP error; after it, the last event is `event: error` with its "
+        "message. " + _SYDNEY_NOTE,
+        {"text/event-stream": {"schema": {"type": "string"}}},
+    )
+    return {
+        "/chat/stream": _sydney("sydneyChatStream", "A Bing Chat turn, streamed (SydneyQt's /chat/stream)",
+                                _json(_ref("SydneyChatStreamRequest")), stream),
+        "/image/upload": _sydney("sydneyImageUpload", "Upload an image for a turn's imageUrl",
+                                 {"multipart/form-data": {"schema": _UPLOAD_FORM}},
+                                 _ok("The image's URL at Bing (text/plain). " + _SYDNEY_NOTE, _TEXT)),
+        "/image/create": _sydney("sydneyImageCreate", "Bing Image Creator's images for a turn's generative_image",
+                                 _json(_ref("SydneyImageCreateRequest")),
+                                 _ok("SydneyQt's GenerateImageResult. " + _SYDNEY_NOTE,
+                                     _json(_ref("GenerateImageResult")))),
+    }
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("switchyard")
@@ -371,10 +426,12 @@ def openapi_document(*, max_n: int | None = None) -> dict[str, Any]:
                            "the gateway acts on and by JSON type for what it forwards; unknown fields are forwarded "
                            "as they are, and an explicit null counts as an absent field.",
         },
-        "paths": {**_paths(), **_chatgpt_paths()},
+        "paths": {**_paths(), **_chatgpt_paths(), **_sydney_paths()},
         "components": {
             "schemas": {"Error": _ERROR, **requests, **_RESPONSES,
-                        **{name: chatgpt_body_schema(name) for name in CHATGPT_BODIES}},
+                        **{name: chatgpt_body_schema(name) for name in CHATGPT_BODIES},
+                        **{name: sydney_body_schema(name) for name in SYDNEY_BODIES},
+                        "GenerateImageResult": _GENERATE_IMAGE_RESULT},
             "responses": {f"Error{status}": _error_response(description, retry)
                           for status, (description, retry) in _ERRORS.items()},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

@@ -15,6 +15,19 @@ Kinds (`FakeBackend(kind)`), each serving the model `fake-<kind>`:
   `GET /conversation/missing-...` answers 404 as the upstream does; every other call answers
   200 with `{"echo": {"job": <the job body>, "access_token": <whether the job had one>}}` (never
   its value). The directives are `json["fake"]` (the conversation body's unknown fields travel).
+- `sydney` (not in `KINDS`): a sydney-worker, serving `sydney-creative`, `sydney-balanced` and
+  `sydney-precise` for kinds `chat` and `sydney`, with features `chat` and `cookies`. A `sydney`
+  job `{op: "chat", prompt, ...}` streams SydneyQt's events (`sydney_events`): a `search_query`,
+  one `message` per output, `suggested_responses`, then `fake_echo`, whose text is the JSON
+  `{"cookies": <whether the job had them>, "body": <the job body>}` (never the cookies' value); an
+  `{op: "upload", image, content_type}` job answers `{"url": BLOB_URL + sha256(image)}`. A `chat`
+  job streams deltas, the first saying `cookies=yes ` or `cookies=no `. The directives are written
+  in the prompt (`prompt_directives`): `[fake fail=upstream_error retryable=0 fail_after=2]`, with
+  `fail_tries=N` to fail on the first N tries only.
+- `bing_image` (not in `KINDS`): image-worker's Bing backend, serving `bing-image-creator` for
+  kinds `image` and `bing_image`, with feature `cookies`: a `bing_image` job answers a
+  GenerateImageResult for its `image` (`bing_image_result`), an `image` job an images result
+  whose `revised_prompt` says `cookies=yes` or `cookies=no`. Directives in `image.text` or `prompt`.
 
 With `accounts` (FAKE_ACCOUNTS), the fake plays a pool of that many upstream accounts, one job at
 a time each: an `admission` (libs/worker_backend.py) the runtime pulls by, and `accounts_state`.
@@ -42,7 +55,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
+import re
 import struct
 import time
 import zlib
@@ -58,11 +73,24 @@ from libs.worker_backend import Event, Item, Meta, Result, StreamEnd, WholeAnswe
 from proto.messages import AccountsState, Feature, Job, Kind
 
 KINDS = ("chat", "embedding", "image", "moderation", "native")
-WEB_KINDS = ("chatgpt_web",)  # run by the edge's own tests (tests/integration/test_edge_chatgpt_routes.py)
+# run by the edge's own tests (tests/integration/test_edge_chatgpt_routes.py, test_edge_sydney_routes.py)
+WEB_KINDS = ("chatgpt_web", "sydney", "bing_image")
 STREAMING = frozenset({"chat", "native"})
 # the job kind each fake kind serves: `native` has no kind of its own yet (a web chat's own events)
 JOB_KIND: dict[str, Kind] = {"chat": "chat", "embedding": "embedding", "image": "image",
-                             "moderation": "moderation", "native": "chat", "chatgpt_web": "chatgpt_web"}
+                             "moderation": "moderation", "native": "chat", "chatgpt_web": "chatgpt_web",
+                             "sydney": "sydney", "bing_image": "bing_image"}
+SYDNEY_MODELS = ("sydney-creative", "sydney-balanced", "sydney-precise")
+BING_IMAGE_MODEL = "bing-image-creator"
+# the fake kinds that serve several models or kinds: model -> kinds, and their features
+_SERVES: dict[str, dict[str, list[Kind]]] = {
+    "sydney": {model: ["chat", "sydney"] for model in SYDNEY_MODELS},
+    "bing_image": {BING_IMAGE_MODEL: ["image", "bing_image"]},
+}
+_FEATURES: dict[str, list[Feature]] = {"sydney": ["chat", "cookies"], "bing_image": ["cookies"]}
+BLOB_URL = "https://www.bing.com/images/blob?bcid="
+SUGGESTIONS = ["Tell me more", "Thanks"]
+_DIRECTIVES = re.compile(r"\[fake((?:\s+[a-z_]+=\S+?)*)\s*\]")
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
@@ -96,6 +124,35 @@ def web_event(i: int, *, last: bool = False) -> dict[str, Any]:
                         "end_turn": True if last else None, "metadata": {"message_type": "next"},
                         "recipient": "all"},
             "conversation_id": "c-1", "error": None}
+
+
+def prompt_directives(text: str) -> dict[str, Any]:
+    """The directives written in a prompt, `[fake key=value ...]` (values JSON where they parse)."""
+    spec: dict[str, Any] = {}
+    for match in _DIRECTIVES.finditer(text):
+        for pair in match.group(1).split():
+            key, _, raw = pair.partition("=")
+            try:
+                spec[key] = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                spec[key] = raw
+    return spec
+
+
+def sydney_events(prompt: str, outputs: int, echo: dict[str, Any]) -> list[dict[str, Any]]:
+    """The native events of a fake Bing Chat turn, as a sydney-worker emits them (`{type, text}`)."""
+    return [{"type": "search_query", "text": f"Searching the web for: `{prompt[:40]}`"},
+            *({"type": "message", "text": word(i)} for i in range(outputs)),
+            {"type": "suggested_responses", "text": orjson.dumps(SUGGESTIONS).decode()},
+            {"type": "fake_echo", "text": orjson.dumps(echo).decode()}]
+
+
+def bing_image_result(image: dict[str, Any]) -> dict[str, Any]:
+    """The fake's GenerateImageResult for a GenerativeImage."""
+    digest = hashlib.sha256(str(image.get("text")).encode()).hexdigest()[:16]
+    return {"text": image.get("text"), "url": image.get("url"),
+            "image_urls": [f"https://tse1.mm.bing.net/th/id/OIG.{digest}?w=270&h=270&c=6&r=0&o=5&pid=ImgGn"],
+            "duration": 1_234_567_890}
 
 
 def spec_for(body: dict[str, Any], try_no: int) -> dict[str, Any]:
@@ -154,8 +211,8 @@ class FakeBackend:
             raise ConfigError(f"FAKE_KIND must be one of {', '.join(KINDS + WEB_KINDS)}; got {kind!r}")
         self.kind = kind
         self.worker_id = worker_id
-        self.features: list[Feature] = ["chat"] if JOB_KIND[kind] == "chat" else []
-        self._serves: dict[str, list[Kind]] = {model or model_of(kind): [JOB_KIND[kind]]}
+        self.features: list[Feature] = _FEATURES.get(kind) or (["chat"] if JOB_KIND[kind] == "chat" else [])
+        self._serves: dict[str, list[Kind]] = _SERVES.get(kind) or {model or model_of(kind): [JOB_KIND[kind]]}
         self._events_fd: int | None = None
         self._tries_dir: Path | None = None
         if events_file:
@@ -212,11 +269,23 @@ class FakeBackend:
     async def _stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         try_no = self._claim_try(job["job_id"])
         web = self.kind == "chatgpt_web"
-        spec = spec_for((body.get("json") or {}) if web else body, try_no)
+        bing = self.kind in ("sydney", "bing_image")
+        if bing:
+            image = body.get("image")
+            spec = prompt_directives(str(body.get("prompt") or (image.get("text") if isinstance(image, dict) else "")))
+            if "fail_tries" in spec and try_no > int(spec["fail_tries"]):
+                spec.pop("fail")
+        else:
+            spec = spec_for((body.get("json") or {}) if web else body, try_no)
         self.running += 1
         self._record("started", job, try_no)
         try:
-            produced = self._web_call(spec, job, body) if web else self._produce(spec, job.get("account"))
+            if web:
+                produced = self._web_call(spec, job, body)
+            elif bing:
+                produced = self._bing_call(spec, job, body)
+            else:
+                produced = self._produce(spec, job.get("account"))
             async for item in produced:
                 yield item
         except asyncio.CancelledError:
@@ -278,6 +347,42 @@ class FakeBackend:
             if i:
                 await asyncio.sleep(float(spec.get("gap", 0)))
             yield Event(web_event(i, last=i == count - 1))
+        yield StreamEnd()
+
+    async def _bing_call(self, spec: dict[str, Any], job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
+        """A call of a sydney-worker or of image-worker's Bing backend, by the job's kind and op."""
+        cookies = "cookies" in job
+        outputs: list[Item]
+        if job["kind"] == "sydney" and body.get("op") == "chat":
+            events = sydney_events(str(body.get("prompt")), int(spec.get("outputs", 3)),
+                                   {"cookies": cookies, "body": body})
+            outputs = [Event(event) for event in events]
+        elif job["kind"] == "chat":
+            said = f"cookies={'yes' if cookies else 'no'} "
+            outputs = [[{"index": 0, "delta": {"role": "assistant", "content": said}, "finish_reason": None}],
+                       *([{"index": 0, "delta": {"content": word(i)}, "finish_reason": None}]
+                         for i in range(int(spec.get("outputs", 3))))]
+        else:
+            yield WholeAnswer()
+            if job["kind"] == "sydney":  # op upload
+                digest = hashlib.sha256(base64.b64decode(str(body.get("image")))).hexdigest()
+                outputs = [Result({"url": BLOB_URL + digest})]
+            elif job["kind"] == "bing_image":
+                outputs = [Result(bing_image_result(body.get("image") or {}))]
+            else:  # an OpenAI images request
+                outputs = [Result({"created": _CREATED, "data": [
+                    {"url": bing_image_result({"text": body.get("prompt")})["image_urls"][0],
+                     "revised_prompt": f"cookies={'yes' if cookies else 'no'}"}]})]
+        for i in range(len(outputs) + 1):
+            if spec.get("hang_after") == i:
+                await asyncio.Event().wait()  # until the runtime cancels us
+            if "fail" in spec and int(spec.get("fail_after", 0)) == i:
+                raise failure(spec)
+            if i == len(outputs):
+                break
+            if i:
+                await asyncio.sleep(float(spec.get("gap", 0)))
+            yield outputs[i]
         yield StreamEnd()
 
     def _output(self, i: int) -> Item:

@@ -3,10 +3,10 @@
 
     FAKE_KIND=chat python -m tests.contract.fake_worker
 
-Env: FAKE_KIND (chat, embedding, image, moderation, native, chatgpt_web), FAKE_EVENTS_FILE (where the fake
-writes what happened), FAKE_ACCOUNTS (play a pool of that many one-turn accounts), FAKE_MODEL (serve
-this model id instead of `fake-<kind>`), and a
-worker's usual NATS_URL, WORKER_POOL (default `contract-<kind>`),
+Env: FAKE_KIND (chat, embedding, image, moderation, native, chatgpt_web, sydney, bing_image),
+FAKE_EVENTS_FILE (where the fake writes what happened), FAKE_ACCOUNTS (play a pool of that many
+one-turn accounts), FAKE_MODEL (serve this model id instead of `fake-<kind>`), and a worker's usual
+NATS_URL, WORKER_POOL (default `contract-<kind>`),
 WORKER_CAPACITY, WORKER_ID, PORT, SY_TIMEOUT_* and SY_TIME_SCALE.
 """
 

@@ -24,6 +24,7 @@ from services.edge.replies import Deltas, Described, Finished
 from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange
 from services.edge.state import EdgeState
 from services.edge.validation import validate_chat_request, validate_completion_request
+from services.edge.validation_sydney import header_cookies
 
 log = logging.getLogger("switchyard.edge.generation")
 
@@ -67,9 +68,11 @@ class GenerationRoute(JobRoute):
                 f"This request asks for {plan.choices} choices; this gateway allows at most "
                 f"{state.settings.max_n} per request (MAX_N).", param=param,
             )
-        return await self._answer(scope, receive, send, body, plan)
+        return await self._answer(scope, receive, send, body, plan, header_cookies(scope, route.features))
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan) -> int:
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan, cookies: str | None,
+    ) -> int:
         exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=bool(body.get("stream")))
         watch = DisconnectWatch(receive, exchange)
         builder = ResponseBuilder(self.kind, body["model"], plan.choices)
@@ -78,7 +81,7 @@ class GenerationRoute(JobRoute):
             for job in plan.jobs:
                 await self.state.dispatcher.submit(
                     exchange, kind=job.kind, model=plan.model, pool=plan.pool, body=job.body,
-                    index_offset=job.index_offset,
+                    index_offset=job.index_offset, cookies=cookies,
                 )
             if body.get("stream"):
                 return await self._stream(tracked_send, exchange, builder, plan, body)

@@ -25,6 +25,7 @@ from services.edge.replies import Finished, Produced
 from services.edge.routes.images import image_url
 from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute
 from services.edge.state import EdgeState
+from services.edge.validation_sydney import header_cookies
 
 Body = dict[str, Any]
 
@@ -95,7 +96,8 @@ class UnaryRoute(JobRoute):
         exchange = state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=False)
         watch = DisconnectWatch(receive, exchange)
         try:
-            await state.dispatcher.submit(exchange, kind=spec.kind, model=route.model, pool=route.pool, body=body)
+            await state.dispatcher.submit(exchange, kind=spec.kind, model=route.model, pool=route.pool, body=body,
+                                          cookies=header_cookies(scope, route.features))
             result: Body | None = None
             usage: Body | None = None
             async for event in exchange.events():
