@@ -9,8 +9,9 @@ Leasing is the caller's: this module runs what it is given.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
 
@@ -68,6 +69,10 @@ class BingCalls:
                                  param="cookies") from None
         return Who(None, cookies, self.config.proxy_for(None))
 
+    def anonymous(self) -> Who:
+        """No cookies at all: SydneyQt uploads images so, and so does a caller who brings none."""
+        return Who(None, {}, self.config.proxy_for(None))
+
     def _http(self, proxy: str | None) -> httpx.AsyncClient:
         client = self._clients.get(proxy)
         if client is None:
@@ -93,8 +98,10 @@ class BingCalls:
                 self.jars.update(who.account, cookies)
         yield Opened(conversation, created)
         invocation = build_invocation(request, conversation, start_of_session=created)
-        items = chat(endpoints, conversation, cookies, invocation, proxy=who.proxy,
-                     reader=TurnReader(endpoints.base_url), read_timeout=self._read_timeout)
+        # chat() is an async generator (annotated as an iterator): closed here whatever happens
+        items = cast(AsyncGenerator[TurnItem, None], chat(
+            endpoints, conversation, cookies, invocation, proxy=who.proxy,
+            reader=TurnReader(endpoints.base_url), read_timeout=self._read_timeout))
         try:
             async for item in items:
                 if isinstance(item, TurnFailed):
