@@ -99,7 +99,7 @@ class Sealer:
         owner, token = parts[1], parts[2]
         if owner == CALLER:
             if caller_cookies is None:
-                raise invalid("this conversation was created on your own cookies: send the same cookies to continue it")
+                raise invalid("this conversation was created on your own cookies; send the same ones to continue it")
             fernet = _key(caller_cookies)
         elif owner in self._keys:
             fernet = self._keys[owner]

@@ -13,6 +13,7 @@ turn created one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,6 +27,8 @@ from libs.bing.turn import SydneyEvent, TurnItem
 from libs.errors import InvalidRequest, SwitchyardError, UpstreamError
 from proto.messages import Job
 from services.sydney_worker.sealing import Resume, Sealer, invalid
+
+log = logging.getLogger("switchyard.sydney")
 
 MAX_ACCOUNTS = 3  # accounts one turn tries before its failure stands
 NO_ACCOUNTS = ("this sydney-worker has no Bing account (set DEFAULT_COOKIES or SYDNEY_ACCOUNTS_FILE): "
@@ -116,6 +119,8 @@ class Turn:
                 outcome = failure.outcome
                 if started or resume is not None or not failure.error.retryable or attempt == MAX_ACCOUNTS - 1:
                     raise failure.error from None
+                log.warning("account %s: %s before the first output; the turn moves to another account",
+                            lease.name, failure.value)
                 continue
             finally:
                 if created:  # a conversation begun on the account counts against its daily budget
