@@ -8,6 +8,8 @@ Bing states most failures itself, as a `type:2` result value (§3.2 of the fact 
   refused; quarantined with the reason.
 - `InvalidSession` on a conversation the client asked to continue: the conversation expired (6 h)
   or is not this account's. The client's to fix (400 `invalid_conversation`); the account is fine.
+- A refused ChatHub upgrade (401/403) on a continued conversation: its token is refused, not the
+  account (400 `invalid_conversation`); on a new one, the account's cookies are (quarantine).
 - `InvalidRequest` (a conversation over its turn cap): the client's request, 400.
 - `Apology`: the prompt tripped Bing's filter (or Bing revoked its answer); not the account's fault.
 - A `type:7` close, a socket that ends early or stays silent, a refused upgrade, a create that
@@ -86,8 +88,14 @@ def create_failure(exc: CreateFailed) -> BingFailure:
                        UpstreamError(f"failed to create the Bing conversation ({exc.value}){said}"))
 
 
-def transport_failure(exc: BingError) -> BingFailure:
-    """The socket or the HTTP call failed underneath the protocol."""
+def transport_failure(exc: BingError, *, continued: bool = False) -> BingFailure:
+    """The socket or the HTTP call failed underneath the protocol; `continued`: on a conversation
+    the client gave back, whose sec_access_token is what a refused upgrade (401/403) refuses."""
+    if isinstance(exc, ChatRefused) and exc.status in (401, 403) and continued:
+        return BingFailure(f"HTTP {exc.status}", Outcome.neutral(),
+                           InvalidRequest(f"Bing refused the conversation's access token (HTTP {exc.status}): it "
+                                          "expired or belongs to other cookies", param="conversation",
+                                          code="invalid_conversation"))
     if isinstance(exc, ChatRefused) and exc.status in (401, 403):
         return BingFailure(f"HTTP {exc.status}", Outcome(Verdict.AUTH_INVALID, reason=f"chathub: HTTP {exc.status}"),
                            UpstreamAuthError(str(exc)))

@@ -108,7 +108,7 @@ class BingCalls:
                     raise turn_failure(item, continued=not created)
                 yield item
         except BingError as exc:
-            raise transport_failure(exc) from None
+            raise transport_failure(exc, continued=not created) from None
         finally:
             await items.aclose()
 

@@ -388,6 +388,14 @@ async def test_a_callers_own_cookies_run_the_turn_and_never_reach_a_log_or_the_k
         assert refused[-1]["type"] == "error" and refused[-1]["error"]["code"] == "invalid_conversation"
         assert "send the same ones" in refused[-1]["error"]["message"]  # said in words, not scrubbed away
 
+        # their own conversation, not sealed by us, whose token Bing refuses at the upgrade: the
+        # conversation is the client's to fix, nothing is said against their cookies
+        bogus = {"conversationId": conversation["conversationId"], "clientId": conversation["clientId"],
+                 "secAccessToken": "not-a-token-bing-issued"}
+        refused = await run_job(nc, make_job("sydney", "sydney-creative", dict(body, conversation=bogus), edge,
+                                             cookies=OWN_COOKIES), edge)
+        assert refused[-1]["type"] == "error" and refused[-1]["error"]["code"] == "invalid_conversation"
+
         upload = {"op": "upload", "image": base64.b64encode(PNG).decode(), "content_type": "image/png"}
         replies = await run_job(nc, make_job("sydney", "sydney-creative", upload, edge, cookies=OWN_COOKIES), edge)
         url = next(r["body"]["url"] for r in replies if r["type"] == "result")
