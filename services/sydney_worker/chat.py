@@ -21,7 +21,7 @@ from typing import Any
 from libs.bing.context import fold_openai_messages
 from libs.bing.failures import BingFailure
 from libs.bing.invocation import ChatRequest
-from libs.bing.session import Opened
+from libs.bing.session import Opened, Who
 from libs.bing.turn import SydneyEvent
 from libs.errors import InvalidRequest, UpstreamError
 from libs.tokens import chat_usage
@@ -29,7 +29,7 @@ from libs.worker_backend import Item, Meta, StreamEnd
 from proto.messages import Job
 from services.sydney_worker.config import SydneyConfig
 from services.sydney_worker.events import CONVERSATION_HEADER, Extras, is_text
-from services.sydney_worker.turns import TurnRunner, caller_who
+from services.sydney_worker.turns import TurnRunner
 
 USAGE_MODEL = "gpt-4"  # Bing's answers are GPT-4's: usage counts with its tokenizer
 
@@ -57,14 +57,13 @@ class ChatTurns:
         self.config = config
         self.runner = runner
 
-    async def _image(self, job: Job, url: str | None) -> str | None:
+    async def _image(self, caller: Who | None, url: str | None) -> str | None:
         if url is None:
             return None
         if url.startswith("data:"):
             calls = self.runner.calls
-            who = caller_who(calls, job) or calls.anonymous()  # SydneyQt uploads with no cookies
-            try:
-                return await calls.upload(who, decode_data_url(url))
+            try:  # with the caller's cookies, else none: SydneyQt uploads with no cookies
+                return await calls.upload(caller or calls.anonymous(), decode_data_url(url))
             except BingFailure as failure:
                 raise failure.error from None
         if url.startswith(("http://", "https://")):
@@ -77,11 +76,12 @@ class ChatTurns:
             prompt, context, image_url = fold_openai_messages(messages)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="messages") from None
-        resume = self.runner.resume(job, body.get("conversation"))
-        request = ChatRequest(prompt, context, image_url=await self._image(job, image_url),
+        caller = self.runner.caller(job)
+        resume = self.runner.resume(body.get("conversation"), caller)
+        request = ChatRequest(prompt, context, image_url=await self._image(caller, image_url),
                               no_search=body.get("tool_choice") is None,
                               style=self.config.style_for(job["model"]), gpt4turbo=True, classic=False)
-        turn = self.runner.turn(job, request, resume, _is_output)
+        turn = self.runner.turn(job, request, resume, _is_output, caller)
         extras = Extras()
         answer: list[str] = []
         async for item in turn:

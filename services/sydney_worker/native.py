@@ -22,7 +22,7 @@ from libs.bing.turn import SydneyEvent
 from libs.errors import InvalidRequest
 from libs.worker_backend import Event, Item, Result, StreamEnd, WholeAnswer
 from proto.messages import Job
-from services.sydney_worker.turns import TurnRunner, caller_who
+from services.sydney_worker.turns import TurnRunner
 
 
 def _every_event(event: SydneyEvent) -> bool:
@@ -72,7 +72,9 @@ class NativeCalls:
 
     async def _chat(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         request = chat_request(body)
-        turn = self.runner.turn(job, request, self.runner.resume(job, body.get("conversation")), _every_event)
+        caller = self.runner.caller(job)
+        turn = self.runner.turn(job, request, self.runner.resume(body.get("conversation"), caller), _every_event,
+                                caller)
         async for item in turn:
             if isinstance(item, SydneyEvent):
                 yield Event({"type": item.type, "text": item.text})
@@ -88,6 +90,6 @@ class NativeCalls:
             raise InvalidRequest("'image' is not valid base64", param="image") from None
         calls = self.runner.calls
         try:
-            return await calls.upload(caller_who(calls, job) or calls.anonymous(), data)
+            return await calls.upload(self.runner.caller(job) or calls.anonymous(), data)
         except BingFailure as failure:
             raise failure.error from None

@@ -58,13 +58,13 @@ class Turn:
     output (after it, no retry)."""
 
     def __init__(self, runner: TurnRunner, job: Job, request: ChatRequest, resume: Resume | None,
-                 output: Callable[[SydneyEvent], bool]) -> None:
+                 output: Callable[[SydneyEvent], bool], caller: Who | None) -> None:
         self._runner = runner
         self._job = job
         self._request = request
         self._resume = resume
         self._output = output
-        self._caller = caller_who(runner.calls, job)
+        self._caller = caller
         self.account: str | None = None
         self.handed: dict[str, Any] | None = None
 
@@ -136,12 +136,14 @@ class TurnRunner:
         self.leasing = leasing  # None: no account configured, only callers' own cookies run
         self.sealer = sealer
 
-    def resume(self, job: Job, value: Any) -> Resume | None:
+    def caller(self, job: Job) -> Who | None:
+        """The caller's own cookies, when the job brings them (read once per job)."""
+        return caller_who(self.calls, job)
+
+    def resume(self, value: Any, caller: Who | None) -> Resume | None:
         """The conversation a job asks to continue (sealing.py), None for a new one."""
-        cookies = job.get("cookies")
-        caller = self.calls.caller(cookies).cookies if cookies else None
-        return self.sealer.open(value, caller)
+        return self.sealer.open(value, caller.cookies if caller is not None else None)
 
     def turn(self, job: Job, request: ChatRequest, resume: Resume | None,
-             output: Callable[[SydneyEvent], bool]) -> Turn:
-        return Turn(self, job, request, resume, output)
+             output: Callable[[SydneyEvent], bool], caller: Who | None) -> Turn:
+        return Turn(self, job, request, resume, output, caller)

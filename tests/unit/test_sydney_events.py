@@ -11,7 +11,7 @@ import pytest
 
 from libs.bing.conversation import Conversation
 from libs.bing.invocation import ChatRequest
-from libs.bing.session import Opened
+from libs.bing.session import Opened, Who
 from libs.bing.turn import SydneyEvent, TurnEnd, TurnItem
 from libs.errors import InvalidRequest, UpstreamError
 from libs.worker_backend import Event, Item, Meta, StreamEnd
@@ -50,11 +50,14 @@ class FakeRunner:
         self.requests: list[ChatRequest] = []
         self.calls = None
 
-    def resume(self, job: Job, value: Any) -> Resume | None:
+    def caller(self, job: Job) -> Who | None:
+        return None
+
+    def resume(self, value: Any, caller: Who | None) -> Resume | None:
         return None
 
     def turn(self, job: Job, request: ChatRequest, resume: Resume | None,
-             output: Callable[[SydneyEvent], bool]) -> Any:
+             output: Callable[[SydneyEvent], bool], caller: Who | None) -> Any:
         self.requests.append(request)
         fake = self.fake
 
