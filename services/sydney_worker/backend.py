@@ -4,7 +4,9 @@ The accounts (libs/bing/config.py) are a pool (libs/account_pool/, pool name lib
 shared through JetStream KV by every replica and by image-worker's Bing backend: one turn per
 account at a time, cooldowns, quarantines and the daily conversation budget are the pool's. With
 no account configured there is no pool and no admission: only jobs bringing the caller's own
-cookies run (the `cookies` feature tells the edge to pass them on).
+cookies run (the `cookies` feature tells the edge to pass them on). With accounts, the pool's
+reservations are the admission for every job, so a job on the caller's cookies is pulled when an
+account is idle here too (it leaves that account idle for the next job).
 """
 
 from __future__ import annotations

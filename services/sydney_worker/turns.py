@@ -2,7 +2,8 @@
 
 Whose cookies: the caller's own when the job carries them (no lease, the pool learns nothing,
 never stored or logged); else a pool account, leased for the whole turn (the one the continued
-conversation lives on, else any free one). Before the turn's first output a failure that another
+conversation lives on, else any free one). A conversation sealed to a pool account continues on
+that account even when the caller brings cookies: it lives there. Before the turn's first output a failure that another
 account may not share (BingFailure whose error is retryable) moves the turn to another account,
 transparently, at most MAX_ACCOUNTS accounts; after it, or on a continued conversation (it lives
 on one account) or on the caller's cookies, the failure stands. The lease goes back with the
