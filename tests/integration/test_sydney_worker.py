@@ -155,6 +155,13 @@ async def restore(js: Any, name: str) -> None:
         await pool.stop()
 
 
+async def worker_said(bing: Bing, text: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not any(text in proc.log() for proc in bing.workers):
+        assert time.monotonic() < deadline, f"no worker logged {text!r}"
+        await asyncio.sleep(0.05)
+
+
 async def stream_text(sdk: openai.AsyncOpenAI, **kwargs: Any) -> tuple[str, list[Any], str | None]:
     stream = await sdk.chat.completions.create(stream=True, **kwargs)
     text, deltas, finish = "", [], None
@@ -264,6 +271,8 @@ async def test_a_failure_moves_the_turn_to_another_account_and_tells_the_pool(
     else:
         assert seen["quarantined"] and seen["reason"].startswith(value)
     assert not (await account_state(kv, answered))["quarantined"]
+    # moved by the worker within the job's one delivery (not a redelivery by the runtime)
+    await worker_said(bing, f"account {failed}: {value} before the first output; the turn moves to another account")
     await restore(kv, failed)
 
 
