@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
 
 MIN_SECRET_LENGTH = 8
@@ -36,20 +37,49 @@ _PATTERNS = [
 ]
 
 _held: set[str] = set()
+_owned: dict[str, set[str]] = {}  # owner → the forms of its current secrets (they rotate: hold_as)
 _verbatim: re.Pattern[str] | None = None  # one alternation of every held form, longest first
+
+
+def _forms(secret: str | None) -> set[str]:
+    if not secret or len(secret) < MIN_SECRET_LENGTH:
+        return set()
+    return {secret, quote(secret, safe=""), quote(secret, safe="/:")}
+
+
+def _compile() -> None:
+    global _verbatim
+    every = _held.union(*_owned.values())
+    # Longest first: a held value that contains another is replaced whole, not around the inner one.
+    _verbatim = re.compile("|".join(re.escape(s) for s in sorted(every, key=len, reverse=True))) if every else None
 
 
 def hold(secret: str | None) -> None:
     """Scrub `secret` (and its URL-encoded form) from all text from now on, process-wide."""
-    global _verbatim
-    if not secret or len(secret) < MIN_SECRET_LENGTH:
-        return
-    forms = {secret, quote(secret, safe=""), quote(secret, safe="/:")}
+    forms = _forms(secret)
     if forms <= _held:
         return
     _held.update(forms)
-    # Longest first: a held value that contains another is replaced whole, not around the inner one.
-    _verbatim = re.compile("|".join(re.escape(s) for s in sorted(_held, key=len, reverse=True)))
+    _compile()
+
+
+def hold_as(owner: str, secrets: Iterable[str]) -> None:
+    """Scrub `owner`'s current secrets from all text, in place of the ones it held before: secrets
+    an upstream rotates (a web account's cookies, renewed on every conversation) stay bounded."""
+    forms: set[str] = set().union(*(_forms(s) for s in secrets))
+    if _owned.get(owner) == forms:
+        return
+    _owned[owner] = forms
+    _compile()
+
+
+def scrub_also(text: str, secrets: Iterable[str]) -> str:
+    """`text` without these secrets of one call (a caller's own credentials, never held
+    process-wide) and their URL-encoded forms, then `scrub`bed."""
+    for secret in secrets:
+        for form in sorted(_forms(secret), key=len, reverse=True):
+            text = text.replace(form, MARKER)
+    return scrub(text)
 
 
 def hold_url(url: str | None) -> None:
@@ -85,4 +115,5 @@ def forget_all() -> None:
     """Tests only: an empty registry."""
     global _verbatim
     _held.clear()
+    _owned.clear()
     _verbatim = None

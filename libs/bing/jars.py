@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from libs.bing.config import BingAccount, hold_cookies
+from libs import secrets
+from libs.bing.config import BingAccount
 
 
 class CookieJars:
@@ -22,5 +23,7 @@ class CookieJars:
         return dict(self._jars[account])
 
     def update(self, account: str, cookies: Mapping[str, str]) -> None:
-        hold_cookies(cookies)  # a cookie Bing set is as secret as the ones configured
+        # a cookie Bing set is as secret as the ones configured; Bing renews some on every create,
+        # so the account's current ones replace its earlier ones in the scrub list (bounded)
+        secrets.hold_as(f"bing-account.{account}", cookies.values())
         self._jars[account] = dict(cookies)

@@ -24,7 +24,6 @@ import math
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
@@ -143,15 +142,9 @@ def unreachable(why: str, *, timed_out: bool) -> UpstreamFailure:
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
-    """`text` without the call's own secrets (and their URL-encoded forms), then without whatever
-    the process holds or what looks like a credential."""
-    for secret in secrets:
-        if secret and len(secret) >= held_secrets.MIN_SECRET_LENGTH:
-            text = text.replace(secret, held_secrets.MARKER)
-            encoded = quote(secret, safe="")
-            if encoded != secret:
-                text = text.replace(encoded, held_secrets.MARKER)
-    return held_secrets.scrub(text)
+    """`text` without the call's own secrets (tokens rotate: not held process-wide), then without
+    whatever the process holds or what looks like a credential."""
+    return held_secrets.scrub_also(text, secrets)
 
 
 def is_cloudflare(body: bytes) -> bool:

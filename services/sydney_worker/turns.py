@@ -18,9 +18,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from libs import secrets
 from libs.account_pool.leasing import Leasing
 from libs.account_pool.outcome import Outcome
-from libs.bing.config import hold_cookies
 from libs.bing.failures import BingFailure
 from libs.bing.invocation import ChatRequest
 from libs.bing.session import BingCalls, Opened, Who
@@ -37,18 +37,19 @@ NO_ACCOUNTS = ("this sydney-worker has no Bing account (set DEFAULT_COOKIES or S
 
 
 def caller_who(calls: BingCalls, job: Job) -> Who | None:
-    """The caller's own cookies when the job brings them; held for scrubbing before anything else."""
+    """The caller's own cookies when the job brings them."""
     cookies = job.get("cookies")
     if not cookies:
         return None
-    who = calls.caller(cookies)
-    hold_cookies(who.cookies)
-    return who
+    return calls.caller(cookies)
 
 
-def _final(error: SwitchyardError) -> SwitchyardError:
-    """The caller's cookies are the only ones this turn may use: retrying elsewhere cannot help."""
+def _final(error: SwitchyardError, who: Who) -> SwitchyardError:
+    """The caller's cookies are the only ones this turn may use: retrying elsewhere cannot help.
+    They are scrubbed from the error here, for this call only: held process-wide, every caller's
+    (rotating) cookies would grow the scrub list without bound."""
     error.retryable = False  # type: ignore[misc]  # per-instance refinement of the class default
+    error.message = secrets.scrub_also(error.message, who.cookies.values())
     return error
 
 
@@ -83,7 +84,7 @@ class Turn:
                                    else self._runner.sealer.seal(item.conversation, None, who.cookies))
                 yield item
         except BingFailure as failure:
-            raise _final(failure.error) from None
+            raise _final(failure.error, who) from None
 
     async def _on_pool(self) -> AsyncIterator[Opened | TurnItem]:
         leasing = self._runner.leasing

@@ -132,3 +132,19 @@ async def test_the_edge_s_keys_and_the_bus_credentials_are_held() -> None:
         await connect("nats://bususer:bus-pass-7f3a9c@127.0.0.1:1", "t", initial_wait=0.2)
     line = redact("key 0f3c9a7e5b1d4c2a8e6f0b9d7c5a3e1f, bus bus-pass-7f3a9c")
     assert "0f3c9a7e5b1d4c2a8e6f0b9d7c5a3e1f" not in line and "bus-pass-7f3a9c" not in line
+
+
+def test_an_owners_rotating_secrets_replace_its_earlier_ones() -> None:
+    for n in range(200):  # a web account whose cookie the upstream renews on every conversation
+        secrets.hold_as("bing-account.a", [f"rotating-cookie-{n:04d}", "steady-cookie-value"])
+    assert secrets.scrub("rotating-cookie-0199 steady-cookie-value") == "[redacted] [redacted]"
+    assert secrets.scrub("rotating-cookie-0007") == "rotating-cookie-0007"  # no longer held: bounded
+    assert len(secrets._owned["bing-account.a"]) <= 6
+    secrets.hold_as("bing-account.b", ["other-account-cookie"])
+    assert secrets.scrub("rotating-cookie-0199 other-account-cookie") == "[redacted] [redacted]"
+
+
+def test_a_calls_own_secrets_are_scrubbed_without_being_held() -> None:
+    text = "Bing said: _RwBf-like value=caller-cookie/x= and caller-cookie%2Fx%3D"
+    assert secrets.scrub_also(text, ["caller-cookie/x="]).count("[redacted]") == 2
+    assert "caller-cookie" in secrets.scrub(text)  # nothing was held process-wide
