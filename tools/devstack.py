@@ -13,6 +13,10 @@
   CHATGPT_BASE_URL (default https://chatgpt.com); with none of the three set, against the sandbox's
   fake of the ChatGPT web backend with three fake accounts (sandbox mode, said in the log); with a
   base URL but no account it does not start.
+- sydney-worker (Bing Chat) and image-worker's Bing backend (Bing Image Creator) run with
+  DEFAULT_COOKIES / SYDNEY_ACCOUNTS_FILE against Bing (or SYDNEY_CREATE_URL, SYDNEY_CHATHUB_URL,
+  BING_BASE_URL); with none of those set, against the sandbox's fake of Bing with three fake
+  accounts (sandbox mode, said in the log); with URLs but no account they do not start.
 - The edge listens on PORT (8080).
 - State (logs, JetStream data, the lock) lives in SY_STATE_DIR, default `.state/` in the checkout.
   One `make run` per state folder: a second one refuses, naming the first one's pid.
@@ -47,6 +51,9 @@ SANDBOX_MODERATION_MODELS = "omni-moderation-latest,text-moderation-latest"
 SANDBOX_IMAGE_MODELS = "sandbox-image,stabilityai/stable-diffusion-xl-base-1.0,dall-e-3"
 # the sandbox's fake ChatGPT web backend accepts any session cookie `sandbox-session-<user>`
 SANDBOX_CHATGPT_USERS = ("alice", "bob", "carol")
+# the sandbox's fake Bing signs in any cookie `_U=sandbox-u-<user>`
+SANDBOX_BING_USERS = ("dave", "erin", "frank")
+_BING_ENV = ("SYDNEY_", "BING_", "DEFAULT_COOKIES")
 
 # upstream clients honour proxies; nothing else does
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
@@ -61,6 +68,8 @@ SERVICE_ENV: dict[str, tuple[str, ...]] = {
     "embeddings-worker": ("EMBEDDINGS_", "WORKER_", *_PROXY_ENV),
     "image-worker": ("IMAGES_", "WORKER_", *_PROXY_ENV),
     "chatgpt-web-worker": ("CHATGPT_", "GO_CHATGPT_API_PROXY", "WORKER_", *_PROXY_ENV),
+    "sydney-worker": (*_BING_ENV, "WORKER_", *_PROXY_ENV),
+    "image-worker-bing": (*_BING_ENV, "IMAGES_FETCH_MAX_BYTES", "WORKER_", *_PROXY_ENV),
     "sandbox": ("SANDBOX_",),
     "nats-server": (),  # GOMAXPROCS and GODEBUG are set by start_nats_server
 }
@@ -230,9 +239,19 @@ def run(state: Path) -> int:
             say("chatgpt-web-worker not started: CHATGPT_BASE_URL is set but no account "
                 "(CHATGPT_ACCESS_TOKENS or CHATGPT_ACCOUNTS_FILE)")
             chatgpt_env = None
+        bing_envs: list[dict[str, str]] | None = [
+            {**service_env("sydney-worker"), "NATS_URL": nats_url, "PORT": str(free_port())},
+            {**service_env("image-worker-bing"), "NATS_URL": nats_url, "PORT": str(free_port()),
+             "IMAGES_BACKEND": "bing"}]
+        bing_sandbox = not any(os.environ.get(v) for v in ("DEFAULT_COOKIES", "SYDNEY_ACCOUNTS_FILE",
+                                                           "SYDNEY_CREATE_URL", "SYDNEY_CHATHUB_URL", "BING_BASE_URL"))
+        if not bing_sandbox and not (os.environ.get("DEFAULT_COOKIES") or os.environ.get("SYDNEY_ACCOUNTS_FILE")):
+            say("sydney-worker and image-worker (Bing) not started: a Bing URL is set but no account "
+                "(DEFAULT_COOKIES or SYDNEY_ACCOUNTS_FILE)")
+            bing_envs = None
         openai_sandbox = not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_WORKER_CONFIG"))
         sandbox_site = ""
-        if openai_sandbox or (chatgpt_sandbox and chatgpt_env is not None):
+        if openai_sandbox or (chatgpt_sandbox and chatgpt_env is not None) or (bing_sandbox and bing_envs):
             port = free_port()
             spawn_python_service(
                 "sandbox", "services.sandbox", env={**service_env("sandbox"), "PORT": str(port)}, log_dir=logs,
@@ -247,6 +266,18 @@ def run(state: Path) -> int:
             say(f"SANDBOX MODE (ChatGPT web): no CHATGPT_* account configured; chatgpt-web-worker answers from "
                 f"the sandbox's fake ChatGPT web backend at {sandbox_site} with accounts "
                 f"{', '.join(SANDBOX_CHATGPT_USERS)}")
+        if bing_sandbox and bing_envs:
+            accounts = state / "bing-sandbox-accounts.toml"
+            accounts.write_text("".join(f'[[accounts]]\nname = "{user}"\ncookies = "_U=sandbox-u-{user}"\n\n'
+                                        for user in SANDBOX_BING_USERS))
+            ws_site = "ws" + sandbox_site.removeprefix("http")
+            for env in bing_envs:
+                env.update(SYDNEY_CREATE_URL=f"{sandbox_site}/edgesvc/turing/conversation/create",
+                           SYDNEY_CHATHUB_URL=f"{ws_site}/sydney/ChatHub", BING_BASE_URL=sandbox_site,
+                           SYDNEY_ACCOUNTS_FILE=str(accounts))
+            say(f"SANDBOX MODE (Bing): no Bing account configured (DEFAULT_COOKIES, SYDNEY_ACCOUNTS_FILE); "
+                f"sydney-worker and image-worker's Bing backend answer from the sandbox's fake Bing at "
+                f"{sandbox_site} with accounts {', '.join(SANDBOX_BING_USERS)}")
         if openai_sandbox:
             port = int(sandbox_site.rsplit(":", 1)[1])
             sandbox = f"{sandbox_site}/v1"
@@ -264,10 +295,13 @@ def run(state: Path) -> int:
                    ("embeddings-worker", "services.embeddings_worker", embeddings_env)]
         if images_env is not None:
             workers.append(("image-worker", "services.image_worker", images_env))
-        if chatgpt_env is not None:
-            workers.append(("chatgpt-web-worker", "services.chatgpt_web_worker", chatgpt_env))
         else:
             say("image-worker not started: no image upstream configured (IMAGES_BASE_URL or IMAGES_WORKER_CONFIG)")
+        if chatgpt_env is not None:
+            workers.append(("chatgpt-web-worker", "services.chatgpt_web_worker", chatgpt_env))
+        if bing_envs:
+            workers.append(("sydney-worker", "services.sydney_worker", bing_envs[0]))
+            workers.append(("image-worker-bing", "services.image_worker", bing_envs[1]))
         # the edge first: it makes the work queue, and a worker is ready once it pulls from it
         spawn_python_service(
             "edge", "services.edge", env=edge_env, log_dir=logs,
@@ -295,6 +329,9 @@ def run(state: Path) -> int:
             web = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}).decode()
             say(f"     curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
                 f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{web}'   (ChatGPT web accounts)")
+        if bing_envs:
+            say(f"     curl -N http://127.0.0.1:{edge_env['PORT']}/chat/stream -H 'content-type: application/json'"
+                f"{auth_hint(edge_env)} -d '{{\"prompt\":\"hello\"}}'   (Bing Chat, SydneyQt's API)")
         say("Ctrl-C stops everything")
         while not stopping.wait(0.2):
             echo(echoes)

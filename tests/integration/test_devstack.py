@@ -148,13 +148,20 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
     devstacks.append(stack)
     stack.wait_line(READY_LINE, within=60)
     children = stack.note_children()
-    by_role = {("nats-server" if "nats-server" in cmdline_of(pid) else cmdline_of(pid).split()[-1]): pid
-               for pid in children}
-    # no ChatGPT account configured: chatgpt-web-worker runs against the sandbox's fake of it
+    by_role = {}
+    for pid in children:
+        role = "nats-server" if "nats-server" in cmdline_of(pid) else cmdline_of(pid).split()[-1]
+        if role == "services.image_worker" and environ_of(pid).get("IMAGES_BACKEND") == "bing":
+            role = "services.image_worker (bing)"
+        by_role[role] = pid
+    # no ChatGPT or Bing account configured: their workers run against the sandbox's fakes of them
     assert set(by_role) == {"nats-server", "services.openai_worker", "services.embeddings_worker",
                             "services.image_worker", "services.edge", "services.sandbox",
-                            "services.chatgpt_web_worker"}, by_role
+                            "services.chatgpt_web_worker", "services.sydney_worker",
+                            "services.image_worker (bing)"}, by_role
+    assert len(children) == len(by_role)
     assert any("SANDBOX MODE (ChatGPT web)" in line for line in stack.lines)
+    assert any("SANDBOX MODE (Bing)" in line for line in stack.lines)
     environs = {role: environ_of(pid) for role, pid in by_role.items()}
     assert environs["services.edge"].get("AUTH_TOKEN") == SECRET
     assert environs["services.openai_worker"].get("OPENAI_API_KEY") == SANDBOX_KEY
@@ -187,6 +194,13 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
                      json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
     assert web.status_code == 200 and web.json()["model"] == "gpt-4o", web.text
     assert not any(k.startswith(("OPENAI_", "IMAGES_")) for k in environs["services.chatgpt_web_worker"])
+    # and Bing Chat, through SydneyQt's own route, on the sandbox's fake Bing accounts
+    with httpx.stream("POST", f"http://127.0.0.1:{env['PORT']}/chat/stream", timeout=30,
+                      headers={"authorization": f"Bearer {SECRET}"}, json={"prompt": "hello"}) as bing:
+        assert bing.status_code == 200, bing.read()
+        assert "event: message" in bing.read().decode()
+    for role in ("services.sydney_worker", "services.image_worker (bing)"):
+        assert not any(k.startswith(("OPENAI_", "CHATGPT_", "IMAGES_API")) for k in environs[role]), role
 
     # a second run on the same state refuses, naming the first, and touches nothing of it (the
     # running services may still write, e.g. the access line of the request above: never less)

@@ -59,3 +59,14 @@ def test_transport_failures(exc: Exception, verdict: Verdict, error: type) -> No
 ])
 def test_create_failures(status: int, value: str, verdict: Verdict) -> None:
     assert create_failure(CreateFailed(status, value, "no")).outcome.verdict is verdict
+
+
+def test_an_error_on_the_callers_cookies_loses_them_and_is_final() -> None:
+    from libs.bing.session import Who
+    from libs.errors import UpstreamError
+    from services.sydney_worker.turns import _final
+
+    who = Who(None, {"_U": "callers-own-u-cookie", "MUID": "callers-muid-0001"})
+    error = _final(UpstreamError("Bing failed: cookie _U callers-own-u-cookie rejected; muid callers-muid-0001"), who)
+    assert "callers-own-u-cookie" not in error.message and "callers-muid-0001" not in error.message
+    assert error.retryable is False  # no other cookies may run this caller's turn
