@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import directives, embeddings, images, moderations, payloads
+from . import bing, directives, embeddings, images, moderations, payloads
 from .asgi import TEXT, ClientGone, Receive, Scope, Send, header, read_body, respond
 from .chatgpt import ChatGPT
 from .completions import handle
@@ -35,11 +35,14 @@ class Sandbox:
         self._image_job = images.job_parser(settings)
         self._moderation_job = moderations.job_parser(settings)
         self.chatgpt = ChatGPT(settings.chatgpt_models, settings.chatgpt_token_ttl)  # the ChatGPT web fake
+        self.bing = bing.Bing(settings.bing_conversation_ttl)  # the Bing Chat (Sydney) fake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "websocket":  # only the Bing fake's ChatHub speaks websocket
+            await self.bing(scope, receive, send)
         elif kind == "lifespan":  # normally off; answered anyway so any ASGI server can host us
             while True:
                 message = await receive()
@@ -94,6 +97,8 @@ class Sandbox:
             await self._events(scope, send, method)
         elif path.startswith(_CHATGPT_PREFIXES) or path in ("/api/auth/session", "/auth/login"):
             await self.chatgpt(scope, receive, send)
+        elif bing.handles(path):
+            await self.bing(scope, receive, send)
         else:
             body = payloads.error_body(f"Unknown path {path} (sandbox)", "invalid_request_error", "unknown_url")
             await respond(send, 404, body)

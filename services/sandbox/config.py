@@ -18,6 +18,7 @@ DEFAULT_MODERATION_MODELS = ("omni-moderation-latest", "text-moderation-latest")
 # The ChatGPT web fake (chatgpt/): the model slugs it serves and its access tokens' lifetime.
 DEFAULT_CHATGPT_MODELS = ("auto", "gpt-4o", "gpt-4o-mini", "o1", "text-davinci-002-render-sha")
 DEFAULT_CHATGPT_TOKEN_TTL = 3600
+DEFAULT_BING_CONVERSATION_TTL = 6 * 3600  # Bing's "Conversations expire after 06:00:00."
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Settings:
     tls_key: str | None = None
     chatgpt_models: tuple[str, ...] = DEFAULT_CHATGPT_MODELS
     chatgpt_token_ttl: int = DEFAULT_CHATGPT_TOKEN_TTL  # seconds; /api/auth/session mints tokens this long
+    bing_conversation_ttl: int = DEFAULT_BING_CONVERSATION_TTL  # seconds before a Bing conversation expires
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -48,6 +50,7 @@ class Settings:
             tls_key=env.get("SANDBOX_TLS_KEY") or None,
             chatgpt_models=_names(env, "SANDBOX_CHATGPT_MODELS") or DEFAULT_CHATGPT_MODELS,
             chatgpt_token_ttl=_seconds(env, "SANDBOX_CHATGPT_TOKEN_TTL", DEFAULT_CHATGPT_TOKEN_TTL),
+            bing_conversation_ttl=_seconds(env, "SANDBOX_BING_CONVERSATION_TTL", DEFAULT_BING_CONVERSATION_TTL),
         )
 
     def listed_models(self) -> tuple[str, ...]:
