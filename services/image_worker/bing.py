@@ -15,10 +15,11 @@ Model `bing-image-creator` (and any names in BING_IMAGE_MODELS) for two job kind
   `revised_prompt` is the prompt Bing drew (GenerativeImage.text).
 
 Whose cookies: the caller's own when the job carries `cookies` (no lease; never logged, stored or
-announced), else a pool account leased for this job alone: no account is held between jobs, so
-sydney-worker can use every one this worker is not running a job on. A retryable failure is tried
-again on another account (3 accounts at most); each lease is released with what the call taught
-the pool (libs/bing/failures.py, image_creator.py).
+announced; cookies Bing refuses are the caller's 400 `invalid_cookies`, param `cookies`), else a
+pool account leased for this job alone: no account is held between jobs, so sydney-worker can use
+every one this worker is not running a job on. A retryable failure is tried again on another
+account (3 accounts at most); each lease is released with what the call taught the pool
+(libs/bing/failures.py, image_creator.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import httpx
 import orjson
 from nats.js import JetStreamContext
 
-from libs.account_pool.outcome import Outcome
+from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.pool import AccountPool, AccountSpec, NoEligibleAccount, PoolBusy, PoolMetrics, PoolPolicy
 from libs.bing.config import POOL, BingConfig
 from libs.bing.failures import BingFailure
@@ -175,6 +176,10 @@ class BingImageBackend:
             try:
                 return await run(self.calls.caller(cookies), _Use()), None
             except BingFailure as failure:
+                if failure.outcome.verdict is Verdict.AUTH_INVALID:
+                    # the caller's to fix, and no other replica has other cookies to try
+                    raise InvalidRequest(f"Bing refused the cookies given: {failure.error.message}",
+                                         param="cookies", code="invalid_cookies") from None
                 raise failure.error from None
         assert self.pool is not None, "attach() runs before the first job"
         tried: list[str] = []
