@@ -31,7 +31,7 @@ import proto
 from libs import wire
 from libs.devproc import Proc, free_port, spawn_python_service
 from libs.timeouts import Timeouts
-from tests.conftest import AUTH_KEY, TIME_SCALE, Stack, service_env, start_edge
+from tests.conftest import AUTH_KEY, TIME_SCALE, Stack, metric, service_env, start_edge
 
 ACCOUNTS = ("img-alice", "img-bob", "img-carol")
 POOL = "bing-images"
@@ -202,13 +202,21 @@ async def test_never_ready_images_time_out_within_the_jobs_deadline(bing: Bing) 
 
 
 async def test_an_account_fault_moves_the_job_to_another_account(bing: Bing, sdk: openai.AsyncOpenAI) -> None:
+    assert bing.worker is not None
+    handed_back = await retried_jobs(bing.worker)
     await control(bing, "POST", "faults", json={"account": "any", "kind": "close7", "times": 1})
     answer = await sdk.images.generate(model=MODEL, prompt="a lighthouse [sandbox image]")
     assert answer.data is not None and len(answer.data) == 1
+    assert await retried_jobs(bing.worker) == handed_back  # moved within the job, not handed back to the bus
     chats = await log_of(bing, "chat")
     assert [c["result"] for c in chats] == ["close7", "Success"]
     assert chats[0]["account"] != chats[1]["account"]
     assert (await log_of(bing, "creator"))[0]["account"] == chats[1]["account"]
+
+
+async def retried_jobs(worker: Proc) -> float:
+    async with httpx.AsyncClient() as http:
+        return metric((await http.get(worker.url + "/metrics")).text, "switchyard_worker_jobs_total", outcome="retried")
 
 
 # ---- kind bing_image, on the bus --------------------------------------------------------------------
