@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -118,7 +118,7 @@ async def upload_image(
     endpoints: BingEndpoints,
     data: bytes,
     *,
-    cookies: Mapping[str, str] | None,
+    cookies: Mapping[str, str] | None = None,
     tone: str = "Creative",
     http_timeout: float = UPLOAD_TIMEOUT,
 ) -> str:
@@ -299,7 +299,7 @@ async def chat(
     reader: TurnReader,
     read_timeout: float = 30.0,
     open_timeout: float = 10.0,
-) -> AsyncIterator[TurnItem]:
+) -> AsyncGenerator[TurnItem, None]:
     """The items of one chat turn, as they arrive (see ChatSession). Stopping early (`aclose()`,
     `break` out of an `async with contextlib.aclosing(...)`) closes the socket."""
     session = ChatSession(
