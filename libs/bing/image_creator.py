@@ -87,7 +87,7 @@ def _origin(url: str) -> tuple[str, str, int]:
     return scheme, parts.hostname.lower(), port if port is not None else (443 if scheme == "https" else 80)
 
 
-def creator_url(base_url: str, url: str) -> str:
+def creator_url(base_url: str, url: object) -> str:
     """The partner URL to GET: `url` when it is `<base_url>/images/create?...` exactly (scheme, host,
     port and path), rebuilt from the base and its query; InvalidRequest (param `image.url`) otherwise."""
     def bad(why: str) -> InvalidRequest:
@@ -269,7 +269,7 @@ async def create_images(
     text, url = image.get("text"), image.get("url")
     if not isinstance(text, str):
         raise InvalidRequest("image.text must be a string", param="image.text", code="invalid_value")
-    checked = creator_url(base_url, url if isinstance(url, str) else "")
+    checked = creator_url(base_url, url)
     started = time.monotonic_ns()
     headers = {"Cookie": format_cookies(cookies), "User-Agent": EDGE_USER_AGENT,
                "Referer": f"{base_url}/search?q=Bing+AI&showconv=1&wlexpsignin=1"}

@@ -40,7 +40,7 @@ from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.pool import AccountPool, AccountSpec, NoEligibleAccount, PoolBusy, PoolMetrics, PoolPolicy
 from libs.bing.config import POOL, BingConfig
 from libs.bing.failures import BingFailure
-from libs.bing.image_creator import REQUEST_TIMEOUT, create_images
+from libs.bing.image_creator import REQUEST_TIMEOUT, create_images, creator_url
 from libs.bing.invocation import ChatRequest
 from libs.bing.session import BingCalls, Opened, Who
 from libs.bing.turn import SydneyEvent, TurnEnd, TurnItem
@@ -157,6 +157,7 @@ class BingImageBackend:
             image = body.get("image")
             if not isinstance(image, dict):
                 raise InvalidRequest("image must be an object {text, url}", param="image")
+            creator_url(self.config.endpoints.base_url, image.get("url"))  # a bad one leases no account
             answer, account = await self._on_accounts(job, lambda who, use: self._create(job, who, image))
         elif job["kind"] == "image":
             wanted = _wanted(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -160,7 +161,7 @@ async def test_polls_until_the_images_are_ready(bing: Bing, sdk: openai.AsyncOpe
     polls = await log_of(bing, "creator_poll")
     assert [p["state"] for p in polls] == ["pending"] * 4 + ["ready"]
     stamps = [p["time"] for p in polls]
-    assert all(b - a >= POLL * 0.9 for a, b in zip(stamps, stamps[1:], strict=False))  # the interval is kept
+    assert all(b - a >= POLL * 0.9 for a, b in itertools.pairwise(stamps))  # the interval is kept
 
 
 async def test_a_rejected_prompt_is_a_content_policy_violation(bing: Bing, sdk: openai.AsyncOpenAI) -> None:
