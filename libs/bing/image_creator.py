@@ -24,7 +24,7 @@ import html
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote_plus, urljoin, urlsplit
 
 import httpx
@@ -33,7 +33,14 @@ from libs.account_pool.outcome import Outcome, Verdict
 from libs.bing.cookies import format_cookies
 from libs.bing.failures import BingFailure
 from libs.bing.headers import EDGE_USER_AGENT
-from libs.errors import ContentFiltered, InvalidRequest, UpstreamAuthError, UpstreamError, UpstreamTimeout
+from libs.errors import (
+    ContentFiltered,
+    InvalidRequest,
+    SwitchyardError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 CREATE_PATH = "/images/create"
 RESULTS_PATH = "/images/create/async/results/"
@@ -65,11 +72,15 @@ _BLOCKED = re.compile(r"this prompt (?:has been blocked|is being reviewed)", re.
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")  # whitespace, controls, backslash: parsers disagree on them
 
 
-class ImageTimeout(UpstreamTimeout):
-    """No images within the polls or the job's time. Not retried on another account: Bing was slow,
-    not the account, and another try would start the whole wait again."""
+E = TypeVar("E", bound=SwitchyardError)
 
-    retryable = False
+
+def not_retried(err: E) -> E:
+    """`err`, marked not to be tried again (by this worker on another account, or by the runtime on
+    another replica): when another try would only meet the same answer or start a long wait anew.
+    Per instance, as InvalidRequest refines its code: the client-facing code stays the class's."""
+    err.retryable = False  # type: ignore[misc]
+    return err
 
 
 # ---- sans-I/O ---------------------------------------------------------------------------------
@@ -180,7 +191,9 @@ def rejected() -> BingFailure:
 
 
 def timed_out() -> BingFailure:
-    return BingFailure("Timeout", Outcome.neutral(), ImageTimeout(TIMEOUT_MESSAGE))
+    """No images within the polls or the job's time: Bing was slow, not the account, and another
+    try would start the whole wait again (not retried)."""
+    return BingFailure("Timeout", Outcome.neutral(), not_retried(UpstreamTimeout(TIMEOUT_MESSAGE)))
 
 
 def status_failure(status: int, step: str) -> BingFailure:

@@ -40,7 +40,7 @@ from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.pool import AccountPool, AccountSpec, NoEligibleAccount, PoolBusy, PoolMetrics, PoolPolicy
 from libs.bing.config import POOL, BingConfig
 from libs.bing.failures import BingFailure
-from libs.bing.image_creator import REQUEST_TIMEOUT, create_images, creator_url
+from libs.bing.image_creator import REQUEST_TIMEOUT, create_images, creator_url, not_retried
 from libs.bing.invocation import ChatRequest
 from libs.bing.session import BingCalls, Opened, Who
 from libs.bing.turn import SydneyEvent, TurnEnd, TurnItem
@@ -71,12 +71,6 @@ IMAGE_CONTEXT = (
     "with text in place of the picture and do not ask follow-up questions. Once the picture is being "
     "created, say only that it is on its way."
 )
-
-
-class NoImage(UpstreamError):
-    """The turn ended without a GenerateContentQuery: another account would most likely answer alike."""
-
-    retryable = False
 
 
 @dataclass
@@ -252,7 +246,8 @@ class BingImageBackend:
                     break
         finally:
             await items.aclose()
-        raise NoImage("Bing made no image for this prompt")
+        # another account would most likely answer alike: not retried
+        raise not_retried(UpstreamError("Bing made no image for this prompt"))
 
     async def _generate(self, job: Job, who: Who, use: _Use, prompt: str, n: int,
                         response_format: str) -> dict[str, Any]:

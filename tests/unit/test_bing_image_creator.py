@@ -13,7 +13,6 @@ import pytest
 from libs.account_pool.outcome import Verdict
 from libs.bing.failures import BingFailure
 from libs.bing.image_creator import (
-    ImageTimeout,
     create_images,
     creator_url,
     image_urls,
@@ -22,7 +21,7 @@ from libs.bing.image_creator import (
     polling_url,
     result_id,
 )
-from libs.errors import ContentFiltered, InvalidRequest, UpstreamAuthError, UpstreamError
+from libs.errors import ContentFiltered, InvalidRequest, UpstreamAuthError, UpstreamError, UpstreamTimeout
 
 BASE = "https://www.bing.com"
 PARTNER = (f"{BASE}/images/create?partner=sydney&re=1&showselective=1&sude=1&kseed=7500&SFX=2&gptexp=unknown"
@@ -259,7 +258,7 @@ async def test_no_images_after_the_attempts_is_a_timeout() -> None:
     bing = Bing(_page, [""])
     with pytest.raises(BingFailure) as caught:
         await _create(bing, attempts=4)
-    assert isinstance(caught.value.error, ImageTimeout) and not caught.value.error.retryable
+    assert type(caught.value.error) is UpstreamTimeout and not caught.value.error.retryable
     assert caught.value.error.message == "image creation timeout"
     assert len(bing.requests) == 1 + 4
 
@@ -270,7 +269,7 @@ async def test_no_poll_goes_past_the_deadline() -> None:
     async with bing.client() as http:
         with pytest.raises(BingFailure) as caught:
             await create_images(http, BASE, IMAGE, COOKIES, deadline=deadline, interval=0.1, attempts=100)
-    assert isinstance(caught.value.error, ImageTimeout)
+    assert type(caught.value.error) is UpstreamTimeout and not caught.value.error.retryable
     assert time.time() < deadline + 0.05
     assert len(bing.requests) <= 4
 
