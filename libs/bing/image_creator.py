@@ -105,15 +105,17 @@ def creator_url(base_url: str, url: object) -> str:
         return InvalidRequest(f"image.url must be a Bing image creator URL ({base_url}{CREATE_PATH}?...): {why}",
                               param="image.url", code="invalid_value")
 
-    if not isinstance(url, str) or _UNSAFE.search(url):
+    if not isinstance(url, str):
+        raise bad("it is not a string")
+    if _UNSAFE.search(url):
         raise bad("it holds whitespace, a control character or a backslash")
     base = urlsplit(base_url)
     parts = urlsplit(url)
     try:
-        same_origin = _origin(url) == _origin(base_url)
+        on_origin = _origin(url) == _origin(base_url)
     except ValueError as exc:
         raise bad(str(exc)) from None
-    if not same_origin:
+    if not on_origin:
         raise bad("another scheme, host or port")
     if parts.path != base.path.rstrip("/") + CREATE_PATH:
         raise bad("another path")

@@ -8,7 +8,6 @@ JetStream. A chat job goes to chat.py, a `chatgpt_web` job to native.py.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -47,13 +46,6 @@ def _serves(config: WebConfig) -> dict[str, list[Kind]]:
     return serves
 
 
-def _scaled(policy: PoolPolicy, scale: float) -> PoolPolicy:
-    """The pool's times under SY_TIME_SCALE, as every other limit (tests run at 0.1)."""
-    return dataclasses.replace(policy, lease_ttl=policy.lease_ttl * scale, cooldown=policy.cooldown * scale,
-                               cloudflare_cooldown=policy.cloudflare_cooldown * scale,
-                               max_cooldown=policy.max_cooldown * scale, failure_window=policy.failure_window * scale)
-
-
 class ChatGPTWebBackend:
     def __init__(self, config: WebConfig, metrics: WorkerMetrics, *, pool: str, worker_id: str, capacity: int,
                  policy: PoolPolicy | None = None) -> None:
@@ -63,7 +55,7 @@ class ChatGPTWebBackend:
         self._pool_name = pool
         self._worker_id = worker_id
         self._registry = metrics.registry
-        self._policy = policy or _scaled(PoolPolicy(), env_float("SY_TIME_SCALE", 1.0))
+        self._policy = policy or PoolPolicy().scaled(env_float("SY_TIME_SCALE", 1.0))
         self._capacity = capacity
         # reads are bounded by the runtime's first-token and idle limits (it cancels the job)
         self.client = WebClient(config.base_url, connect_timeout=10.0, read_timeout=600.0)

@@ -80,12 +80,6 @@ class _Use:
     conversations: int = 0
 
 
-def _scaled(policy: PoolPolicy, scale: float) -> PoolPolicy:
-    return dataclasses.replace(policy, lease_ttl=policy.lease_ttl * scale, cooldown=policy.cooldown * scale,
-                               cloudflare_cooldown=policy.cloudflare_cooldown * scale,
-                               max_cooldown=policy.max_cooldown * scale, failure_window=policy.failure_window * scale)
-
-
 def _strip_query(url: str) -> str:
     """Bing's image URL as SydneyQt's OpenAI route gives it: everything from `?` removed (the full image)."""
     parts = urlsplit(url)
@@ -114,7 +108,7 @@ class BingImageBackend:
         self._serves: dict[str, list[Kind]] = {m: list(KINDS) for m in dict.fromkeys((MODEL, *models))}
         self._registry = metrics.registry
         self._worker_id = worker_id
-        self._policy = policy or _scaled(PoolPolicy(), time_scale)
+        self._policy = policy or PoolPolicy().scaled(time_scale)
         self.interval = interval * time_scale
         self.reserve = 2.0 * time_scale  # of the job's time, kept for sending the answer or the error
         self.fetch_max_bytes = fetch_max_bytes
