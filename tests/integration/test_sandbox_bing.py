@@ -394,6 +394,8 @@ async def test_apology_shrink_two_messages_loading_and_image(fake: Proc, http: h
 
     shrink = [u["messages"][0]["text"] for u in updates(await ask(fake, conv, "tell [sandbox shrink tokens=4]"))]
     assert shrink == [" ".join(words[:k]) for k in (1, 2, 1, 3, 4)]  # shrinks once, then grows on
+    short = updates(await ask(fake, conv, "tell [sandbox shrink tokens=2]"))
+    assert short[-1]["messages"][0]["text"] == " ".join(words[:2])  # too short to shrink before its end
 
     two = await ask(fake, conv, "tell [sandbox two_messages tokens=4]")
     ups = updates(two)

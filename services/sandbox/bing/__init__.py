@@ -27,7 +27,7 @@ InvalidRequest result naming them):
   [sandbox apology=K]       after K words the message turns into an Apology (contentOrigin Apology, same
                             messageId); K=0: the first bot message is the Apology (with cursor)
   [sandbox shrink]          mid-way through the (first) message the text loses its last word once,
-                            then grows again (§3.5)
+                            then grows on from there (texts w1, w1 w2, w1, w1 w2 w3, ...; §3.5)
   [sandbox result=V]        a type:2 error result V (Throttled, CaptchaChallenge, InvalidSession,
                             UnauthorizedRequest, InvalidRequest, ProcessingMessage) + type:3, at once
                             (no throttling frame) or after K words with [sandbox after=K]
@@ -35,7 +35,7 @@ InvalidRequest result naming them):
                             after K words with after=K
   [sandbox drop]            the TCP connection closes with no close frame (client sees 1006) and no
                             type:2, after K words (after=K; default: half the words)
-  [sandbox silence_ms=N]    nothing at all (not even pings) for N ms, after K words (after=K;
+  [sandbox silence_ms=N]    nothing at all (not even pings) for N ms, after K >= 1 words (after=K;
                             default: half the words), then the answer goes on
   [sandbox latency_ms=N]    N ms between the frames of the answer
   [sandbox two_messages]    two untyped bot messages (the words split in half), each with its own

@@ -135,7 +135,8 @@ def build(conv: Conversation, inv: Invocation, d: Directives, image: str | None,
         text = ""
         apologised = False
         k = 0
-        shrink_at = max(2, len(part) // 2) if "shrink" in d.flags and part is parts[0] and len(part) >= 2 else -1
+        # the shrink comes before the last word, so the stream still ends on the whole text
+        shrink_at = max(2, len(part) // 2) if "shrink" in d.flags and part is parts[0] and len(part) >= 3 else -1
         while k < len(part) or apology_at == b.sent:
             if apology_at == b.sent:
                 apology = messages.bot(message_id, inv.request_id, messages.APOLOGY_TEXT, contentOrigin="Apology")
