@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import orjson
@@ -35,6 +35,12 @@ class PoolPolicy:
 
     def backoff(self, base: float, level: int) -> float:
         return float(min(self.max_cooldown, base * 2 ** min(level, _MAX_LEVEL)))
+
+    def scaled(self, scale: float) -> PoolPolicy:
+        """These times under SY_TIME_SCALE, as every other limit (tests run at 0.1)."""
+        return replace(self, lease_ttl=self.lease_ttl * scale, cooldown=self.cooldown * scale,
+                       cloudflare_cooldown=self.cloudflare_cooldown * scale, max_cooldown=self.max_cooldown * scale,
+                       failure_window=self.failure_window * scale)
 
 
 @dataclass

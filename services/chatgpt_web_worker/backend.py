@@ -18,9 +18,9 @@ from libs.account_pool.conversations import ConversationMap
 from libs.account_pool.leasing import Leasing
 from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy
 from libs.account_pool.reservations import Reservations
-from libs.account_pool.scaling import time_scaled
 from libs.errors import InvalidRequest
 from libs.openai_upstream.call import proxy_for_url
+from libs.settings import env_float
 from libs.tokens import encoding_name, preload
 from libs.worker_backend import Item
 from libs.worker_metrics import WorkerMetrics
@@ -55,7 +55,7 @@ class ChatGPTWebBackend:
         self._pool_name = pool
         self._worker_id = worker_id
         self._registry = metrics.registry
-        self._policy = policy or time_scaled()
+        self._policy = policy or PoolPolicy().scaled(env_float("SY_TIME_SCALE", 1.0))
         self._capacity = capacity
         # reads are bounded by the runtime's first-token and idle limits (it cancels the job)
         self.client = WebClient(config.base_url, connect_timeout=10.0, read_timeout=600.0)

@@ -21,7 +21,7 @@ import base64
 import binascii
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.js import JetStreamContext
 
@@ -35,6 +35,8 @@ from libs.worker_metrics import WorkerMetrics
 from proto.messages import Feature, Job, Kind
 from services.image_worker.imagetype import ImageType, image_type
 from services.image_worker.store import ImageObjects
+
+T = TypeVar("T")
 
 PATH = "/images/generations"
 DEFAULT_FETCH_MAX_BYTES = 20 * 1024 * 1024
@@ -66,7 +68,7 @@ class ImageBackend:
         created = answer.get("created")
         yield Result({
             "created": created if type(created) is int else int(time.time()),
-            "data": [await items[0]] if len(items) == 1 else await _all(items),
+            "data": [await items[0]] if len(items) == 1 else await gather_all(items),
         })
         yield StreamEnd(usage=None)
 
@@ -89,10 +91,8 @@ class ImageBackend:
             data = _decode(b64, upstream)
             out = {"object": await self.objects.put(data, _checked_type(data, upstream))}
         elif isinstance(url, str):  # b64_json asked: fetched
-            within = max(0.0, job["deadline"] - time.time())
-            data, _ = await self.clients.get(url, limit=self.fetch_max_bytes, upstream=upstream, within=within)
-            _checked_type(data, upstream)
-            out = {"b64_json": base64.b64encode(data).decode("ascii")}
+            out = {"b64_json": await fetch_b64(self.clients, url, upstream, limit=self.fetch_max_bytes,
+                                               deadline=job["deadline"])}
         else:
             raise _bad_image(upstream, "an image with neither url nor b64_json")
         revised = item.get("revised_prompt")
@@ -102,6 +102,15 @@ class ImageBackend:
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+
+
+async def fetch_b64(clients: UpstreamClients, url: str, upstream: Upstream, *, limit: int, deadline: float) -> str:
+    """The image at `url` (an address `upstream` answered with) as base64: fetched through the
+    upstream's proxy within the job's `deadline`, at most `limit` bytes, an image by its magic bytes."""
+    within = max(0.0, deadline - time.time())
+    data, _ = await clients.get(url, limit=limit, upstream=upstream, within=within)
+    _checked_type(data, upstream)
+    return base64.b64encode(data).decode("ascii")
 
 
 def _decode(b64: str, upstream: Upstream) -> bytes:
@@ -124,7 +133,7 @@ def _bad_image(upstream: Upstream, what: str) -> UpstreamProtocolError:
     return err
 
 
-async def _all(conversions: Sequence[Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
+async def gather_all(conversions: Sequence[Awaitable[T]]) -> list[T]:
     """Several images converted at once (stores and fetches wait on the network); the first
     failure cancels the rest."""
     tasks = [asyncio.ensure_future(c) for c in conversions]

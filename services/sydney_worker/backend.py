@@ -20,10 +20,10 @@ from nats.js import JetStreamContext
 from libs.account_pool.leasing import Leasing
 from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy
 from libs.account_pool.reservations import Reservations
-from libs.account_pool.scaling import time_scaled
 from libs.bing.config import POOL
 from libs.bing.session import BingCalls
 from libs.errors import InvalidRequest
+from libs.settings import env_float
 from libs.tokens import preload
 from libs.worker_backend import Item
 from libs.worker_metrics import WorkerMetrics
@@ -51,7 +51,7 @@ class SydneyBackend:
         self._serves = serves(config)
         self._worker_id = worker_id
         self._registry = metrics.registry
-        self._policy = policy or time_scaled()
+        self._policy = policy or PoolPolicy().scaled(env_float("SY_TIME_SCALE", 1.0))
         self._capacity = capacity
         self.calls = calls or BingCalls(config.bing)
         self._sealer = Sealer(config.bing.accounts)
