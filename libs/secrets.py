@@ -47,30 +47,23 @@ def _forms(secret: str | None) -> set[str]:
     return {secret, quote(secret, safe=""), quote(secret, safe="/:")}
 
 
-def _compile() -> None:
-    global _verbatim
-    every = _held.union(*_owned.values())
-    # Longest first: a held value that contains another is replaced whole, not around the inner one.
-    _verbatim = re.compile("|".join(re.escape(s) for s in sorted(every, key=len, reverse=True))) if every else None
-
-
 def hold(secret: str | None) -> None:
     """Scrub `secret` (and its URL-encoded form) from all text from now on, process-wide."""
+    global _verbatim
     forms = _forms(secret)
     if forms <= _held:
         return
     _held.update(forms)
-    _compile()
+    # Longest first: a held value that contains another is replaced whole, not around the inner one.
+    _verbatim = re.compile("|".join(re.escape(s) for s in sorted(_held, key=len, reverse=True)))
 
 
 def hold_as(owner: str, secrets: Iterable[str]) -> None:
     """Scrub `owner`'s current secrets from all text, in place of the ones it held before: secrets
-    an upstream rotates (a web account's cookies, renewed on every conversation) stay bounded."""
-    forms: set[str] = set().union(*(_forms(s) for s in secrets))
-    if _owned.get(owner) == forms:
-        return
-    _owned[owner] = forms
-    _compile()
+    an upstream rotates (a web account's cookies, renewed on every conversation) stay bounded.
+    They are replaced one by one in `scrub`, not compiled into its regex: they change on every
+    conversation, and compiling the alternation of every secret each time cost more than the turn."""
+    _owned[owner] = set().union(*(_forms(s) for s in secrets))
 
 
 def scrub_also(text: str, secrets: Iterable[str]) -> str:
@@ -102,6 +95,9 @@ def scrub(text: str) -> str:
     """`text` with every held secret and anything that looks like a credential replaced by a marker."""
     if _verbatim is not None:
         text = _verbatim.sub(MARKER, text)
+    for forms in _owned.values():
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, MARKER)
     for pattern in _PATTERNS:
         text = pattern.sub(_keep_label, text)
     return text

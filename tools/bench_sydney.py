@@ -53,7 +53,7 @@ from tools.bench import (
     verdict,
     wait_for_model,
 )
-from tools.bench_web import SLICES, chat_body, combine, http_cmd, judged, start_service
+from tools.bench_web import SLICES, chat_body, combine, http_cmd, judged, profiles, start_service
 
 OPENAI_MODEL = "sandbox-chat"
 SYDNEY_MODEL = "sydney-creative"
@@ -225,7 +225,9 @@ def main() -> int:
             warm = loadgen.run(http_cmd(url, chat_body(model, PROMPT, True), CONC, max(40, scaled(100))))
             if warm.get("errors"):
                 raise RuntimeError(f"warm-up of {model} failed: {warm.get('first_error')}")
+        profiles(True)  # BENCH_PROFILE=<dir> without py-spy: the CPU row under tools/cpu_profile.py
         cpu = cpu_row(loadgen, url, pids, {"openai": openai_worker.pid, "sydney": sydney_worker.pid})
+        profiles(False)
         ttft = ttft_row(loadgen, url, endpoints)
         figures: dict[str, Any] = {"scale": SCALE, "slices": SLICES, "accounts": ACCOUNTS, "concurrency": CONC,
                                    "models": {"openai": OPENAI_MODEL, "sydney": SYDNEY_MODEL},
