@@ -37,7 +37,7 @@ _PATTERNS = [
 ]
 
 _held: set[str] = set()
-_owned: dict[str, set[str]] = {}  # owner → the forms of its current secrets (they rotate: hold_as)
+_owned: dict[str, dict[str, set[str]]] = {}  # owner → its current secrets → their forms (hold_as)
 _verbatim: re.Pattern[str] | None = None  # one alternation of every held form, longest first
 
 
@@ -63,7 +63,8 @@ def hold_as(owner: str, secrets: Iterable[str]) -> None:
     an upstream rotates (a web account's cookies, renewed on every conversation) stay bounded.
     They are replaced one by one in `scrub`, not compiled into its regex: they change on every
     conversation, and compiling the alternation of every secret each time cost more than the turn."""
-    _owned[owner] = set().union(*(_forms(s) for s in secrets))
+    before = _owned.get(owner, {})
+    _owned[owner] = {s: before[s] if s in before else _forms(s) for s in secrets}
 
 
 def scrub_also(text: str, secrets: Iterable[str]) -> str:
@@ -95,8 +96,8 @@ def scrub(text: str) -> str:
     """`text` with every held secret and anything that looks like a credential replaced by a marker."""
     if _verbatim is not None:
         text = _verbatim.sub(MARKER, text)
-    for forms in _owned.values():
-        for form in sorted(forms, key=len, reverse=True):
+    for owned in _owned.values():
+        for form in sorted(set().union(*owned.values()), key=len, reverse=True):
             text = text.replace(form, MARKER)
     for pattern in _PATTERNS:
         text = pattern.sub(_keep_label, text)

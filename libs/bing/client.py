@@ -192,6 +192,7 @@ class ChatSession:
                 close_timeout=CLOSE_TIMEOUT,
                 ping_interval=None,  # keep-alive is SignalR's type:6, sent by this class
                 max_size=MAX_MESSAGE_BYTES,
+                compression=None,  # permessage-deflate costs CPU on every frame of both sides
             )
         except InvalidStatus as exc:
             raise ChatRefused(exc.response.status_code) from None

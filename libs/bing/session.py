@@ -52,13 +52,14 @@ class BingCalls:
     def __init__(self, config: BingConfig, *, read_timeout: float = READ_TIMEOUT) -> None:
         self.config = config
         self.jars = CookieJars(config.accounts)
-        self._accounts = {a.name: a for a in config.accounts}
+        # each account's proxy once: the environment's is read from os.environ on every lookup
+        self._proxies = {a.name: config.proxy_for(a) for a in config.accounts}
+        self._caller_proxy = config.proxy_for(None)
         self._read_timeout = read_timeout
         self._clients: dict[str | None, httpx.AsyncClient] = {}
 
     def account(self, name: str) -> Who:
-        account = self._accounts[name]
-        return Who(name, self.jars.get(name), self.config.proxy_for(account))
+        return Who(name, self.jars.get(name), self._proxies[name])
 
     def caller(self, cookie_string: str) -> Who:
         """The caller's own cookies (a 400 naming `cookies` when they cannot be read)."""
@@ -67,11 +68,11 @@ class BingCalls:
         except ValueError:
             raise InvalidRequest("the cookies given are neither a cookie string nor a cookie export",
                                  param="cookies") from None
-        return Who(None, cookies, self.config.proxy_for(None))
+        return Who(None, cookies, self._caller_proxy)
 
     def anonymous(self) -> Who:
         """No cookies at all: SydneyQt uploads images so, and so does a caller who brings none."""
-        return Who(None, {}, self.config.proxy_for(None))
+        return Who(None, {}, self._caller_proxy)
 
     def _http(self, proxy: str | None) -> httpx.AsyncClient:
         client = self._clients.get(proxy)
