@@ -232,8 +232,9 @@ async def test_openai_images_through_bing_on_the_callers_cookies(http: httpx.Asy
     async with openai.AsyncOpenAI(base_url=seed.edge.url + "/v1", api_key=AUTH_KEY, max_retries=0) as sdk:
         images = await sdk.images.generate(model="bing-image-creator", prompt="a lighthouse [sandbox image]", n=2,
                                            extra_headers={"Cookie": CALLER_COOKIES})
-    assert len(images.data) == 2 and all(d.url and "?" not in d.url for d in images.data)
-    assert images.data[0].revised_prompt
+    data = images.data or []
+    assert len(data) == 2 and all(d.url and "?" not in d.url for d in data)
+    assert data[0].revised_prompt
     creators = await fake_requests(seed, "creator")
     assert creators[-1]["account"] == "ivan"
     assert CALLER_SECRET not in seed.logs()
