@@ -27,8 +27,6 @@ started is stopped by PID at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -57,7 +55,7 @@ from tools.bench import (
     verdict,
     wait_for_model,
 )
-from tools.bench_web import SLICES, chat_body, combine, http_cmd, judged, profiles, start_service
+from tools.bench_web import SLICES, chat_body, combine, http_cmd, judged, profiles, start_service, write_results
 
 OPENAI_MODEL = "sandbox-chat"
 SYDNEY_MODEL = "sydney-creative"
@@ -192,16 +190,6 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(figures: dict[str, Any]) -> None:
-    existing: dict[str, Any] = {}
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        loaded = json.loads(RESULTS_PATH.read_text())
-        if isinstance(loaded, dict):
-            existing = loaded
-    existing["sydney"] = figures
-    RESULTS_PATH.write_text(json.dumps(existing, indent=2) + "\n")
-
-
 def main() -> int:
     started = time.monotonic()
     clean_environment()
@@ -254,7 +242,7 @@ def main() -> int:
                                    "tokens": STREAM_TOKENS, "cpu": cpu, "ttft": ttft}
         figures["targets"] = evaluate(figures)
         figures["total_s"] = time.monotonic() - started
-        write_results(figures)
+        write_results(figures, "sydney")
         print(render(figures), flush=True)
         ok = True
     except Exception:

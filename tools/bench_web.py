@@ -476,13 +476,14 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(figures: dict[str, Any]) -> None:
+def write_results(figures: dict[str, Any], key: str = "chatgpt_web") -> None:
+    """`figures` under `key` in bench-results.json; the file's other keys kept."""
     existing: dict[str, Any] = {}
     with contextlib.suppress(FileNotFoundError, ValueError):
         loaded = json.loads(RESULTS_PATH.read_text())
         if isinstance(loaded, dict):
             existing = loaded
-    existing["chatgpt_web"] = figures
+    existing[key] = figures
     RESULTS_PATH.write_text(json.dumps(existing, indent=2) + "\n")
 
 

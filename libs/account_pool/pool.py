@@ -47,6 +47,7 @@ from libs.account_pool.buckets import ACCOUNTS_BUCKET, ensure_kv
 from libs.account_pool.metrics import STATES, PoolMetrics
 from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.state import AccountState, PoolPolicy
+from proto.messages import AccountsState
 
 __all__ = [
     "AccountGone", "AccountPool", "AccountSpec", "AccountView", "Lease", "NoEligibleAccount", "PoolBusy",
@@ -645,3 +646,12 @@ def _lift_if_fingerprint_changed(fingerprint: str) -> Change:
         return state
 
     return lift
+
+
+def announced_state(pool: AccountPool | None, configured: int) -> AccountsState:
+    """What a web worker announces of its accounts (proto/messages.py AccountsState): before its
+    pool is attached, the configured number and none free."""
+    if pool is None:
+        return {"total": configured, "free": 0, "retry_at": None}
+    views = pool.accounts()
+    return {"total": len(views), "free": sum(1 for v in views if v.state == "free"), "retry_at": pool.soonest_free()}

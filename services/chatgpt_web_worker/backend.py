@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 
 from libs.account_pool.conversations import ConversationMap
 from libs.account_pool.leasing import Leasing
-from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy
+from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy, announced_state
 from libs.account_pool.reservations import Reservations
 from libs.errors import InvalidRequest
 from libs.openai_upstream.call import proxy_for_url
@@ -116,11 +116,7 @@ class ChatGPTWebBackend:
             await self.pool.resync()
 
     def accounts_state(self) -> AccountsState:
-        if self.pool is None:
-            return {"total": len(self.config.accounts), "free": 0, "retry_at": None}
-        views = self.pool.accounts()
-        return {"total": len(views), "free": sum(1 for v in views if v.state == "free"),
-                "retry_at": self.pool.soonest_free()}
+        return announced_state(self.pool, len(self.config.accounts))
 
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         assert self._chat is not None and self._native is not None, "attach() runs before the first job"

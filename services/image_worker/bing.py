@@ -37,7 +37,15 @@ import orjson
 from nats.js import JetStreamContext
 
 from libs.account_pool.outcome import Outcome, Verdict
-from libs.account_pool.pool import AccountPool, AccountSpec, NoEligibleAccount, PoolBusy, PoolMetrics, PoolPolicy
+from libs.account_pool.pool import (
+    AccountPool,
+    AccountSpec,
+    NoEligibleAccount,
+    PoolBusy,
+    PoolMetrics,
+    PoolPolicy,
+    announced_state,
+)
 from libs.bing.config import POOL, BingConfig
 from libs.bing.failures import BingFailure
 from libs.bing.image_creator import REQUEST_TIMEOUT, create_images, creator_url, not_retried
@@ -132,11 +140,7 @@ class BingImageBackend:
             await self.pool.resync()
 
     def accounts_state(self) -> AccountsState:
-        if self.pool is None:
-            return {"total": len(self.config.accounts), "free": 0, "retry_at": None}
-        views = self.pool.accounts()
-        return {"total": len(views), "free": sum(1 for v in views if v.state == "free"),
-                "retry_at": self.pool.soonest_free()}
+        return announced_state(self.pool, len(self.config.accounts))
 
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         yield WholeAnswer()  # nothing comes before the images: only the job's total limit applies

@@ -18,7 +18,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from libs.account_pool.leasing import Leasing
-from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy
+from libs.account_pool.pool import AccountPool, AccountSpec, PoolMetrics, PoolPolicy, announced_state
 from libs.account_pool.reservations import Reservations
 from libs.bing.config import POOL
 from libs.bing.session import BingCalls
@@ -87,11 +87,7 @@ class SydneyBackend:
             await self.pool.resync()
 
     def accounts_state(self) -> AccountsState:
-        if self.pool is None:
-            return {"total": len(self.config.bing.accounts), "free": 0, "retry_at": None}
-        views = self.pool.accounts()
-        return {"total": len(views), "free": sum(1 for v in views if v.state == "free"),
-                "retry_at": self.pool.soonest_free()}
+        return announced_state(self.pool, len(self.config.bing.accounts))
 
     async def stream(self, job: Job, body: dict[str, Any]) -> AsyncIterator[Item]:
         assert self._chat is not None and self._native is not None, "attach() runs before the first job"
