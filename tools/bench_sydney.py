@@ -55,7 +55,7 @@ from tools.bench import (
     verdict,
     wait_for_model,
 )
-from tools.bench_web import SLICES, chat_body, combine, http_cmd, judged, profiles, start_service, write_results
+from tools.bench_web import SLICES, combine, http_cmd, judged, profiles, start_service, write_results
 
 OPENAI_MODEL = "sandbox-chat"
 SYDNEY_MODEL = "sydney-creative"
@@ -71,6 +71,14 @@ CPU_ROWS = [
     ("burst", {"openai": PROMPT, "sydney": PROMPT}),
 ]
 TARGETS = {"cpu_ratio": 2.0, "ttft_added_ms": 3.0}
+
+
+def chat_body(model: str, prompt: str, stream: bool) -> dict[str, Any]:
+    """The request of every row, only `model` differing between paths. One user message: a system
+    message would become Bing's web-page context, which the fake acknowledges with a sentence of
+    its own, and the answers would differ in length."""
+    return {"model": model, "messages": [{"role": "user", "content": f"Say something short. {prompt}"}],
+            "stream": stream}
 
 
 def accounts_file(folder: Path, users: list[str]) -> Path:
