@@ -247,3 +247,24 @@ async def test_openai_images_through_bing_on_the_callers_cookies(http: httpx.Asy
 def test_the_seed_routes_are_in_the_openapi_document(seed: Seed) -> None:
     document = httpx.get(seed.edge.url + "/openapi.json", timeout=10).json()
     assert {"/chat/stream", "/image/upload", "/image/create"} <= set(document["paths"])
+
+
+@pytest.mark.asyncio
+async def test_a_whole_answer_carries_bings_extras_and_the_conversation_continues(seed: Seed,
+                                                                                http: httpx.AsyncClient) -> None:
+    async with openai.AsyncOpenAI(base_url=seed.edge.url + "/v1", api_key=AUTH_KEY, max_retries=0) as sdk:
+        first = await sdk.chat.completions.create(
+            model="sydney-creative", messages=[{"role": "user", "content": "Weather? [sandbox search tokens=4]"}])
+        extras = first.choices[0].message.model_extra or {}
+        assert extras["search_results"] and {"index", "link", "title"} <= set(extras["search_results"][0])
+        assert extras["suggested_responses"] and all(isinstance(s, str) for s in extras["suggested_responses"])
+        conversation = extras["conversation"]
+        assert conversation["secAccessToken"].startswith("sy1.") and conversation["bearerToken"] == ""
+        first_chat = (await fake_requests(seed, "chat"))[-1]
+        again = await sdk.chat.completions.create(
+            model="sydney-creative", messages=[{"role": "user", "content": "And tomorrow? [sandbox tokens=3]"}],
+            extra_body={"conversation": conversation})
+    assert again.choices[0].message.content
+    chat = (await fake_requests(seed, "chat"))[-1]
+    assert chat["conversationId"] == first_chat["conversationId"] == conversation["conversationId"]
+    assert chat["isStartOfSession"] is False and chat["account"] == first_chat["account"]
