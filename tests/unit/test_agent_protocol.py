@@ -282,3 +282,20 @@ def test_cancelled_job_is_not_reported() -> None:
     jobs.cancel("j")
     clock.now += 2
     assert jobs.expire() == [] and jobs.receive(ChatGptResponse("j")) is Match.UNKNOWN
+
+
+# ---- the two independent readings of the sheet agree (libs/agents vs the sandbox's fake agent) ---------
+
+
+def test_the_fake_agents_frames_parse_and_the_servers_frames_read_on_its_side() -> None:
+    from services.sandbox.agent import wire
+
+    assert parse_agent_frame(wire.frame(X, "Connection id", "")) == ConnectionIdReply(X)
+    assert parse_agent_frame(wire.frame(R, "pong", "")) == Pong(R)
+    assert parse_agent_frame(wire.answer_frame(R, "r", "c", "hé \"x\"")) == ChatGptResponse(R, "r", "c", "hé \"x\"")
+    assert parse_agent_frame(wire.error_frame(R, "Unknown error")) == AgentError(R, "Unknown error")
+    job = ChatGptRequest(R, "m", "c", "p", "🙂 <&>")
+    read = wire.read(encode(job))
+    assert (read["id"], read["message"]) == (R, "ChatGptRequest")
+    assert wire.read_job(read["data"]) == {"message_id": "m", "conversation_id": "c", "parent_id": "p",
+                                           "content": "🙂 <&>"}
