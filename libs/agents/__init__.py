@@ -1,0 +1,1 @@
+"""The browser-agent protocol of ChatGPT-API-server (fact sheet agent-protocol.md), sans-I/O."""
