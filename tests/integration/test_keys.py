@@ -234,6 +234,13 @@ async def test_keys_outlive_a_nats_restart_and_the_watch_resumes(log_dir: Path) 
             made = (await client.post(edge.url + "/admin/keys", headers=ADMIN, json={"name": "durable"})).json()
             nats.signal(signal.SIGKILL)
             nats.popen.wait(timeout=5)
+            # while the bus is away: the key still works from the mirror; a write is a clear error
+            assert await status_with(client, edge, made["key"]) == 200
+            down = await client.post(edge.url + "/admin/keys", headers=ADMIN, json={})
+            assert down.status_code == 503 and down.json()["error"]["code"] == "bus_unavailable", down.text
+            seed_down = await client.post(edge.url + "/admin/users/add", json={"admin_key": ADMIN_KEY})
+            assert seed_down.status_code == 500
+            assert seed_down.json() == {"error": "Failed to insert user_id and token into database"}
             nats = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js", port=port)  # the same store
             fresh = start_edge(nats.url, run_dir, name="keys-restart-fresh", ADMIN_KEY=ADMIN_KEY)
             # a new edge reads the key from the restarted server's bucket: it was not lost

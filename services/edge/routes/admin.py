@@ -14,15 +14,20 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from nats.errors import Error as NatsError
 from starlette.types import Receive, Scope, Send
 
-from libs.errors import AuthenticationFailed, InvalidRequest, SwitchyardError
+from libs.errors import AuthenticationFailed, BusUnavailable, InvalidRequest, SwitchyardError
 from libs.keys import KeyRecord, check_fields, valid_id
 from services.edge.asgi_io import header, parse_json_object, read_body, send_error, send_json
 from services.edge.keys import ManagedKeys
 
 ADMIN_PREFIX = "/admin/"
 _MAX_BODY = 64 * 1024  # an admin body is a few fields
+
+
+# the bus could not take or give the write (NATS away, JetStream not answering in time)
+_BUS_ERRORS = (NatsError, TimeoutError)
 
 
 class KeyNotFound(InvalidRequest):
@@ -65,6 +70,14 @@ _BAD_KEY = {"error": "Invalid admin key"}
 
 
 class _SeedRoute(_AdminRoute):
+    failed = "Failed to write to the database"  # seed 002's 500, by route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _BUS_ERRORS:
+            await send_json(send, 500, {"error": self.failed})
+
     async def _body(self, scope: Scope, receive: Receive, send: Send) -> dict[str, Any] | None:
         """The JSON body with an authorised admin key, else None with seed 002's 400 or 401 sent."""
         try:
@@ -85,6 +98,8 @@ class _SeedRoute(_AdminRoute):
 class UsersAdd(_SeedRoute):
     """POST /admin/users/add `{admin_key}` → `{user_id, token}`: a new API key, shown once."""
 
+    failed = "Failed to insert user_id and token into database"
+
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await self._body(scope, receive, send) is None:
             return
@@ -96,6 +111,8 @@ class UsersAdd(_SeedRoute):
 class UsersDelete(_SeedRoute):
     """POST /admin/users/delete `{admin_key, user_id}` → `{"message": "User deleted"}`, also for an
     unknown id (seed 002's delete affected zero rows and said so)."""
+
+    failed = "Failed to delete user from database"
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._body(scope, receive, send)
@@ -142,6 +159,9 @@ class _KeysRoute(_AdminRoute):
             await super().__call__(scope, receive, send)
         except SwitchyardError as err:
             await send_error(send, err)
+        except _BUS_ERRORS:
+            await send_error(send, BusUnavailable("The key store (NATS) did not answer; try again.",
+                                                  retry_after=1.0))
 
     async def _fields(self, receive: Receive) -> dict[str, Any]:
         body = parse_json_object(await read_body(receive, _MAX_BODY))
