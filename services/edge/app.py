@@ -161,6 +161,9 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if keys.may_run_open():  # said before connecting: a start that hangs on NATS says it too
+            log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it "
+                        "(until a managed key exists: python -m tools.keys create)")
         async def recreate() -> None:
             # at start-up, and again after a reconnect: a restarted server has lost memory streams
             js = nc.jetstream()
@@ -188,8 +191,6 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=on_reconnect)
         await recreate()
         await managed.start(nc.jetstream())
-        if keys.is_open():
-            log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it")
         state.dispatcher = Dispatcher(
             nc, state.routing, settings.timeouts, state.metrics, edge_id=settings.edge_id,
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,

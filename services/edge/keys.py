@@ -153,6 +153,9 @@ class EdgeKeyStore:
         self.managed = managed
         self._may_open = static.is_open() and not admin_key
 
+    def may_run_open(self) -> bool:
+        return self._may_open
+
     def is_open(self) -> bool:
         return self._may_open and not self.managed.by_hash
 
