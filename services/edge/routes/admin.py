@@ -30,14 +30,17 @@ _MAX_BODY = 64 * 1024  # an admin body is a few fields
 _BUS_ERRORS = (NatsError, TimeoutError)
 
 
-class KeyNotFound(InvalidRequest):
-    status = 404
-    code = "key_not_found"
+class _NotFound(Exception):
+    """A 404 in OpenAI's shape. Not a SwitchyardError: those are the bus's error codes (libs/errors.py),
+    and these two never travel on it."""
+
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
 
 
-class _NotFound(InvalidRequest):
-    status = 404
-    code = "not_found"
+def _key_not_found(key_id: str) -> _NotFound:
+    return _NotFound(f"No API key with id '{key_id}'.", "key_not_found", "id")
 
 
 class _AdminRoute:
@@ -55,7 +58,9 @@ class _AdminRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._admin_key:
-            await send_error(send, _NotFound(f"Unknown request URL: {scope['method']} {scope['path']}."))
+            # the router's own answer to an unknown URL (app._http_error)
+            unknown = _NotFound(f"Unknown request URL: {scope['method']} {scope['path']}.", "not_found")
+            await send_json(send, 404, unknown.body)
             return
         await self.handle(scope, receive, send)
 
@@ -159,6 +164,8 @@ class _KeysRoute(_AdminRoute):
             await super().__call__(scope, receive, send)
         except SwitchyardError as err:
             await send_error(send, err)
+        except _NotFound as err:
+            await send_json(send, 404, err.body)
         except _BUS_ERRORS:
             await send_error(send, BusUnavailable("The key store (NATS) did not answer; try again.",
                                                   retry_after=1.0))
@@ -176,13 +183,13 @@ class _KeysRoute(_AdminRoute):
         key_id = scope["path_params"]["id"]
         record = self.keys.by_id.get(key_id)
         if record is None:
-            raise KeyNotFound(f"No API key with id '{key_id}'.", param="id")
+            raise _key_not_found(key_id)
         return record
 
     async def _update(self, send: Send, record: KeyRecord, fields: dict[str, Any]) -> None:
         updated = await self.keys.admin.update(record.id, fields)
         if updated is None:
-            raise KeyNotFound(f"No API key with id '{record.id}'.", param="id")
+            raise _key_not_found(record.id)
         self.keys.apply(record.id, updated[1], updated[0])
         await send_json(send, 200, updated[0].public())
 
