@@ -2,7 +2,10 @@
 
     python -m services.edge
 
-Env: PORT (8080), HOST (127.0.0.1), NATS_URL, AUTH_TOKEN, ALLOWED_ORIGINS, NO_LOG, MAX_BODY_BYTES,
+Env: PORT (8080), HOST (127.0.0.1), NATS_URL, AUTH_TOKEN / AUTH_TOKENS (static keys), ADMIN_KEY (guards
+the admin API: /admin/users (seed 002), /admin/keys; unset, those routes answer 404), API_KEY_PREFIX
+("sb-": what managed keys start with; keys live in the KV bucket SY_V1_API_KEYS, services/edge/keys.py),
+ALLOWED_ORIGINS, NO_LOG, MAX_BODY_BYTES,
 SYDNEY_UPLOAD_MAX_BYTES (10 MiB: POST /image/upload's multipart body),
 SY_ROUTES / SY_ALIASES / SY_DEFAULT_POOL or SWITCHYARD_CONFIG (routing.py), SY_TIMEOUT_* and
 SY_TIME_SCALE (libs/timeouts.py); MAX_HEADER_BYTES, MAX_HEADERS, SY_TIMEOUT_REQUEST_HEAD, MIN_BODY_RATE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -18,13 +19,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from libs import secrets
 from libs.bus import connect, ensure_body_store, ensure_image_store, ensure_job_stream
 from libs.gc_tuning import settle_after_startup
 from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
+from services.edge.keys import EdgeKeyStore, ManagedKeys
 from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.router import EdgeApp
+from services.edge.routes.admin import DisableKey, Keys, OneKey, UsersAdd, UsersDelete, UsersList
 from services.edge.routes.chatgpt_web import CALLS, ChatGPTWebRoute
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
@@ -134,14 +138,32 @@ def sydney_routes(state: EdgeState) -> list[Route]:
     ]
 
 
+def admin_routes(settings: EdgeSettings, managed: ManagedKeys) -> list[Route]:
+    """Seed 002's /admin/users routes and the /admin/keys REST API (routes/admin.py)."""
+    admin_key = settings.admin_key
+    return [
+        Route("/admin/users/add", UsersAdd(admin_key, managed), methods=["POST"]),
+        Route("/admin/users/delete", UsersDelete(admin_key, managed), methods=["POST"]),
+        Route("/admin/users", UsersList(admin_key, managed), methods=["GET"]),
+        Route("/admin/keys", Keys(admin_key, managed), methods=["GET", "POST"]),
+        Route("/admin/keys/{id}", OneKey(admin_key, managed), methods=["GET", "PATCH", "DELETE"]),
+        Route("/admin/keys/{id}/disable", DisableKey(admin_key, managed), methods=["POST"]),
+    ]
+
+
 def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     state = EdgeState(settings, RoutingTable(settings.routing), EdgeMetrics(CollectorRegistry()))
-    keys = StaticKeyStore(settings.auth_tokens)
+    managed = ManagedKeys(settings.api_key_prefix)
+    keys = EdgeKeyStore(StaticKeyStore(settings.auth_tokens), managed, admin_key=bool(settings.admin_key))
+    if settings.admin_key:
+        secrets.hold(settings.admin_key)  # never in a log line
+    resyncs: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if keys.is_open():
-            log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it")
+        if keys.may_run_open():  # said before connecting: a start that hangs on NATS says it too
+            log.warning("AUTH_TOKEN is not set: the API is open to anyone who can reach it "
+                        "(until a managed key exists: python -m tools.keys create)")
         async def recreate() -> None:
             # at start-up, and again after a reconnect: a restarted server has lost memory streams
             js = nc.jetstream()
@@ -155,6 +177,11 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             await ensure_image_store(js, ttl=settings.image_url_ttl, max_bytes=settings.image_store_bytes)
 
         async def on_reconnect() -> None:
+            # the keys' watch died with the old server's consumers: mirrored again, in the background
+            # (the old mirror serves meanwhile)
+            task = asyncio.create_task(managed.resync(nc.jetstream()), name="api keys resync")
+            resyncs.add(task)
+            task.add_done_callback(resyncs.discard)
             dispatcher = getattr(state, "dispatcher", None)
             if dispatcher is None:  # still starting
                 await recreate()
@@ -163,6 +190,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
 
         nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=on_reconnect)
         await recreate()
+        await managed.start(nc.jetstream())
         state.dispatcher = Dispatcher(
             nc, state.routing, settings.timeouts, state.metrics, edge_id=settings.edge_id,
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,
@@ -175,6 +203,9 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         finally:
             state.draining = True
             await state.dispatcher.stop()
+            for task in list(resyncs):
+                task.cancel()
+            await managed.stop()
             with contextlib.suppress(Exception):
                 await nc.drain()
 
@@ -193,6 +224,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Route("/openapi.json", OpenAPIRoute(settings.max_n), methods=["GET"]),
         *chatgpt_routes(state),
         *sydney_routes(state),
+        *admin_routes(settings, managed),
     ]
     middleware = [
         Middleware(

@@ -25,8 +25,9 @@ access_log = logging.getLogger("switchyard.edge.access")
 _REQUEST_ID = re.compile(rb"^[\w.-]{1,128}$")
 REQUEST_ID_KEY = "sy.request_id"
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"})
-# generated images' URLs: their random names are their secret, as OpenAI's are (routes/images.py)
-OPEN_PREFIX = "/images/"
+# generated images' URLs: their random names are their secret, as OpenAI's are (routes/images.py);
+# the admin API (routes/admin.py) checks ADMIN_KEY itself: it is not an API key
+OPEN_PREFIXES = ("/images/", "/admin/")
 
 
 # go-chatgpt-api's routes (routes/chatgpt_web.py): there `Authorization` may hold the caller's own
@@ -91,7 +92,7 @@ class RequestContext:
 
 
 class KeyStore(Protocol):
-    """Where API keys live; full key management (per-key limits, JetStream KV) plugs in here."""
+    """Where API keys live: StaticKeyStore, or services/edge/keys.py's static and managed keys."""
 
     def is_open(self) -> bool: ...
 
@@ -158,7 +159,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
-        if not path or self.keys.is_open() or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
+        if not path or self.keys.is_open() or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         if path.startswith(CHATGPT_PREFIXES):

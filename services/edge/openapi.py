@@ -401,6 +401,98 @@ def _sydney_paths() -> dict[str, Schema]:
     }
 
 
+# ---- the admin API (routes/admin.py) -----------------------------------------------------------
+
+_ADMIN_NOTE = (" Guarded by ADMIN_KEY (`Authorization: Bearer <ADMIN_KEY>`); without an ADMIN_KEY configured "
+               "every admin route answers 404.")
+_ADMIN_SECURITY: list[Schema] = [{"adminKey": []}]
+_SEED_ERROR: Schema = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_LIMITS: Schema = {
+    "name": {"type": "string"}, "owner": {"type": "string"},
+    "expires_at": {"type": ["number", "null"], "description": "unix seconds; null: never"},
+    "enabled": {"type": "boolean"},
+    "models": {"type": ["array", "null"], "items": {"type": "string", "minLength": 1},
+               "description": "allowed model patterns (fnmatch); null: every model (stored, enforced later)"},
+    **{name: {"type": ["integer", "null"], "minimum": 0, "description": what + " (stored, enforced later)"}
+       for name, what in (("rpm", "requests per minute"), ("tpm", "tokens per minute"),
+                          ("max_concurrent", "requests in progress at once"),
+                          ("budget_total", "tokens over the key's life"),
+                          ("budget_period_tokens", "tokens per period"),
+                          ("budget_period_seconds", "the period's length"))},
+}
+_KEY_FIELDS: Schema = {"type": "object", "additionalProperties": False, "properties": _LIMITS}
+_API_KEY: Schema = {
+    "type": "object", "required": ["object", "id", "key", "created", "enabled"],
+    "properties": {"object": {"const": "api_key"}, "id": {"type": "string"},
+                   "key": {"type": "string", "description": "masked (`sb-…abcd`), except in the create response"},
+                   "created": {"type": "number"}, **_LIMITS},
+}
+_ADMIN_ERRORS = ("400", "401", "404")
+_KEY_ID = _path_parameter("id", "a key id (`key_…`)")
+
+
+def _admin(operation_id: str, summary: str, response: Schema, *, body: Schema | None = None,
+           parameters: list[Schema] | None = None, errors: tuple[str, ...] = _ADMIN_ERRORS) -> Schema:
+    operation: Schema = {"operationId": operation_id, "summary": summary + "." + _ADMIN_NOTE,
+                         "security": _ADMIN_SECURITY, "responses": {"200": response, **_errors(*errors)}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _seed_admin(operation_id: str, summary: str, body: Schema | None, response: Schema) -> Schema:
+    """Seed 002's shapes: its errors are `{"error": "<text>"}`, not the Error schema."""
+    seed_errors = {"400": _ok("Invalid request body", _json(_SEED_ERROR)),
+                   "401": _ok("Invalid admin key (never echoed)", _json(_SEED_ERROR)), **_errors("404")}
+    operation: Schema = {"operationId": operation_id, "summary": summary + "." + _ADMIN_NOTE,
+                         "security": [*_ADMIN_SECURITY, {}], "responses": {"200": _ok("OK", _json(response)),
+                                                                           **seed_errors}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
+    return operation
+
+
+def _admin_paths() -> dict[str, Schema]:
+    admin_key = {"admin_key": {"type": "string", "description": "ADMIN_KEY (or send it as a bearer token)"}}
+    user = {"type": "object", "required": ["user_id", "token"],
+            "properties": {"user_id": {"type": "string"}, "token": {"type": "string"}}}
+    one = _ok("The key (masked).", _json(_API_KEY))
+    return {
+        "/admin/users/add": {"post": _seed_admin(
+            "adminUsersAdd", "Create an API key (seed 002); its token is shown in this response only",
+            {"type": "object", "properties": admin_key}, user)},
+        "/admin/users/delete": {"post": _seed_admin(
+            "adminUsersDelete", "Delete an API key by user_id (seed 002); 200 for an unknown id too",
+            {"type": "object", "required": ["user_id"], "properties": {**admin_key, "user_id": {"type": "string"}}},
+            {"type": "object", "properties": {"message": {"const": "User deleted"}}})},
+        "/admin/users": {"get": {**_seed_admin(
+            "adminUsersList", "Every API key as seed 002's users, tokens masked; `users` is null when none",
+            None, {"type": "object", "properties": {"users": {"type": ["array", "null"], "items": user}}}),
+            "parameters": [{"name": "admin_key", "in": "query", "required": False, "schema": {"type": "string"}}]}},
+        "/admin/keys": {
+            "get": _admin("listKeys", "Every API key, masked", _ok("The keys.", _json({
+                "type": "object", "properties": {"object": {"const": "list"},
+                                                 "data": {"type": "array", "items": _API_KEY}}})),
+                          errors=("401", "404")),
+            "post": _admin("createKey", "Create an API key: `key` is shown in this response only",
+                           _ok("The new key, unmasked.", _json(_API_KEY)), body=_KEY_FIELDS),
+        },
+        "/admin/keys/{id}": {
+            "get": _admin("getKey", "One API key, masked", one, parameters=[_KEY_ID]),
+            "patch": _admin("updateKey", "Update a key's fields", one, body=_KEY_FIELDS, parameters=[_KEY_ID]),
+            "delete": _admin("deleteKey", "Delete a key: it stops working on every edge within a second", _ok(
+                "Deleted.", _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "object": {"const": "api_key.deleted"}, "deleted": {"const": True}}})),
+                parameters=[_KEY_ID]),
+        },
+        "/admin/keys/{id}/disable": {"post": _admin(
+            "disableKey", "Disable a key on every edge (PATCH enabled=true enables it again)", one,
+            parameters=[_KEY_ID])},
+    }
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("switchyard")
@@ -426,7 +518,7 @@ def openapi_document(*, max_n: int | None = None) -> dict[str, Any]:
                            "the gateway acts on and by JSON type for what it forwards; unknown fields are forwarded "
                            "as they are, and an explicit null counts as an absent field.",
         },
-        "paths": {**_paths(), **_chatgpt_paths(), **_sydney_paths()},
+        "paths": {**_paths(), **_chatgpt_paths(), **_sydney_paths(), **_admin_paths()},
         "components": {
             "schemas": {"Error": _ERROR, **requests, **_RESPONSES,
                         **{name: chatgpt_body_schema(name) for name in CHATGPT_BODIES},

@@ -41,6 +41,8 @@ class EdgeSettings:
     image_url_ttl: float = 3600.0  # how long an image URL serves its image
     image_store_bytes: int = 512 * 1024 * 1024  # the image store's bound (memory); the oldest go first
     sydney_upload_max_bytes: int = 10 * 1024 * 1024  # POST /image/upload's whole multipart body
+    admin_key: str = ""  # guards the admin API ("": no admin API, every admin route a 404)
+    api_key_prefix: str = "sb-"  # what a managed key starts with
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -67,6 +69,8 @@ class EdgeSettings:
             image_url_ttl=env_float("IMAGE_URL_TTL", 3600.0, env),
             image_store_bytes=env_int("IMAGE_STORE_BYTES", 512 * 1024 * 1024, env, minimum=1024 * 1024),
             sydney_upload_max_bytes=env_int("SYDNEY_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, env, minimum=1024),
+            admin_key=env_str("ADMIN_KEY", "", env).strip(),
+            api_key_prefix=env_str("API_KEY_PREFIX", "sb-", env).strip(),
             limits=ConnectionLimits(
                 max_header_bytes=env_int("MAX_HEADER_BYTES", default.max_header_bytes, env, minimum=1024),
                 max_headers=env_int("MAX_HEADERS", default.max_headers, env, minimum=1),
