@@ -47,6 +47,7 @@ from libs.account_pool.buckets import ACCOUNTS_BUCKET, ensure_kv
 from libs.account_pool.metrics import STATES, PoolMetrics
 from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.state import AccountState, PoolPolicy
+from libs.kv_watch import stop_watch
 from proto.messages import AccountsState
 
 __all__ = [
@@ -256,15 +257,8 @@ class AccountPool:
         await self._close_watch()
 
     async def _close_watch(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):  # a closed connection: nothing to unsubscribe
-                await self._watcher.stop()
-            self._watcher = None
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
+        watcher, task, self._watcher, self._watch_task = self._watcher, self._watch_task, None, None
+        await stop_watch(watcher, task)
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         try:

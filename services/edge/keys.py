@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from libs.keys import KeyAdmin, KeyRecord, ensure_keys_bucket
+from libs.kv_watch import stop_watch
 from services.edge.middleware import StaticKeyStore
 
 log = logging.getLogger("switchyard.edge.keys")
@@ -91,15 +92,8 @@ class ManagedKeys:
         await self._close_watch()
 
     async def _close_watch(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):  # a closed connection: nothing to unsubscribe
-                await self._watcher.stop()
-            self._watcher = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        watcher, task, self._watcher, self._task = self._watcher, self._task, None, None
+        await stop_watch(watcher, task)
 
     async def _follow(self, watcher: KeyValue.KeyWatcher, pending: _Pending) -> None:
         try:
