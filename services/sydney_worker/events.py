@@ -51,6 +51,3 @@ class Extras:
     def take(self) -> dict[str, Any]:
         fields, self._fields = self._fields, {}
         return fields
-
-    def __bool__(self) -> bool:
-        return bool(self._fields)

@@ -33,7 +33,7 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     value = body.get(name)
     if value is None:
         return default
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not isinstance(value, kind):
         raise InvalidRequest(f"'{name}' must be a {kind.__name__}", param=name)
     return value
 
