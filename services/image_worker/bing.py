@@ -36,12 +36,11 @@ import httpx
 import orjson
 from nats.js import JetStreamContext
 
+from libs.account_pool.leasing import Leasing
 from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.pool import (
     AccountPool,
     AccountSpec,
-    NoEligibleAccount,
-    PoolBusy,
     PoolMetrics,
     PoolPolicy,
     announced_state,
@@ -124,6 +123,7 @@ class BingImageBackend:
         self.images = UpstreamClients([])  # fetches of image URLs for b64_json
         self._creator: dict[str | None, httpx.AsyncClient] = {}
         self.pool: AccountPool | None = None
+        self._leasing: Leasing | None = None  # no idle reservations: see libs/account_pool/leasing.py
 
     @property
     def serves(self) -> Mapping[str, Sequence[Kind]]:
@@ -134,6 +134,7 @@ class BingImageBackend:
         self.pool = AccountPool(js, POOL, specs, holder=self._worker_id, policy=self._policy,
                                 metrics=PoolMetrics(self._registry, POOL))
         await self.pool.start()
+        self._leasing = Leasing(self.pool, None)
 
     async def reconnected(self) -> None:
         if self.pool is not None:
@@ -174,23 +175,17 @@ class BingImageBackend:
                     raise InvalidRequest(f"Bing refused the cookies given: {failure.error.message}",
                                          param="cookies", code="invalid_cookies") from None
                 raise failure.error from None
-        assert self.pool is not None, "attach() runs before the first job"
+        assert self._leasing is not None, "attach() runs before the first job"
+        leasing = self._leasing
         tried: list[str] = []
         last: SwitchyardError | None = None
         while len(tried) < MAX_ACCOUNTS:
             try:
-                lease = await self.pool.acquire(None, timeout=max(0.5, job["start_by"] - time.time()),
-                                                exclude=tried, job=job["job_id"])
-            except PoolBusy as busy:
-                if last is not None:
+                lease = await leasing.any(job, None, tried)
+            except (AccountsBusy, UpstreamError):
+                if last is not None:  # no other account to try: the last one's failure stands
                     raise last from None
-                raise AccountsBusy("every Bing account stayed busy or cooling down; retry later",
-                                   retry_after=busy.retry_after) from None
-            except NoEligibleAccount:
-                if last is not None:
-                    raise last from None
-                raise UpstreamError("no usable Bing account: every one is quarantined or already tried "
-                                    "(or none is configured: send your own cookies)") from None
+                raise
             tried.append(lease.name)
             use = _Use()
             outcome = Outcome.neutral()  # a cancel or the client's bad input says nothing of the account
@@ -206,7 +201,7 @@ class BingImageBackend:
                          extra={"request_id": job.get("request_id"), "job_id": job["job_id"]})
                 last = failure.error
             finally:
-                await lease.release(dataclasses.replace(outcome, conversations=use.conversations))
+                await leasing.give_back(lease, dataclasses.replace(outcome, conversations=use.conversations))
         assert last is not None
         raise last
 
