@@ -189,6 +189,7 @@ class Exchange:
     disconnected: bool = False
     aborted: SwitchyardError | None = None  # the edge ended the request (it shuts down)
     owner: asyncio.Task[Any] | None = None  # the request's task, stopped when its buffer overflows
+    account: str | None = None  # the upstream account that answered, from a job's `end` (usage records)
 
     def __post_init__(self) -> None:
         self.inbox = _Inbox(self.buffer)
@@ -309,6 +310,8 @@ class Exchange:
                         self.dispatcher.metrics.retries.inc()
                 elif isinstance(outcome, Finished):
                     job.done = True
+                    if outcome.account:
+                        self.account = outcome.account
                     yield outcome
                 elif isinstance(outcome, Described):
                     yield outcome

@@ -18,6 +18,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from libs.keys import KeyAdmin, KeyRecord, ensure_keys_bucket
 from libs.kv_watch import stop_watch
+from services.edge.caller import Caller
 from services.edge.middleware import StaticKeyStore
 
 log = logging.getLogger("switchyard.edge.keys")
@@ -153,7 +154,9 @@ class EdgeKeyStore:
     def is_open(self) -> bool:
         return self._may_open and not self.managed.by_hash
 
-    async def authenticate(self, token: str) -> bool:
-        if await self.static.authenticate(token):
-            return True
-        return self.managed.lookup(token) is not None
+    async def authenticate(self, token: str) -> Caller | None:
+        caller = await self.static.authenticate(token)
+        if caller is not None:
+            return caller
+        record = self.managed.lookup(token)
+        return None if record is None else Caller(record.id, record)

@@ -18,6 +18,7 @@ from libs import secrets
 from libs.errors import AuthenticationFailed
 from libs.ids import new_id
 from services.edge.asgi_io import header, send_error
+from services.edge.caller import CALLER_KEY, Caller
 from services.edge.metrics import EdgeMetrics
 
 access_log = logging.getLogger("switchyard.edge.access")
@@ -96,7 +97,7 @@ class KeyStore(Protocol):
 
     def is_open(self) -> bool: ...
 
-    async def authenticate(self, token: str) -> bool: ...
+    async def authenticate(self, token: str) -> Caller | None: ...
 
 
 class StaticKeyStore:
@@ -104,17 +105,20 @@ class StaticKeyStore:
 
     def __init__(self, tokens: list[str]) -> None:
         self._tokens = [t.encode() for t in tokens]
+        self._callers = [Caller(f"static-{n}") for n in range(1, len(tokens) + 1)]
         for token in tokens:  # the edge holds them: never in a log line, whatever their shape
             secrets.hold(token)
 
     def is_open(self) -> bool:
         return not self._tokens
 
-    async def authenticate(self, token: str) -> bool:
+    async def authenticate(self, token: str) -> Caller | None:
         candidate = token.encode()
-        matched = False
-        for known in self._tokens:  # compare with every key, in constant time each
-            matched |= hmac.compare_digest(candidate, known)
+        matched: Caller | None = None
+        for known, caller in zip(self._tokens, self._callers, strict=True):
+            # compare with every key, in constant time each
+            if hmac.compare_digest(candidate, known) and matched is None:
+                matched = caller
         return matched
 
 
@@ -179,9 +183,11 @@ class BearerAuth:
                 ))
                 return
             key = token.strip()
-        if not await self.keys.authenticate(key):
+        caller = await self.keys.authenticate(key)
+        if caller is None:
             await self._refuse(send, "invalid", AuthenticationFailed("Incorrect API key provided."))
             return
+        scope[CALLER_KEY] = caller
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Send, reason: str, err: AuthenticationFailed) -> None:

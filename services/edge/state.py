@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.edge.dispatch import Dispatcher
+from services.edge.ledger import Ledger
 from services.edge.metrics import EdgeMetrics
 from services.edge.routing import RoutingTable
 from services.edge.settings import EdgeSettings
@@ -16,6 +17,7 @@ class EdgeState:
     routing: RoutingTable
     metrics: EdgeMetrics
     dispatcher: Dispatcher = field(init=False)
+    ledger: Ledger = field(default_factory=Ledger)
     draining: bool = False
 
     def model_label(self, requested: str) -> str:

@@ -5,6 +5,7 @@ shapes; /admin/keys; the keys never in a log; a NATS restart loses none; the CLI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import nats
 import orjson
 import pytest
 
 from libs.devproc import REPO_ROOT, Proc, free_port, start_nats_server
+from libs.keys import KEYS_BUCKET
 from tests.conftest import AUTH_KEY, start_edge
 from tests.wiretap import Wiretap
 
@@ -26,6 +29,22 @@ ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 # not a shape libs/secrets.py's patterns scrub from log lines: the log checks see what the code writes
 PREFIX = "swk_"
 PROPAGATION = 1.0  # the issue's bound: a change reaches every edge within this
+
+
+async def _drop_keys_bucket(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_key_value(KEYS_BUCKET)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_keys_left_behind(nats_server: Proc) -> Iterator[None]:
+    """The session's NATS is shared: a key left in it would close every open edge started later."""
+    yield
+    asyncio.run(_drop_keys_bucket(nats_server.url))
 
 
 @pytest.fixture(scope="module")

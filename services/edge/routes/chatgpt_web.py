@@ -29,11 +29,12 @@ from libs.errors import (
     SwitchyardError,
     UpstreamProtocolError,
 )
+from libs.tokens import estimate_tokens
 from services.edge.asgi_io import parse_json_object, read_body, send_json
 from services.edge.dispatch import Exchange, KeepAlive
-from services.edge.middleware import REQUEST_ID_KEY, chatgpt_credentials
+from services.edge.middleware import chatgpt_credentials
 from services.edge.replies import Emitted, Produced
-from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange
+from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange, failure_reason
 from services.edge.state import EdgeState
 from services.edge.validation_chatgpt import MAX_LIMIT, check_id, query_integer, validate_chatgpt_body
 
@@ -127,23 +128,28 @@ class ChatGPTWebRoute(JobRoute):
         if call.listing:
             job_body["query"] = _listing_query(scope)
         model: Any = None
+        size = 0
         if call.body is not None:
-            body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
+            raw = await read_body(receive, state.settings.max_body_bytes)
+            size = len(raw)
+            body = parse_json_object(raw)
             model = body.get("model") if call.turn else None
             if type(model) is str:  # labelled before validation, so a 400 on another field carries it
                 answering.model_label = state.model_label(model)
             validate_chatgpt_body(call.body, body)
             job_body["json"] = body
         job_model, pool = self._pool(model)
+        answering.prompt_tokens = estimate_tokens(size)
         access_token = chatgpt_credentials(scope)[0]
-        exchange = state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=call.turn)
+        exchange = await self.open_exchange(scope, answering, streamed=call.turn, model=job_model, pool=pool,
+                                            reserve_prompt=estimate_tokens(size))
         watch = DisconnectWatch(receive, exchange)
 
         async def respond(tracked_send: Send) -> int:
             await state.dispatcher.submit(exchange, kind=KIND, model=job_model, pool=pool, body=job_body,
                                           access_token=access_token)
             if call.turn:
-                return await self._relay_events(tracked_send, exchange)
+                return await self._relay_events(tracked_send, exchange, answering)
             return await self._relay_result(tracked_send, exchange)
 
         return await answer_exchange(state, send, exchange, watch, respond)
@@ -161,7 +167,7 @@ class ChatGPTWebRoute(JobRoute):
         await send_json(send, status, body)
         return status
 
-    async def _relay_events(self, send: Send, exchange: Exchange) -> int:
+    async def _relay_events(self, send: Send, exchange: Exchange, answering: Answering) -> int:
         """A turn's events as go-chatgpt-api relayed them: `data: <event>` each, then `[DONE]`.
         The head waits for the first event, so a failure before it keeps its status."""
         started = False
@@ -174,8 +180,10 @@ class ChatGPTWebRoute(JobRoute):
                     if not started:
                         await send({"type": "http.response.start", "status": 200, "headers": list(sse.HEADERS)})
                         started = True
-                    await send({"type": "http.response.body", "body": sse.data_event(event.event),
-                                "more_body": True})
+                    data = sse.data_event(event.event)
+                    # events carry the whole answer so far: the last one's size bounds the answer's
+                    answering.completion_tokens = estimate_tokens(len(data))
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 elif isinstance(event, Produced):
                     if started:
                         raise UpstreamProtocolError("the worker sent a result after its stream events")
@@ -187,6 +195,7 @@ class ChatGPTWebRoute(JobRoute):
                 raise
             # the head is out: the failure is told in-band, as the generation routes do
             self.state.metrics.errors.labels(code=err.code).inc()
+            answering.end_reason = failure_reason(err)
             await send({"type": "http.response.body", "body": sse.data_event(err.body()) + sse.DONE,
                         "more_body": False})
             return err.status

@@ -21,7 +21,7 @@ from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.openai_format import Kind, ResponseBuilder
 from services.edge.plan import JobPlan, plan_jobs
 from services.edge.replies import Deltas, Described, Finished
-from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange
+from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange, failure_reason
 from services.edge.state import EdgeState
 from services.edge.validation import validate_chat_request, validate_completion_request
 from services.edge.validation_sydney import header_cookies
@@ -53,7 +53,8 @@ class GenerationRoute(JobRoute):
 
     async def answer(self, scope: Scope, receive: Receive, send: Send, answering: Answering) -> int:
         state = self.state
-        body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
+        raw = await read_body(receive, state.settings.max_body_bytes)
+        body = parse_json_object(raw)
         model = body.get("model")
         if type(model) is str:  # labelled before validation, so a 400 on another field carries it
             answering.model_label = state.model_label(model)
@@ -68,12 +69,19 @@ class GenerationRoute(JobRoute):
                 f"This request asks for {plan.choices} choices; this gateway allows at most "
                 f"{state.settings.max_n} per request (MAX_N).", param=param,
             )
-        return await self._answer(scope, receive, send, body, plan, header_cookies(scope, route.features))
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        exchange = await self.open_exchange(
+            scope, answering, streamed=bool(body.get("stream")), model=body["model"], pool=plan.pool,
+            reserve_prompt=estimate_tokens(len(raw)),
+            reserve_output=limit * plan.choices if type(limit) is int else None,
+        )
+        return await self._answer(receive, send, answering, exchange, body, plan,
+                                  header_cookies(scope, route.features))
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any], plan: JobPlan, cookies: str | None,
+        self, receive: Receive, send: Send, answering: Answering, exchange: Exchange, body: dict[str, Any],
+        plan: JobPlan, cookies: str | None,
     ) -> int:
-        exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=bool(body.get("stream")))
         watch = DisconnectWatch(receive, exchange)
         builder = ResponseBuilder(self.kind, body["model"], plan.choices)
 
@@ -84,13 +92,13 @@ class GenerationRoute(JobRoute):
                     index_offset=job.index_offset, cookies=cookies,
                 )
             if body.get("stream"):
-                return await self._stream(tracked_send, exchange, builder, plan, body)
+                return await self._stream(tracked_send, exchange, builder, plan, body, answering)
             return await self._respond(tracked_send, exchange, builder, plan)
 
         try:
             return await answer_exchange(self.state, send, exchange, watch, respond)
         finally:
-            self._count_tokens(builder, len(plan.jobs))
+            self._count_tokens(builder, len(plan.jobs), answering)
 
     async def _respond(self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan) -> int:
         extra: dict[str, str] = {}
@@ -106,7 +114,8 @@ class GenerationRoute(JobRoute):
         return 200
 
     async def _stream(
-        self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan, body: dict[str, Any]
+        self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan, body: dict[str, Any],
+        answering: Answering,
     ) -> int:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         started = False
@@ -137,6 +146,7 @@ class GenerationRoute(JobRoute):
                 raise
             # After the first token there is no retry: finish every choice with "length", say why in-band.
             self.state.metrics.errors.labels(code=err.code).inc()
+            answering.end_reason = failure_reason(err)
             tail = b""
             closing = builder.closing_chunk("length")
             if closing is not None:
@@ -150,15 +160,22 @@ class GenerationRoute(JobRoute):
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
         return 200
 
-    def _count_tokens(self, builder: ResponseBuilder, jobs: int) -> None:
+    def _count_tokens(self, builder: ResponseBuilder, jobs: int, answering: Answering) -> None:
         """Record the usage actually delivered: the upstream's where every job reported it; else
         (estimated upstream usage, or an answer cut short by a disconnect or failure) an estimate
         from what reached the client, marked as such."""
         tokens = self.state.metrics.tokens_by
+        if "length" in builder.finished.values() and answering.end_reason is None:
+            answering.end_reason = "length"
+        prompt = builder.usage["prompt_tokens"]
         if builder.usage_reports == jobs and not builder.usage_estimated:
-            tokens["prompt", "upstream"].inc(builder.usage["prompt_tokens"])
-            tokens["completion", "upstream"].inc(builder.usage["completion_tokens"])
-            return
-        tokens["prompt", "estimated"].inc(builder.usage["prompt_tokens"])
-        completion = max(builder.usage["completion_tokens"], estimate_tokens(builder.delivered_chars))
-        tokens["completion", "estimated"].inc(completion)
+            completion = builder.usage["completion_tokens"]
+            tokens["prompt", "upstream"].inc(prompt)
+            tokens["completion", "upstream"].inc(completion)
+            answering.tokens_estimated = False
+        else:
+            completion = max(builder.usage["completion_tokens"], estimate_tokens(builder.delivered_chars))
+            prompt = prompt or answering.reserve_prompt  # no usage arrived: the body's estimate
+            tokens["prompt", "estimated"].inc(builder.usage["prompt_tokens"])
+            tokens["completion", "estimated"].inc(completion)
+        answering.prompt_tokens, answering.completion_tokens = prompt, completion

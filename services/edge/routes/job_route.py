@@ -32,12 +32,52 @@ _WATCH_AFTER = 0.02
 
 
 class Answering:
-    """What `JobRoute.answer` learnt on the way, for the request's accounting."""
+    """What `JobRoute.answer` learnt on the way, for the request's accounting: the metrics, the
+    caller's limits and its usage record (ledger.py).
 
-    __slots__ = ("model_label",)
+    A route sets `model`, `pool` and the reservation through `JobRoute.open_exchange`, and the
+    tokens it delivered as it answers; `account` comes from the workers' `end` replies (the
+    exchange). `end_reason` is set by a route that knows better than the status (`length`)."""
+
+    __slots__ = (
+        "account", "admission", "completion_tokens", "end_reason", "exchange", "headers", "model", "model_label",
+        "pool", "prompt_tokens", "reserve_output", "reserve_prompt", "tokens_estimated",
+    )
 
     def __init__(self) -> None:
         self.model_label = "unknown"
+        self.model = ""  # as the client asked for it
+        self.pool = ""
+        self.account: str | None = None  # the upstream account that answered (its name, never a secret)
+        # what the request may cost, as far as the edge can tell beforehand: its prompt (an estimate
+        # from the body's size) and the output it asks for at most (None: it sets no maximum)
+        self.reserve_prompt = 0
+        self.reserve_output: int | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.tokens_estimated = True  # False only when every job reported the upstream's own usage
+        self.end_reason: str | None = None  # stop, length, client_gone, upstream_error, timeout
+        self.admission: object | None = None  # what the limits reserved (ledger.py), settled at the end
+        self.headers: list[tuple[bytes, bytes]] = []  # added to the response's head, whatever it is
+        self.exchange: Exchange | None = None
+
+
+_TIMEOUT_CODES = frozenset({"timeout", "upstream_timeout"})
+
+
+def failure_reason(error: SwitchyardError) -> str:
+    return "timeout" if error.code in _TIMEOUT_CODES else "upstream_error"
+
+
+def end_reason(answering: Answering, status: int, error: SwitchyardError | None) -> str:
+    """Why the request ended, for its usage record (the route's own word first)."""
+    if status == 499:
+        return "client_gone"
+    if error is not None:
+        return failure_reason(error)
+    if answering.end_reason is not None:
+        return answering.end_reason
+    return "stop" if status < 400 else "upstream_error"
 
 
 class JobRoute:
@@ -62,31 +102,57 @@ class JobRoute:
         """Answer the request; the HTTP status sent. Errors may be raised before anything was sent."""
         raise NotImplementedError
 
+    async def open_exchange(
+        self, scope: Scope, answering: Answering, *, streamed: bool, model: str, pool: str,
+        reserve_prompt: int = 0, reserve_output: int | None = None,
+    ) -> Exchange:
+        """The request's exchange, once the caller's limits admit it (ledger.py): every route opens
+        its exchange here, after validating its body and before publishing its first job."""
+        answering.model, answering.pool = model, pool
+        answering.reserve_prompt, answering.reserve_output = reserve_prompt, reserve_output
+        await self.state.ledger.admit(scope, answering)
+        exchange = answering.exchange = self.state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=streamed)
+        return exchange
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         started = time.perf_counter()
         status = 500
         answering = Answering()
+        failure: SwitchyardError | None = None
         state.metrics.in_flight.inc()
+
+        async def send_with_headers(message: Message) -> None:
+            # the limits' headers go on every answer, errors included: added once admission set them
+            if message["type"] == "http.response.start" and answering.headers:
+                message = {**message, "headers": [*message.get("headers", []), *answering.headers]}
+            await send(message)
+
         try:
-            status = await self.answer(scope, receive, send, answering)
+            status = await self.answer(scope, receive, send_with_headers, answering)
         except SwitchyardError as err:
             status = err.status
+            failure = err
             state.metrics.errors.labels(code=err.code).inc()
-            await send_error(send, err)
+            await send_error(send_with_headers, err)
         except Exception:
             # a bug of ours: still an OpenAI-shaped 500 (if nothing was sent yet), and a log line to find it by
             log.exception("request failed unexpectedly", extra={"request_id": scope[REQUEST_ID_KEY]})
             status = 500
             state.metrics.errors.labels(code="internal_error").inc()
             with contextlib.suppress(Exception):
-                await send_error(send, SwitchyardError(
+                await send_error(send_with_headers, SwitchyardError(
                     f"The gateway failed unexpectedly; request id {scope[REQUEST_ID_KEY]} is in its logs."
                 ))
         finally:
             state.metrics.in_flight.dec()
             self._count_request(answering.model_label, status)
             self._latency.observe(time.perf_counter() - started)
+            if answering.exchange is not None:  # admitted: a job was (about to be) published
+                if answering.account is None:
+                    answering.account = answering.exchange.account
+                answering.end_reason = end_reason(answering, status, failure)
+                state.ledger.finish(scope, answering, status)
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:

@@ -24,12 +24,12 @@ from starlette.types import Receive, Scope, Send
 
 from libs import sse
 from libs.errors import InvalidRequest, ModelNotFound, NoWorker, SwitchyardError, UpstreamProtocolError
+from libs.tokens import estimate_tokens
 from services.edge.asgi_io import parse_json_object, read_body, send_bytes
 from services.edge.dispatch import Exchange, KeepAlive
-from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.multipart_form import read_form
 from services.edge.replies import Emitted, Produced
-from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange
+from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute, answer_exchange, failure_reason
 from services.edge.state import EdgeState
 from services.edge.validation_sydney import (
     caller_cookies,
@@ -92,11 +92,11 @@ class SydneyRoute(JobRoute):
             raise
         return route.model, route.pool
 
-    async def _one_job(self, scope: Scope, receive: Receive, send: Send, *, kind: str, model: str, pool: str,
-                       body: Body, cookies: str | None, answer: Any) -> int:
+    async def _one_job(self, scope: Scope, receive: Receive, send: Send, answering: Answering, *, kind: str,
+                       model: str, pool: str, body: Body, cookies: str | None, answer: Any) -> int:
         """Publish the job, wait for its one result, and answer with `answer(send, result)`."""
         state = self.state
-        exchange = state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=False)
+        exchange = await self.open_exchange(scope, answering, streamed=False, model=model, pool=pool)
         watch = DisconnectWatch(receive, exchange)
 
         async def respond(tracked_send: Send) -> int:
@@ -138,21 +138,27 @@ class ChatStream(SydneyRoute):
         if body.get("conversation") is not None:
             job["conversation"] = body["conversation"]
         cookies = caller_cookies(body.get("cookies"), "'cookies'", "cookies")
-        exchange = state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=True)
+        answering.prompt_tokens = estimate_tokens(len(job["prompt"]) + len(job["context"]))
+        exchange = await self.open_exchange(scope, answering, streamed=True, model=model, pool=pool,
+                                            reserve_prompt=answering.prompt_tokens)
         watch = DisconnectWatch(receive, exchange)
 
         async def respond(tracked_send: Send) -> int:
             await state.dispatcher.submit(exchange, kind=KIND, model=job_model, pool=pool, body=job, cookies=cookies)
-            return await self._relay(tracked_send, exchange)
+            return await self._relay(tracked_send, exchange, answering)
 
         return await answer_exchange(state, send, exchange, watch, respond)
 
-    async def _relay(self, send: Send, exchange: Exchange) -> int:
+    async def _relay(self, send: Send, exchange: Exchange, answering: Answering) -> int:
         started = False
+        delivered = 0
         try:
             async for event in exchange.events(keepalive=self.state.settings.timeouts.keepalive):
                 if isinstance(event, Emitted):
                     chunk = sse_event(event.event)
+                    if event.event.get("type") == "message":  # the answer's text, delta by delta
+                        delivered += len(str(event.event.get("text") or ""))
+                        answering.completion_tokens = estimate_tokens(delivered)
                     if not started:
                         await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEAD)})
                         started = True
@@ -171,6 +177,7 @@ class ChatStream(SydneyRoute):
                 raise
             # the head is out: SydneyQt's last event, `error`
             self.state.metrics.errors.labels(code=err.code).inc()
+            answering.end_reason = failure_reason(err)
             await send({"type": "http.response.body", "body": error_event(err.message), "more_body": False})
             return err.status
         if not started:  # a turn without a single event: an empty stream, as SydneyQt's was
@@ -216,7 +223,7 @@ class ImageUpload(SydneyRoute):
             await send_bytes(send, 200, result["url"].encode(), _TEXT)
             return 200
 
-        return await self._one_job(scope, receive, send, kind=KIND, model=model, pool=pool, body=body,
+        return await self._one_job(scope, receive, send, answering, kind=KIND, model=model, pool=pool, body=body,
                                    cookies=cookies, answer=answer)
 
 
@@ -242,5 +249,5 @@ class ImageCreate(SydneyRoute):
             await send_bytes(send, 200, orjson.dumps(result), _JSON)
             return 200
 
-        return await self._one_job(scope, receive, send, kind=IMAGE_KIND, model=model, pool=pool, body=job,
-                                   cookies=cookies, answer=answer)
+        return await self._one_job(scope, receive, send, answering, kind=IMAGE_KIND, model=model, pool=pool,
+                                   body=job, cookies=cookies, answer=answer)

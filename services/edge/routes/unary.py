@@ -18,9 +18,9 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from libs.errors import ModelNotFound, ReplyGap, UpstreamProtocolError
+from libs.tokens import estimate_tokens
 from services.edge.asgi_io import header, parse_json_object, read_body, send_json
 from services.edge.dispatch import ClientGone
-from services.edge.middleware import REQUEST_ID_KEY
 from services.edge.replies import Finished, Produced
 from services.edge.routes.images import image_url
 from services.edge.routes.job_route import Answering, DisconnectWatch, JobRoute
@@ -82,7 +82,8 @@ class UnaryRoute(JobRoute):
 
     async def answer(self, scope: Scope, receive: Receive, send: Send, answering: Answering) -> int:
         state, spec = self.state, self.spec
-        body = parse_json_object(await read_body(receive, state.settings.max_body_bytes))
+        raw = await read_body(receive, state.settings.max_body_bytes)
+        body = parse_json_object(raw)
         if spec.default_model is not None and body.get("model") is None:
             body["model"] = spec.default_model(state)
         if type(body.get("model")) is str:  # labelled before validation, so a 400 on another field carries it
@@ -93,7 +94,8 @@ class UnaryRoute(JobRoute):
         except ModelNotFound as err:
             err.message += spec.not_found_hint
             raise
-        exchange = state.dispatcher.exchange(scope[REQUEST_ID_KEY], streamed=False)
+        exchange = await self.open_exchange(scope, answering, streamed=False, model=body["model"], pool=route.pool,
+                                            reserve_prompt=estimate_tokens(len(raw)), reserve_output=0)
         watch = DisconnectWatch(receive, exchange)
         try:
             await state.dispatcher.submit(exchange, kind=spec.kind, model=route.model, pool=route.pool, body=body,
@@ -108,7 +110,7 @@ class UnaryRoute(JobRoute):
             if result is None:
                 raise UpstreamProtocolError("the worker ended the job without a result")
             await send_json(send, 200, _finish(result, body, scope, state))
-            self._count_tokens(usage)
+            self._count_tokens(usage, answering)
             return 200
         except ClientGone:
             return 499  # nginx's "client closed request"; nothing can be sent
@@ -120,7 +122,10 @@ class UnaryRoute(JobRoute):
             await watch.stop()
             await exchange.close()
 
-    def _count_tokens(self, usage: Body | None) -> None:
+    def _count_tokens(self, usage: Body | None, answering: Answering) -> None:
         if usage and isinstance(usage.get("prompt_tokens"), int):
-            source = "estimated" if usage.get("estimated") else "upstream"
-            self.state.metrics.tokens_by["prompt", source].inc(usage["prompt_tokens"])
+            estimated = bool(usage.get("estimated"))
+            self.state.metrics.tokens_by["prompt", "estimated" if estimated else "upstream"].inc(usage["prompt_tokens"])
+            answering.prompt_tokens, answering.tokens_estimated = usage["prompt_tokens"], estimated
+        else:  # an image or a moderation: no token figure from the upstream
+            answering.prompt_tokens = answering.reserve_prompt
