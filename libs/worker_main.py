@@ -5,7 +5,9 @@ A backend that uses JetStream itself (an image worker writes the object store) h
 `async def attach(self, js: JetStreamContext)`, called with the worker's context before the first job.
 A backend that serves HTTP or websocket routes of its own (agent-bridge's /client/register) has an
 optional `routes()`: Starlette routes added to the probe server's app (they share its port); one
-with core NATS subscriptions of its own has an optional `async def attach_bus(self, nc)`, called first.
+with core NATS subscriptions of its own has an optional `async def attach_bus(self, nc)`, called first;
+one whose announced accounts change between beats has an `announcer` attribute, set to the runtime's
+`announce` (agent-bridge: an agent joined or left).
 """
 
 from __future__ import annotations
@@ -150,6 +152,8 @@ async def run_worker(
             timeouts=settings.timeouts,
         ), metrics)
         holder.append(runtime)
+        if hasattr(backend, "announcer"):  # optional: a backend whose announced state changes between beats
+            backend.announcer = runtime.announce
         attach_bus = getattr(backend, "attach_bus", None)  # optional: a backend with subscriptions of its own
         if attach_bus is not None:
             await attach_bus(runtime.nc)

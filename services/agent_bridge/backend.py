@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -72,6 +72,10 @@ class AgentBackend:
         self._subs: dict[str, Any] = {}  # agent handle → its forwarding subscription
         self._connections_sub: Any = None
         self._forwarded: set[asyncio.Task[None]] = set()
+        # the runtime's announce (worker_main sets it): an agent that joins or leaves is told to the
+        # edges at once, not at the next beat, so /api/ask knows whether any agent is connected
+        self.announcer: Callable[[], Awaitable[None]] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
         registry = metrics.registry
         self._connected = Gauge("switchyard_agents_connected", "Browser agents connected to this bridge",
                                 registry=registry)
@@ -136,6 +140,19 @@ class AgentBackend:
 
     # ---- the bus: forwarded asks, takeovers, /api/connections
 
+    def _announce_soon(self) -> None:
+        if self.announcer is None:
+            return
+
+        async def announce() -> None:
+            assert self.announcer is not None
+            with contextlib.suppress(Exception):
+                await self.announcer()
+
+        task = asyncio.create_task(announce())
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
     async def agent_joined(self, handle: str) -> None:
         """Tell any other bridge still holding this agent to let go, then take its asks here."""
         nc = self._nc
@@ -146,10 +163,14 @@ class AgentBackend:
             await nc.publish(subject, orjson.dumps({"type": "takeover", "bridge": self.worker_id}))
         if handle not in self._subs:
             self._subs[handle] = await nc.subscribe(subject, cb=self._on_forward)
+        if self.announcer is not None:  # before the agent takes asks: the edges know at once
+            with contextlib.suppress(Exception):
+                await self.announcer()
 
     async def agent_left(self, handle: str) -> None:
         if self.agents.get(handle) is not None:
             return  # the same agent on a new socket here: keep its subscription
+        self._announce_soon()
         sub = self._subs.pop(handle, None)
         if sub is not None:
             with contextlib.suppress(Exception):
