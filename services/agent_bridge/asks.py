@@ -58,8 +58,10 @@ def _request(body: Body) -> ChatGptRequest:
 
 
 class Asker:
-    def __init__(self, agents: Agents, conversations: ConversationMap, nc: NATS, *, pool: str) -> None:
+    def __init__(self, agents: Agents, conversations: ConversationMap, nc: NATS, *, pool: str,
+                 probe_timeout: float) -> None:
         self.agents = agents
+        self.probe_timeout = probe_timeout
         self.conversations = conversations
         self.nc = nc
         self.pool = pool
@@ -131,7 +133,19 @@ class Asker:
             await self.conversations.put_owner(self.pool, answer.conversation_id, conn.handle)
         return result_body(answer)
 
+    async def _held_elsewhere(self, handle: str) -> bool:
+        """Whether a bridge holds the agent: a probe its holder answers at once. NATS's "no
+        responders" would say it sooner, but any subscriber to `>` (a monitor) suppresses it."""
+        try:
+            await self.nc.request(proto.agent_subject(handle), orjson.dumps({"type": "probe"}),
+                                  timeout=self.probe_timeout)
+        except (NoRespondersError, NatsTimeout):
+            return False
+        return True
+
     async def _forward(self, handle: str, body: Body, deadline: float) -> Body:
+        if not await self._held_elsewhere(handle):
+            raise AgentGone("the agent holding this conversation is no longer connected")
         request = {"type": "ask", "job_id": new_id(), "request_id": "", "deadline": deadline, "body": body}
         try:
             msg = await self.nc.request(proto.agent_subject(handle), orjson.dumps(request),

@@ -97,7 +97,8 @@ class AgentBackend:
 
     async def attach(self, js: JetStreamContext) -> None:
         assert self._nc is not None, "attach_bus() runs first"
-        self._asker = Asker(self.agents, ConversationMap(js, ttl=CONVERSATION_TTL), self._nc, pool=self.pool)
+        self._asker = Asker(self.agents, ConversationMap(js, ttl=CONVERSATION_TTL), self._nc, pool=self.pool,
+                             probe_timeout=self.config.ping_timeout)
 
     @property
     def asker(self) -> Asker | None:
@@ -182,6 +183,11 @@ class AgentBackend:
         except orjson.JSONDecodeError:
             return
         handle = msg.subject.rsplit(".", 1)[1]
+        if request.get("type") == "probe":
+            if self.agents.get(handle) is not None:
+                with contextlib.suppress(Exception):
+                    await msg.respond(b'{"held":true}')
+            return
         if request.get("type") == "takeover":
             conn = self.agents.get(handle)
             if conn is not None and request.get("bridge") != self.worker_id:

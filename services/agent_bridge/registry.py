@@ -75,6 +75,9 @@ class Agents:
             if isinstance(picked, AgentConnection):
                 picked.busy = True
                 picked.last_used = loop.time()
+                # the puller's credit went to this ask: wake it, so it asks for the job the next
+                # idle agent can take (a delivery alone does not)
+                self._signal()
                 return picked
             if picked is False:
                 return None
