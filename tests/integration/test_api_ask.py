@@ -145,6 +145,12 @@ async def test_chat_completions_reach_the_agents_by_model(agent_stack: AgentStac
     await no_agents_left(agent_stack)
 
 
+async def test_both_routes_are_in_the_openapi_document(agent_stack: AgentStack) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        paths = (await http.get(agent_stack.edges[0].url + "/openapi.json")).json()["paths"]
+    assert "post" in paths["/api/ask"] and "get" in paths["/api/connections"]
+
+
 # ---- ChatGPT web as the fallback -----------------------------------------------------------------
 
 
