@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Collection
+from typing import Literal
 
 from services.agent_bridge.connection import AgentConnection
 
@@ -67,20 +68,22 @@ class Agents:
         idle = [c for c in self._by_handle.values() if not c.busy and c.handle not in exclude]
         return min(idle, key=lambda c: c.last_used, default=None)
 
-    async def _until(self, pick: Callable[[], AgentConnection | bool | None], timeout: float) -> AgentConnection | None:  # noqa: ASYNC109
+    async def _until(
+        self, pick: Callable[[], AgentConnection | Literal[False] | None], timeout: float,  # noqa: ASYNC109
+    ) -> AgentConnection | None:
         loop = asyncio.get_running_loop()
         until = loop.time() + max(0.0, timeout)
         while True:
             picked = pick()
-            if isinstance(picked, AgentConnection):
+            if picked is False:  # it is gone
+                return None
+            if picked is not None:
                 picked.busy = True
                 picked.last_used = loop.time()
                 # the puller's credit went to this ask: wake it, so it asks for the job the next
                 # idle agent can take (a delivery alone does not)
                 self._signal()
                 return picked
-            if picked is False:
-                return None
             left = until - loop.time()
             if left <= 0:
                 return None
@@ -92,11 +95,11 @@ class Agents:
         """The least recently used idle agent outside `exclude`, waiting up to `timeout` for one."""
         return await self._until(lambda: self._lru_idle(exclude), timeout)
 
-    async def lease(self, handle: str, timeout: float) -> AgentConnection | bool | None:  # noqa: ASYNC109
+    async def lease(self, handle: str, timeout: float) -> AgentConnection | Literal[False] | None:  # noqa: ASYNC109
         """That agent once idle: the connection; None after `timeout`; False when it is gone."""
         gone = False
 
-        def pick() -> AgentConnection | bool | None:
+        def pick() -> AgentConnection | Literal[False] | None:
             nonlocal gone
             conn = self._by_handle.get(handle)
             if conn is None:
