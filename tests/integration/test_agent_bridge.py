@@ -5,6 +5,7 @@ bridge that holds its agent, an agent that reconnects with its id."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable
 
@@ -22,6 +23,7 @@ from tests.integration.agent_stack import (
     fake_agents,
     no_agents_left,
     speaker,
+    start_bridge,
 )
 
 __all__ = ["agent_stack"]  # the module's fixture
@@ -133,4 +135,30 @@ async def test_an_agent_reconnecting_with_its_id_keeps_its_conversations(agent_s
         assert follow.status_code == 200, follow.text
         assert speaker(follow.json()) == "phoenix"
         assert len(set(phoenix.ids.values())) == 1
+    await no_agents_left(agent_stack)
+
+
+async def test_sigterm_drains_the_bridge_the_running_ask_finishes_and_sockets_close(agent_stack: AgentStack) -> None:
+    bridge = start_bridge(agent_stack.nats_url, agent_stack.log_dir, "bridge-c")
+    try:
+        agent_stack.bridges.append(bridge)
+        async with fake_agents(agent_stack, 2, "leaving", expect=1) as leaving:
+            running = asyncio.create_task(ask(agent_stack.edges[0], {"content": "slow [agent delay_ms=1500]"}))
+            loop = asyncio.get_running_loop()
+            until = loop.time() + STEP
+            while [c["state"] for c in await connections(agent_stack.edges[0])] != ["busy"]:
+                assert loop.time() < until and not running.done()
+                await asyncio.sleep(0.02)
+            bridge.signal(signal.SIGTERM)
+            answered = await running
+            assert answered.status_code == 200 and speaker(answered.json()) == "leaving", answered.text
+            assert await asyncio.to_thread(bridge.popen.wait, STEP) == 0
+            # the bridge closed the agent's socket on its way out (the fake says so)
+            until = loop.time() + STEP
+            while not any("closed" in line for line in leaving.output):
+                assert loop.time() < until, leaving.output
+                await asyncio.sleep(0.02)
+    finally:
+        agent_stack.bridges.remove(bridge)
+        bridge.stop()
     await no_agents_left(agent_stack)
