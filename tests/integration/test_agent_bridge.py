@@ -24,6 +24,7 @@ from tests.integration.agent_stack import (
     no_agents_left,
     speaker,
     start_bridge,
+    wait_connections,
 )
 
 __all__ = ["agent_stack"]  # the module's fixture
@@ -161,4 +162,25 @@ async def test_sigterm_drains_the_bridge_the_running_ask_finishes_and_sockets_cl
     finally:
         agent_stack.bridges.remove(bridge)
         bridge.stop()
+    await no_agents_left(agent_stack)
+
+
+async def test_an_agent_reclaiming_its_id_on_another_bridge_takes_its_place(agent_stack: AgentStack) -> None:
+    # by hand, as an agent whose page reloaded behind a load balancer: same stored id, other bridge
+    async with connect(agent_stack.ws(0), ping_interval=None) as before:
+        offer = orjson.loads(await asyncio.wait_for(before.recv(), STEP))
+        agent_id = offer["id"]
+        await before.send(orjson.dumps({"id": agent_id, "message": "Connection id", "data": ""}).decode())
+        listed = await wait_connections(agent_stack.edges[0], 1)
+        assert listed[0]["bridge"] == "bridge-a"
+        async with connect(agent_stack.ws(1), ping_interval=None) as after:
+            await asyncio.wait_for(after.recv(), STEP)  # offered a fresh id: the agent sends its own
+            await after.send(orjson.dumps({"id": agent_id, "message": "Connection id", "data": ""}).decode())
+            await asyncio.wait_for(before.wait_closed(), STEP)  # bridge-a let the old socket go
+            loop = asyncio.get_running_loop()
+            until = loop.time() + STEP
+            while [c["bridge"] for c in await connections(agent_stack.edges[0])] != ["bridge-b"]:
+                assert loop.time() < until
+                await asyncio.sleep(0.02)
+            assert (await connections(agent_stack.edges[0]))[0]["Id"] == listed[0]["Id"]  # the same agent
     await no_agents_left(agent_stack)

@@ -160,7 +160,8 @@ def web_worker(agent_stack: AgentStack, sandbox: Proc, tmp_path: Path) -> Iterat
     accounts.write_text('[[accounts]]\nname = "askweb"\nsession_token = "sandbox-session-askweb"\n')
     httpx.post(sandbox.url + "/_sandbox/chatgpt/reset").raise_for_status()
     port = free_port()
-    env = service_env(agent_stack.nats_url, PORT=str(port), WORKER_POOL="chatgpt-web", WORKER_ID="web-ask",
+    # a pool of its own: its account's state stays in the shared KV bucket, out of chatgpt-web's pool
+    env = service_env(agent_stack.nats_url, PORT=str(port), WORKER_POOL="chatgpt-web-ask", WORKER_ID="web-ask",
                       CHATGPT_BASE_URL=sandbox.url, CHATGPT_ACCOUNTS_FILE=str(accounts),
                       CHATGPT_AUTH_URL=sandbox.url + "/auth/login")
     proc = spawn_python_service("web-ask", "services.chatgpt_web_worker", env=env, log_dir=agent_stack.log_dir,
@@ -190,7 +191,7 @@ async def no_agents_left_but_web(stack: AgentStack) -> None:
     until = loop.time() + 15
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {AUTH_KEY}"}) as http:
         for edge in stack.edges:
-            while not any(m["owned_by"] == "chatgpt-web"
+            while not any(m["owned_by"] == "chatgpt-web-ask"
                           for m in (await http.get(edge.url + "/v1/models")).json()["data"]):
                 assert loop.time() < until, "the web worker never became live"
                 await asyncio.sleep(0.05)
