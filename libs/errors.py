@@ -232,6 +232,55 @@ class UpstreamTooLarge(UpstreamProtocolError):
     retryable = False
 
 
+# ---- ChatGPT-API-server's browser agents (services/agent_bridge); /api/ask maps each code to the
+# seed's own status and body (services/edge/routes/agents.py). None is retried by another replica:
+# an agent may have taken the turn already.
+
+
+class AgentConversationUnknown(InvalidRequest):
+    """A follow-up names a conversation no agent is known to hold (never seen, or forgotten)."""
+
+    status = 404
+    code = "agent_conversation_not_found"
+
+
+class AgentGone(UpstreamError):
+    """The agent that holds the conversation is no longer connected."""
+
+    status = 410
+    code = "agent_gone"
+    retryable = False
+
+
+class AgentLost(UpstreamError):
+    """The agent's socket closed while it had the ask."""
+
+    code = "agent_lost"
+    retryable = False
+
+
+class AgentPingFailed(UpstreamError):
+    """The agent did not answer its ping in time (tried on up to 3 agents for a new conversation)."""
+
+    status = 503
+    code = "agent_ping_failed"
+    retryable = False
+
+
+class AgentFailed(UpstreamError):
+    """The agent answered with an error frame or with data that is not a ChatGptResponse."""
+
+    code = "agent_error"
+    retryable = False
+
+
+class AgentTimeout(UpstreamTimeout):
+    """The agent stayed silent past the answer limit."""
+
+    code = "agent_timeout"
+    retryable = False
+
+
 def _all_subclasses(cls: type[SwitchyardError]) -> list[type[SwitchyardError]]:
     found: list[type[SwitchyardError]] = []
     for sub in cls.__subclasses__():

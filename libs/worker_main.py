@@ -3,6 +3,11 @@
 Each worker's `__main__` builds its backend and calls `run_worker` (inside `exit_on_start_failure`).
 A backend that uses JetStream itself (an image worker writes the object store) has an optional
 `async def attach(self, js: JetStreamContext)`, called with the worker's context before the first job.
+A backend that serves HTTP or websocket routes of its own (agent-bridge's /client/register) has an
+optional `routes()`: Starlette routes added to the probe server's app (they share its port); one
+with core NATS subscriptions of its own has an optional `async def attach_bus(self, nc)`, called first;
+one whose announced accounts change between beats has an `announcer` attribute, set to the runtime's
+`announce` (agent-bridge: an agent joined or left).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from libs.bus import connect
 from libs.errors import BusError
@@ -64,7 +69,9 @@ class WorkerProcessSettings:
         )
 
 
-def probe_app(runtime: Callable[[], WorkerRuntime | None], registry: CollectorRegistry) -> Starlette:
+def probe_app(
+    runtime: Callable[[], WorkerRuntime | None], registry: CollectorRegistry, extra: Sequence[BaseRoute] = (),
+) -> Starlette:
     pid = {PID_HEADER: str(os.getpid())}
 
     async def healthz(request: Request) -> Response:
@@ -81,7 +88,7 @@ def probe_app(runtime: Callable[[], WorkerRuntime | None], registry: CollectorRe
         return metrics_response(registry)
 
     return Starlette(routes=[
-        Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
+        Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *extra,
     ])
 
 
@@ -123,8 +130,9 @@ async def run_worker(
     metrics = WorkerMetrics(registry, settings.pool)
     backend = make_backend(metrics)
     holder: list[WorkerRuntime] = []
+    routes = getattr(backend, "routes", None)  # optional: the Backend protocol does not require it
     server = _ProbeServer(uvicorn.Config(
-        probe_app(lambda: holder[0] if holder else None, registry),
+        probe_app(lambda: holder[0] if holder else None, registry, routes() if routes is not None else ()),
         host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False,
         lifespan="off", log_config=log_config(service, env_str("LOG_LEVEL", "INFO")),
     ))
@@ -144,6 +152,11 @@ async def run_worker(
             timeouts=settings.timeouts,
         ), metrics)
         holder.append(runtime)
+        if hasattr(backend, "announcer"):  # optional: a backend whose announced state changes between beats
+            backend.announcer = runtime.announce
+        attach_bus = getattr(backend, "attach_bus", None)  # optional: a backend with subscriptions of its own
+        if attach_bus is not None:
+            await attach_bus(runtime.nc)
         attach = getattr(backend, "attach", None)  # optional: the Backend protocol does not require it
         if attach is not None:
             await attach(runtime.js)

@@ -23,10 +23,13 @@ IMAGE_STORE = "SY_V1_IMAGES"
 # others answer with one `result`, whose body `result_schema(kind)` describes; chatgpt_web (a
 # ChatGPT web backend-api call) and sydney (a call of SydneyQt's web API) answer with native
 # events or one result
-KINDS = ("chat", "completion", "embedding", "image", "moderation", "chatgpt_web", "sydney", "bing_image")
+# agent: one ask of a ChatGPT-API-server browser agent (services/agent_bridge), answered by one result
+KINDS = ("chat", "completion", "embedding", "image", "moderation", "chatgpt_web", "sydney", "bing_image", "agent")
 CANCEL_SUBJECT = "sy.v1.cancel"
 ANNOUNCE_SUBJECT = "sy.v1.announce"
 DISCOVER_SUBJECT = "sy.v1.discover"
+# agent-bridge: every bridge answers the edge's question for its agents (GET /api/connections)
+AGENT_CONNECTIONS_SUBJECT = "sy.v1.agents.connections"
 # JetStream delivers a job this often at most (the pool consumer's max_deliver, subjects.toml):
 # workers create their consumer with it, and the edge knows that the last delivery gets no other
 MAX_DELIVER = 3
@@ -62,6 +65,12 @@ def reply_subject(edge_id: str, token: str) -> str:
 def is_reply_subject(subject: object) -> bool:
     """Whether a reply subject read off the bus (a job's `reply`) is one `reply_subject` builds."""
     return isinstance(subject, str) and _REPLY_SUBJECT.fullmatch(subject) is not None
+
+
+def agent_subject(handle: str) -> str:
+    """Where the bridge holding agent `handle` (its public handle, never its connection id) takes
+    asks forwarded by another bridge, and hears that the agent registered elsewhere."""
+    return f"sy.v1.agents.ask.{check_token(handle)}"
 
 
 def reply_wildcard(edge_id: str) -> str:

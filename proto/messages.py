@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-Kind = Literal["chat", "completion", "embedding", "image", "moderation", "chatgpt_web", "sydney", "bing_image"]
+Kind = Literal["chat", "completion", "embedding", "image", "moderation", "chatgpt_web", "sydney", "bing_image", "agent"]
 
 
 class Timeouts(TypedDict):

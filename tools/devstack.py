@@ -17,6 +17,10 @@
   DEFAULT_COOKIES / SYDNEY_ACCOUNTS_FILE against Bing (or SYDNEY_CREATE_URL, SYDNEY_CHATHUB_URL,
   BING_BASE_URL); with none of those set, against the sandbox's fake of Bing with three fake
   accounts (sandbox mode, said in the log); with URLs but no account they do not start.
+- agent-bridge always runs: ChatGPT-API-server's browser agents connect to
+  ws://127.0.0.1:AGENT_BRIDGE_PORT/client/register (default 8081) and answer POST /api/ask and the
+  AGENT_MODELS (chatgpt-agent). When no ChatGPT account is configured (the ChatGPT sandbox mode),
+  two of the sandbox's fake agents connect to it (said in the log).
 - The edge listens on PORT (8080).
 - State (logs, JetStream data, the lock) lives in SY_STATE_DIR, default `.state/` in the checkout.
   One `make run` per state folder: a second one refuses, naming the first one's pid.
@@ -42,7 +46,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from libs.devproc import REPO_ROOT, Proc, free_port, spawn_python_service, start_nats_server
+from libs.devproc import REPO_ROOT, Proc, free_port, spawn, spawn_python_service, start_nats_server
 from libs.logs import url_without_credentials
 from libs.settings import ConfigError, env_int, env_list
 
@@ -70,6 +74,7 @@ SERVICE_ENV: dict[str, tuple[str, ...]] = {
     "chatgpt-web-worker": ("CHATGPT_", "GO_CHATGPT_API_PROXY", "WORKER_", *_PROXY_ENV),
     "sydney-worker": (*_BING_ENV, "WORKER_", *_PROXY_ENV),
     "image-worker-bing": (*_BING_ENV, "IMAGES_FETCH_MAX_BYTES", "WORKER_", *_PROXY_ENV),
+    "agent-bridge": ("AGENT_MODELS", "WORKER_"),
     "sandbox": ("SANDBOX_",),
     "nats-server": (),  # GOMAXPROCS and GODEBUG are set by start_nats_server
 }
@@ -299,6 +304,9 @@ def run(state: Path) -> int:
             say("image-worker not started: no image upstream configured (IMAGES_BASE_URL or IMAGES_WORKER_CONFIG)")
         if chatgpt_env is not None:
             workers.append(("chatgpt-web-worker", "services.chatgpt_web_worker", chatgpt_env))
+        bridge_env = {**service_env("agent-bridge"), "NATS_URL": nats_url,
+                      "PORT": os.environ.get("AGENT_BRIDGE_PORT", "8081")}
+        workers.append(("agent-bridge", "services.agent_bridge", bridge_env))
         if bing_envs:
             workers.append(("sydney-worker", "services.sydney_worker", bing_envs[0]))
             workers.append(("image-worker-bing", "services.image_worker", bing_envs[1]))
@@ -313,6 +321,13 @@ def run(state: Path) -> int:
                 health_url=f"http://127.0.0.1:{env['PORT']}/readyz", on_spawn=started, cancel=stopping,
             )
             say(f"{name} pid {worker.pid} (metrics http://127.0.0.1:{env['PORT']}/metrics)")
+        if chatgpt_sandbox:
+            agent_url = f"ws://127.0.0.1:{bridge_env['PORT']}/client/register"
+            fakes = spawn("sandbox-agents", [sys.executable, "-m", "services.sandbox.agent", "--server", agent_url,
+                                             "--name", "sandbox-agent", "--count", "2", "--reconnect-ms", "1000"],
+                          log_dir=logs)
+            started(fakes)
+            say(f"SANDBOX MODE (agents): two fake browser agents (pid {fakes.pid}) connected to {agent_url}")
         model = hint_model(worker_env)
         if not wait_model_listed(f"http://127.0.0.1:{edge_env['PORT']}", model, edge_env, stopping):
             say(f"warning: the edge does not list {model} yet (check SY_ROUTES and the worker's log)")
@@ -329,6 +344,8 @@ def run(state: Path) -> int:
             web = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}).decode()
             say(f"     curl http://127.0.0.1:{edge_env['PORT']}/v1/chat/completions "
                 f"-H 'content-type: application/json'{auth_hint(edge_env)} -d '{web}'   (ChatGPT web accounts)")
+        say(f"     curl http://127.0.0.1:{edge_env['PORT']}/api/ask{auth_hint(edge_env)} "
+            f"-d '{{\"content\":\"hello\"}}'   (ChatGPT-API-server's route: the browser agents)")
         if bing_envs:
             say(f"     curl -N http://127.0.0.1:{edge_env['PORT']}/chat/stream -H 'content-type: application/json'"
                 f"{auth_hint(edge_env)} -d '{{\"prompt\":\"hello\"}}'   (Bing Chat, SydneyQt's API)")

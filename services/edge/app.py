@@ -29,6 +29,7 @@ from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.router import EdgeApp
 from services.edge.routes.admin import DisableKey, Keys, OneKey, UsersAdd, UsersDelete, UsersList
+from services.edge.routes.agents import ApiAsk, ApiConnections
 from services.edge.routes.chatgpt_web import CALLS, ChatGPTWebRoute
 from services.edge.routes.generation import GenerationRoute
 from services.edge.routes.health import Health, Metrics, Ready
@@ -225,6 +226,8 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         *chatgpt_routes(state),
         *sydney_routes(state),
         *admin_routes(settings, managed),
+        Route("/api/ask", ApiAsk(state), methods=["POST"]),
+        Route("/api/connections", ApiConnections(state, settings.admin_key), methods=["GET"]),
     ]
     middleware = [
         Middleware(
@@ -232,7 +235,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             expose_headers=["x-request-id", "retry-after", "retry-after-ms"],
         ),
         Middleware(RequestContext, log_requests=not settings.no_log),
-        Middleware(BearerAuth, keys=keys, metrics=state.metrics),
+        Middleware(BearerAuth, keys=keys, metrics=state.metrics, admin_key=settings.admin_key),
     ]
     app = EdgeApp(routes=routes, middleware=middleware, lifespan=lifespan,
                   exception_handlers={HTTPException: functools.partial(_http_error, state.metrics)})

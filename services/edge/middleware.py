@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from libs import secrets
 from libs.errors import AuthenticationFailed
 from libs.ids import new_id
-from services.edge.asgi_io import header, send_error
+from services.edge.asgi_io import header, send_error, send_json
 from services.edge.caller import CALLER_KEY, Caller
 from services.edge.metrics import EdgeMetrics
 
@@ -34,6 +34,12 @@ OPEN_PREFIXES = ("/images/", "/admin/")
 # go-chatgpt-api's routes (routes/chatgpt_web.py): there `Authorization` may hold the caller's own
 # ChatGPT access token instead of this gateway's key (see `chatgpt_credentials`)
 CHATGPT_PREFIXES = ("/conversation", "/auth/login")
+
+# ChatGPT-API-server's routes (routes/agents.py): its own auth errors, a bare token or `Bearer`,
+# ADMIN_KEY accepted as a key; /api/connections checks ADMIN_KEY itself
+SEED002_PREFIX = "/api/"
+SEED002_OWN_AUTH = "/api/connections"
+ADMIN_CALLER = Caller("admin")
 
 # nginx's status for a request whose client went away before any response was sent
 CLIENT_DISCONNECTED = 499
@@ -156,15 +162,19 @@ class BearerAuth:
 
     On go-chatgpt-api's routes the key may also come as `X-Api-Key` (`chatgpt_credentials`)."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, metrics: EdgeMetrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, metrics: EdgeMetrics | None = None, admin_key: str = "") -> None:
         self.app = app
         self.keys = keys
+        self._admin_key = admin_key.encode()
         self.failures = metrics.auth_failures_by if metrics is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
         if not path or self.keys.is_open() or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
+            return
+        if path.startswith(SEED002_PREFIX):
+            await self._seed002(scope, receive, send, path)
             return
         if path.startswith(CHATGPT_PREFIXES):
             key = chatgpt_credentials(scope)[1]
@@ -189,6 +199,30 @@ class BearerAuth:
             return
         scope[CALLER_KEY] = caller
         await self.app(scope, receive, send)
+
+    async def _seed002(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Seed 002's /api/ routes: `Authorization: <token>` (or `Bearer <token>`), its 401 bodies."""
+        if path == SEED002_OWN_AUTH:
+            await self.app(scope, receive, send)
+            return
+        key = _bare(header(scope, b"authorization"))
+        if not key:
+            await self._refuse_seed(send, "missing", "API key not provided")
+            return
+        if self._admin_key and hmac.compare_digest(key.encode(), self._admin_key):
+            caller: Caller | None = ADMIN_CALLER
+        else:
+            caller = await self.keys.authenticate(key)
+        if caller is None:
+            await self._refuse_seed(send, "invalid", "Invalid API key")
+            return
+        scope[CALLER_KEY] = caller
+        await self.app(scope, receive, send)
+
+    async def _refuse_seed(self, send: Send, reason: str, text: str) -> None:
+        if self.failures is not None:
+            self.failures[reason].inc()
+        await send_json(send, 401, {"error": text})
 
     async def _refuse(self, send: Send, reason: str, err: AuthenticationFailed) -> None:
         if self.failures is not None:

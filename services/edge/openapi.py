@@ -493,6 +493,46 @@ def _admin_paths() -> dict[str, Schema]:
     }
 
 
+def _agents_paths() -> dict[str, Schema]:
+    """Seed 002's /api/ routes (routes/agents.py): its bodies, its `{"error": "<text>"}` errors."""
+    answer = {"type": "object", "required": ["id", "response_id", "conversation_id", "content", "error"],
+              "properties": {k: {"type": "string"} for k in ("id", "response_id", "conversation_id", "content",
+                                                              "error")}}
+    ask = {"type": "object", "properties": {
+        "content": {"type": "string"},
+        "conversation_id": {"type": "string", "description": "with parent_id, or neither"},
+        "parent_id": {"type": "string", "description": "the previous answer's response_id"},
+        "message_id": {"type": "string"}}}
+    seed_error = _json(_SEED_ERROR)
+    connection = {"type": "object", "required": ["Ws", "Id", "Heartbeat", "LastMessageTime"], "properties": {
+        "Ws": {"type": "object"}, "Id": {"type": "string", "description": "the agent's public handle"},
+        "Heartbeat": {"type": "string"}, "LastMessageTime": {"type": "string"},
+        "bridge": {"type": "string"}, "state": {"enum": ["idle", "busy"]}}}
+    return {
+        "/api/ask": {"post": {
+            "operationId": "apiAsk",
+            "summary": "Ask ChatGPT through a connected browser agent, else a ChatGPT web account (seed 002). "
+                       "`Authorization: <token>` or `Bearer <token>`: an API key or ADMIN_KEY. The body is JSON "
+                       "whatever its Content-Type.",
+            "requestBody": {"required": True, "content": _json(ask)},
+            "responses": {"200": _ok("The answer.", _json(answer)),
+                          "400": _ok("Invalid request", seed_error),
+                          "401": _ok("API key not provided / Invalid API key", seed_error),
+                          "500": _ok("Conversation doesn't exists / Connection no longer exists / Failed to read "
+                                     "response from the client / Failed to convert response to ChatGptResponse",
+                                     seed_error),
+                          "503": _ok("No available clients / Ping failed", seed_error)}}},
+        "/api/connections": {"get": {
+            "operationId": "apiConnections",
+            "summary": "The connected agents (seed 002); `connections` is null when none." + _ADMIN_NOTE,
+            "security": [*_ADMIN_SECURITY, {}],
+            "parameters": [{"name": "admin_key", "in": "query", "required": False, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("The agents.", _json({"type": "object", "properties": {
+                "connections": {"type": ["array", "null"], "items": connection}}})),
+                "401": _ok("Invalid admin key", seed_error), **_errors("404")}}},
+    }
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("switchyard")
@@ -518,7 +558,7 @@ def openapi_document(*, max_n: int | None = None) -> dict[str, Any]:
                            "the gateway acts on and by JSON type for what it forwards; unknown fields are forwarded "
                            "as they are, and an explicit null counts as an absent field.",
         },
-        "paths": {**_paths(), **_chatgpt_paths(), **_sydney_paths(), **_admin_paths()},
+        "paths": {**_paths(), **_chatgpt_paths(), **_sydney_paths(), **_admin_paths(), **_agents_paths()},
         "components": {
             "schemas": {"Error": _ERROR, **requests, **_RESPONSES,
                         **{name: chatgpt_body_schema(name) for name in CHATGPT_BODIES},

@@ -36,7 +36,8 @@ ROUTE_OF_KIND = {"chat": "/v1/chat/completions", "completion": "/v1/completions"
                  "image": "/v1/images/generations", "moderation": "/v1/moderations",
                  "chatgpt_web": "/conversation (go-chatgpt-api's routes)",
                  "sydney": "/chat/stream and /image/upload (SydneyQt's routes)",
-                 "bing_image": "/image/create (SydneyQt's route)"}
+                 "bing_image": "/image/create (SydneyQt's route)",
+                 "agent": "/api/ask (ChatGPT-API-server's route)"}
 _CHAT_KINDS = frozenset({"chat", "completion"})
 _SERVED_BEFORE_KINDS = ("chat", "completion")  # a worker announcing no `serves` predates them
 
@@ -123,6 +124,16 @@ class RoutingTable:
         """The latest state of a pool of upstream accounts, as its newest announcement told it
         (every replica reads the same shared pool); None for a pool without accounts."""
         return self._accounts.get(pool)
+
+    def live_accounts(self, pool: str) -> tuple[int, int]:
+        """(replicas, accounts) summed over the pool's live replicas, for pools whose replicas each
+        hold accounts of their own (agent-bridge: the agents connected to it)."""
+        replicas = accounts = 0
+        for announce in self._live():
+            if announce["pool"] == pool:
+                replicas += 1
+                accounts += announce.get("accounts", {"total": 0})["total"]
+        return replicas, accounts
 
     def pool_for_kind(self, kind: str) -> tuple[str, str] | None:
         """(model, pool) of some live model served for `kind`: for routes that name no model

@@ -125,7 +125,8 @@ def cmdline_of(pid: int) -> str:
 def devstack_env(state: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("NATS_URL", "OPENAI_BASE_URL", "OPENAI_WORKER_CONFIG", "AUTH_TOKEN", "AUTH_TOKENS")}
-    env.update(SY_STATE_DIR=str(state), PORT=str(free_port()), NATS_PORT=str(free_port()), SY_TIME_SCALE="0.1")
+    env.update(SY_STATE_DIR=str(state), PORT=str(free_port()), NATS_PORT=str(free_port()), SY_TIME_SCALE="0.1",
+               AGENT_BRIDGE_PORT=str(free_port()))
     env.update(extra)
     return env
 
@@ -151,6 +152,8 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
     by_role = {}
     for pid in children:
         role = "nats-server" if "nats-server" in cmdline_of(pid) else cmdline_of(pid).split()[-1]
+        if "services.sandbox.agent" in cmdline_of(pid):
+            role = "services.sandbox.agent"
         if role == "services.image_worker" and environ_of(pid).get("IMAGES_BACKEND") == "bing":
             role = "services.image_worker (bing)"
         by_role[role] = pid
@@ -158,7 +161,7 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
     assert set(by_role) == {"nats-server", "services.openai_worker", "services.embeddings_worker",
                             "services.image_worker", "services.edge", "services.sandbox",
                             "services.chatgpt_web_worker", "services.sydney_worker",
-                            "services.image_worker (bing)"}, by_role
+                            "services.image_worker (bing)", "services.agent_bridge", "services.sandbox.agent"}, by_role
     assert len(children) == len(by_role)
     assert any("SANDBOX MODE (ChatGPT web)" in line for line in stack.lines)
     assert any("SANDBOX MODE (Bing)" in line for line in stack.lines)
@@ -201,6 +204,17 @@ def test_each_child_gets_its_own_secrets_and_sigint_stops_them_all(
         assert "event: message" in bing.read().decode()
     for role in ("services.sydney_worker", "services.image_worker (bing)"):
         assert not any(k.startswith(("OPENAI_", "CHATGPT_", "IMAGES_API")) for k in environs[role]), role
+
+    # and ChatGPT-API-server's /api/ask, answered by one of the sandbox's fake browser agents
+    assert any("SANDBOX MODE (agents)" in line for line in stack.lines)
+    for _ in range(100):  # the fake agents connect once the bridge is up: bounded wait
+        asked = httpx.post(f"http://127.0.0.1:{env['PORT']}/api/ask", timeout=30,
+                           headers={"authorization": SECRET}, json={"content": "hello"})
+        if asked.status_code != 503:
+            break
+        time.sleep(0.1)
+    assert asked.status_code == 200 and asked.json()["content"].startswith("sandbox-agent-"), asked.text
+    assert not any(k.startswith(("OPENAI_", "CHATGPT_", "IMAGES_")) for k in environs["services.agent_bridge"])
 
     # a second run on the same state refuses, naming the first, and touches nothing of it (the
     # running services may still write, e.g. the access line of the request above: never less)

@@ -68,6 +68,12 @@ TABLE: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
     (UpstreamBadRequest, 400, "invalid_request_error", "upstream_bad_request", False),
     (UpstreamProtocolError, 502, "upstream_error", "upstream_protocol_error", True),
     (UpstreamTooLarge, 502, "upstream_error", "upstream_too_large", False),
+    (errors.AgentConversationUnknown, 404, "invalid_request_error", "agent_conversation_not_found", False),
+    (errors.AgentGone, 410, "upstream_error", "agent_gone", False),
+    (errors.AgentLost, 502, "upstream_error", "agent_lost", False),
+    (errors.AgentPingFailed, 503, "upstream_error", "agent_ping_failed", False),
+    (errors.AgentFailed, 502, "upstream_error", "agent_error", False),
+    (errors.AgentTimeout, 504, "upstream_error", "agent_timeout", False),
 ]
 WIRE_CLASSES = [row[0] for row in TABLE if row[0] is not SwitchyardError]
 

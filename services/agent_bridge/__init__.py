@@ -1,0 +1,1 @@
+"""agent-bridge: ChatGPT-API-server's browser agents (seed 002) served to the bus as the `agents` pool."""
