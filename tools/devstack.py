@@ -66,8 +66,9 @@ _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy"
 # Which of the caller's environment variables each service receives, on top of libs/devproc.py's
 # base (PATH, locale, PYTHON*, SY_* tuning, LOG_LEVEL): names, and prefixes ending in "_".
 SERVICE_ENV: dict[str, tuple[str, ...]] = {
-    "edge": ("AUTH_TOKEN", "AUTH_TOKENS", "ALLOWED_ORIGINS", "NO_LOG", "HOST", "EDGE_ID", "SWITCHYARD_CONFIG",
-             "INLINE_BODY_BYTES", "REPLY_BUFFER", "MAX_", "PUBLIC_BASE_URL", "IMAGE_"),
+    "edge": ("AUTH_TOKEN", "AUTH_TOKENS", "ADMIN_KEY", "API_KEY_PREFIX", "ALLOWED_ORIGINS", "NO_LOG", "HOST",
+             "EDGE_ID", "SWITCHYARD_CONFIG", "INLINE_BODY_BYTES", "REPLY_BUFFER", "MAX_", "PUBLIC_BASE_URL", "IMAGE_",
+             "SYDNEY_UPLOAD_MAX_BYTES", "USAGE_"),
     "openai-worker": ("OPENAI_", "WORKER_", *_PROXY_ENV),
     "embeddings-worker": ("EMBEDDINGS_", "WORKER_", *_PROXY_ENV),
     "image-worker": ("IMAGES_", "WORKER_", *_PROXY_ENV),
