@@ -200,7 +200,8 @@ async def test_without_an_admin_key_the_admin_api_is_a_404(nats_server: Proc, lo
         async with httpx.AsyncClient(timeout=10) as client:
             for response in (await client.post(edge.url + "/admin/keys", headers=ADMIN, json={}),
                              await client.get(edge.url + "/admin/users", params={"admin_key": ""}),
-                             await client.post(edge.url + "/admin/users/add", json={"admin_key": ""})):
+                             await client.post(edge.url + "/admin/users/add", json={"admin_key": ""}),
+                             await client.get(edge.url + "/api/connections", headers=ADMIN)):
                 assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     finally:
         edge.stop()
