@@ -271,11 +271,14 @@ class Claim:
         state.others = self.others
 
 
-def _prefetch(room: int, rate_amount: int, elapsed: float) -> int:
+def _prefetch(room: int, rate_amount: int, elapsed: float, unit: int) -> int:
+    """A prefetch of at least one request's worth (`unit`: a request's mean), else none: near a
+    limit a slice smaller than a request would only sit unused on this edge."""
     if room <= 0 or rate_amount <= 0:
         return 0
     by_rate = math.ceil(rate_amount / max(elapsed, 0.05) * PREFETCH_SECONDS)
-    return max(0, min(room // PREFETCH_DIVISOR, by_rate))
+    extra = min(room // PREFETCH_DIVISOR, by_rate)
+    return extra if extra >= unit else 0
 
 
 def claim(shared: Shared, state: KeyState, needs: list[Need], *, edge: str, now: float, ttl: float,
@@ -384,14 +387,18 @@ def claim(shared: Shared, state: KeyState, needs: list[Need], *, edge: str, now:
 
     if not give_back:  # a prefetch, from the local rate, for dimensions with a window open
         elapsed = now - state.since
+        mean_tokens = -(-state.spent_tok // state.spent_req) if state.spent_req else 0
         for dim in WINDOWED:
             if caps[dim] is None or starts[dim] is None:
                 continue
-            extra = _prefetch(room[dim], state.spent_req if dim == REQ else state.spent_tok, elapsed)
+            if dim == REQ:
+                extra = _prefetch(room[dim], state.spent_req, elapsed, 1)
+            else:
+                extra = _prefetch(room[dim], state.spent_tok, elapsed, mean_tokens)
             used[dim] += extra
             transfer[dim] += extra
         if limits.total is not None:
-            extra = _prefetch(room_total, state.spent_tok, elapsed)
+            extra = _prefetch(room_total, state.spent_tok, elapsed, mean_tokens)
             used_total += extra
             t_total += extra
 
@@ -419,6 +426,8 @@ def claim(shared: Shared, state: KeyState, needs: list[Need], *, edge: str, now:
 
 def consume_claimed(state: KeyState, admitted: list[Need], now: float) -> None:
     """Count admitted waiters in the edge's rate (their allowance was settled by `Claim.apply`)."""
+    if not admitted:
+        return  # a refusal or an upkeep claim: the key is no less idle
     if state.limits.concurrent is not None:
         state.in_use += len(admitted)
     state.spent_req += len(admitted)

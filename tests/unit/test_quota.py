@@ -201,3 +201,15 @@ def test_edges_together_never_admit_more_than_the_limit_and_all_of_it_under_dema
             assert requests is not None and tokens is not None
             assert requests[1] >= limit or tokens[1] + 10 > limit * 10
         assert admitted <= limit
+
+
+def test_refusals_do_not_keep_a_key_busy() -> None:
+    """An edge gives its spare quota back once the key is idle: refused requests are no use of it
+    (else two edges refusing each other would each sit on a spare slice forever)."""
+    limits = Limits(total=100)
+    board = [Shared()]
+    a = Edge("a", limits)
+    assert a.admit(board, [Need(60)], now=1.0) == [True]
+    a.state.settle(60, 20, tuple(a.state.start), slot=False)
+    assert a.admit(board, [Need(90)], now=5.0) == [False]
+    assert a.state.last_used == 1.0 and a.state.spare()
