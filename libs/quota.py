@@ -21,6 +21,7 @@ past the limit: one long stream overspends by at most itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,8 @@ REQ, TOK, PER = 0, 1, 2
 WINDOWED = (REQ, TOK, PER)
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+@dataclass(frozen=True)
+class Limits:  # no slots: `limit_lines` is cached on the instance
     rpm: int | None = None
     tpm: int | None = None
     period_tokens: int | None = None
@@ -54,6 +55,11 @@ class Limits:
         period = budget_period_tokens if budget_period_tokens is not None and budget_period_seconds else None
         return cls(rpm, tpm, period, budget_period_seconds if period is not None else None, budget_total,
                    max_concurrent)
+
+    @functools.cached_property
+    def limit_lines(self) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        return ((b"x-ratelimit-limit-requests", b"%d" % (self.rpm or 0)),
+                (b"x-ratelimit-limit-tokens", b"%d" % (self.tpm or 0)))
 
     @property
     def empty(self) -> bool:
@@ -229,16 +235,33 @@ class KeyState:
         return 0.0 if start is None else max(0.0, start + self.limits.length(dim) - now)
 
     def headers(self, now: float) -> list[tuple[bytes, bytes]]:
-        """OpenAI's x-ratelimit-* headers of the key's rpm and tpm."""
+        """OpenAI's x-ratelimit-* headers of the key's rpm and tpm (per request: the limits' own
+        header lines are made once per Limits, the reset texts come from a small cache)."""
         out: list[tuple[bytes, bytes]] = []
-        for dim, unit in ((REQ, b"requests"), (TOK, b"tokens")):
-            cap = self.limits.windowed(dim)
-            if cap is None:
-                continue
-            out.append((b"x-ratelimit-limit-" + unit, str(cap).encode()))
-            out.append((b"x-ratelimit-remaining-" + unit, str(self.remaining(dim)).encode()))
-            out.append((b"x-ratelimit-reset-" + unit, go_duration(self.reset_in(dim, now)).encode()))
+        limits = self.limits
+        if limits.rpm is not None:
+            out.append(limits.limit_lines[0])
+            out.append((b"x-ratelimit-remaining-requests", b"%d" % self.remaining(REQ)))
+            out.append((b"x-ratelimit-reset-requests", _reset_text(self.reset_in(REQ, now))))
+        if limits.tpm is not None:
+            out.append(limits.limit_lines[1])
+            out.append((b"x-ratelimit-remaining-tokens", b"%d" % self.remaining(TOK)))
+            out.append((b"x-ratelimit-reset-tokens", _reset_text(self.reset_in(TOK, now))))
         return out
+
+
+_RESET_TEXTS: dict[int, bytes] = {}
+
+
+def _reset_text(seconds: float) -> bytes:
+    """`go_duration` to the 10 ms, cached: many requests within a window share the text."""
+    centis = math.ceil(seconds * 100)
+    text = _RESET_TEXTS.get(centis)
+    if text is None:
+        if len(_RESET_TEXTS) > 20_000:  # bounded: a minute's texts are 6000
+            _RESET_TEXTS.clear()
+        text = _RESET_TEXTS[centis] = go_duration(centis / 100).encode()
+    return text
 
 
 @dataclass(slots=True)

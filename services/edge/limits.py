@@ -197,16 +197,18 @@ class KeyLimits:
             output = answering.reserve_output
             tokens = answering.reserve_prompt + (quota.DEFAULT_OUTPUT_RESERVE if output is None else output)
         need = Need(tokens)
-        if not state.take(need, self.clock()):
+        now = self.clock()
+        if not state.take(need, now):
             refusal = await self._wait(key, need)
+            now = self.clock()
             if refusal is not None:
                 self._refusals[refusal.limit].inc()
                 if limits.rpm is not None or limits.tpm is not None:
-                    answering.headers = state.headers(self.clock())
+                    answering.headers = state.headers(now)
                 raise refusal_error(refusal)
         answering.admission = Admission(key, tokens, tuple(state.start), limits.concurrent is not None)
         if limits.rpm is not None or limits.tpm is not None:
-            answering.headers = state.headers(self.clock())
+            answering.headers = state.headers(now)
 
     def settle(self, caller: Caller, answering: Answering, status: int) -> None:
         admission = answering.admission
