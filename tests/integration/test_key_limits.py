@@ -154,7 +154,7 @@ async def test_tpm_refuses_once_spent_and_a_long_stream_overspends_by_one_reques
             break
         assert r.status_code == 200, r.text
     assert refused is not None, "a tpm of 600 never refused"
-    assert i >= 4  # settled to what was used (far less than the 100 reserved), not the reservation
+    assert i >= 10  # settled to what was used (~20 of the ~120 reserved), not the reservation (4 then)
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("tokens", "rate_limit_exceeded")
     assert error["message"].startswith("Rate limit reached for tokens per minute (TPM) on this key: Limit 600, ")
