@@ -297,7 +297,7 @@ class KeyRateLimited(SwitchyardError):
     type = "requests"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: float, kind: str = "requests") -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, kind: str = "requests") -> None:
         super().__init__(message, retry_after=retry_after)
         self.type = kind  # type: ignore[misc]  # per-instance: requests or tokens
 
