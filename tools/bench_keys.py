@@ -17,6 +17,7 @@ started is stopped by PID at the end.
 
 from __future__ import annotations
 
+import re
 import secrets
 import statistics
 import sys
@@ -89,6 +90,13 @@ def make_key(edge_url: str, admin_key: str) -> str:
     return key
 
 
+def claims_made(edge_url: str, key: str) -> dict[str, float]:
+    """The edge's compare-and-sets on SY_V1_KEY_LIMITS over the whole run, by outcome."""
+    text = httpx.get(edge_url + "/metrics", headers={"authorization": f"Bearer {key}"}, timeout=10).text
+    found = re.findall(r'^switchyard_edge_limit_claims_total\{result="(\w+)"\} (\S+)$', text, re.M)
+    return {result: float(value) for result, value in found}
+
+
 def row(loadgen: LoadGen, url: str, keys: dict[str, str], pids: dict[str, int], conc: int, n: int) -> dict[str, Any]:
     progress(f"c{conc}: {SLICES} interleaved slices of {n} requests per path")
     slices: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
@@ -144,7 +152,9 @@ def render(res: dict[str, Any]) -> str:
             lines.append(f"{f'c{conc} {path}':<14}{r['ok']:>7}{r['errors']:>5}{fmt(r['p50_ms'], 3):>9}"
                          f"{fmt(r['edge_ms'], 3):>9}{fmt(r['gateway_ms'], 3):>10}   "
                          + " ".join(fmt(v, 3) for v in r["gateway_ms_slices"]))
-    lines += ["", "Targets:"]
+    managed = sum(res["rows"][f"c{conc}"]["managed"]["ok"] for conc, _n in ROWS)
+    lines += ["", f"Claims (compare-and-sets on SY_V1_KEY_LIMITS) over the run, warm-up included: {res['claims']} "
+              f"for {managed} measured managed-key requests", "", "Targets:"]
     for item in res["targets"]:
         mark = "info" if item["pass"] is None else verdict(item["pass"])
         lines.append(f"  {mark:<5} {item['name']:<46} {item['shown']:>30}   target {item['target']}")
@@ -192,8 +202,9 @@ def main() -> int:
         profiles(True)  # BENCH_PROFILE=<dir> without py-spy: the rows under tools/cpu_profile.py
         rows = {f"c{conc}": row(loadgen, url, keys, pids, conc, scaled(n)) for conc, n in ROWS}
         profiles(False)
+        claims = claims_made(edge.url, static_key)
         figures: dict[str, Any] = {"scale": SCALE, "slices": SLICES, "model": MODEL, "tokens": TOKENS,
-                                   "limits": LIMITS, "rows": rows}
+                                   "limits": LIMITS, "rows": rows, "claims": claims}
         figures["targets"] = evaluate(figures)
         figures["total_s"] = time.monotonic() - started
         write_results(figures, "keys")
