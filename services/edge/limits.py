@@ -204,11 +204,11 @@ class KeyLimits:
             if refusal is not None:
                 self._refusals[refusal.limit].inc()
                 if limits.rpm is not None or limits.tpm is not None:
-                    answering.headers = state.headers(now)
+                    answering.headers += state.headers(now)
                 raise refusal_error(refusal)
         answering.admission = Admission(key, tokens, tuple(state.start), limits.concurrent is not None)
         if limits.rpm is not None or limits.tpm is not None:
-            answering.headers = state.headers(now)
+            answering.headers += state.headers(now)
 
     def settle(self, caller: Caller, answering: Answering, status: int) -> None:
         admission = answering.admission
