@@ -43,12 +43,14 @@ fmt: $(STAMP)
 ## bench: sandbox direct vs core NATS vs the full gateway path, then embeddings (gateway vs the model
 ## in-process, batched and not), a large image's added latency, and chat through chatgpt-web-worker beside
 ## openai-worker (CPU, pool round trips, throughput on few accounts), and chat through sydney-worker beside
-## openai-worker (CPU, added time to first token); prints tables, writes JSON
+## openai-worker (CPU, added time to first token), and a managed key with rpm/tpm limits against the static
+## AUTH_TOKEN (CPU, added p50 at c1 and c64); prints tables, writes JSON
 bench: $(STAMP)
 	$(PY) -m tools.bench
 	$(PY) -m tools.bench_unary
 	$(PY) -m tools.bench_web
 	$(PY) -m tools.bench_sydney
+	$(PY) -m tools.bench_keys
 
 ## bench-ab REV=<git rev>: gateway CPU of REV against the working tree, both running, interleaved (tools/bench_ab.py)
 bench-ab: $(STAMP)

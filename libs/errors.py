@@ -23,6 +23,14 @@
         └── UpstreamProtocolError 502  upstream_protocol_error
             └── UpstreamTooLarge  502  upstream_too_large (not retried: another try gets as much)
 
+A managed key's limits (the edge's alone, never on the bus: defined after `_BY_CODE`):
+    InvalidRequest
+    └── ModelNotAllowed           403  model_not_allowed (param model)
+    SwitchyardError
+    ├── KeyRateLimited            429  rate_limit_exceeded, type requests or tokens (Retry-After)
+    ├── KeyQuotaExceeded          429  insufficient_quota (Retry-After)
+    └── KeyConcurrencyLimited     429  concurrency_limit_exceeded (Retry-After)
+
 Workers put errors on the bus as `{code, message, retryable, retry_after?, param?}`;
 `from_wire` turns them back into the same classes on the edge (an unknown code becomes an
 InvalidRequest when it starts with "invalid", else an UpstreamError), so one table decides what a
@@ -314,3 +322,46 @@ def from_wire(wire: dict[str, Any]) -> SwitchyardError:
     param = wire.get("param")
     return cls(message, param=param if isinstance(param, str) else None,
                retry_after=float(retry_after) if retry_after is not None else None)
+
+
+# The edge's own refusals of a managed key. Defined after `_BY_CODE`: they never cross the bus,
+# and `rate_limit_exceeded` there is an upstream's (UpstreamRateLimited).
+
+
+class ModelNotAllowed(InvalidRequest):
+    """A managed key's `models` patterns do not cover the model asked for (the key is never named)."""
+
+    status = 403
+    code = "model_not_allowed"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"This key is not allowed to use the model '{model}'.", param="model")
+
+
+class KeyRateLimited(SwitchyardError):
+    """A managed key's requests or tokens per minute are spent (OpenAI's shape: type `requests` or
+    `tokens`, code `rate_limit_exceeded`)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, kind: str = "requests") -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.type = kind  # type: ignore[misc]  # per-instance: requests or tokens
+
+
+class KeyQuotaExceeded(SwitchyardError):
+    """A managed key's token budget (total, or this period's) is spent."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class KeyConcurrencyLimited(SwitchyardError):
+    """A managed key has as many requests in progress as it may, across every edge."""
+
+    status = 429
+    type = "requests"
+    code = "concurrency_limit_exceeded"

@@ -4,7 +4,8 @@ Runs as its own process so the orchestrator (tools/bench.py) can measure its CPU
 Protocol: one JSON command per line on stdin, one JSON result per line on stdout; an empty line
 or EOF ends it. Commands:
 
-  {"kind": "http", "url": ..., "body": {...}, "stream": bool, "concurrency": c, "count": n, "time_cap": s}
+  {"kind": "http", "url": ..., "body": {...}, "stream": bool, "concurrency": c, "count": n, "time_cap": s,
+   "headers": {...} (optional)}
   {"kind": "nats", "url": nats://..., "subject": ..., "payload": "...", "concurrency": c, "count": n, "time_cap": s}
   {"kind": "jetstream", "url": nats://..., "payload": "...", "concurrency": c, "count": n, "time_cap": s}
 """
@@ -73,7 +74,7 @@ async def run_http(cmd: dict[str, Any]) -> dict[str, Any]:
     conc: int = cmd["concurrency"]
     count: int = cmd["count"]
     deadline = time.perf_counter() + cmd["time_cap"]
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **cmd.get("headers", {})}  # e.g. an API key
     lat: list[float] = []
     ttft: list[float] = []
     chunks = 0

@@ -25,6 +25,7 @@ from libs.gc_tuning import settle_after_startup
 from services.edge.asgi_io import header
 from services.edge.dispatch import Dispatcher
 from services.edge.keys import EdgeKeyStore, ManagedKeys
+from services.edge.limits import RATE_LIMIT_HEADERS, start_limits
 from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.router import EdgeApp
@@ -192,6 +193,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         nc = await connect(settings.nats_url, name=settings.edge_id, on_reconnect=on_reconnect)
         await recreate()
         await managed.start(nc.jetstream())
+        state.ledger.limiter = limiter = await start_limits(nc.jetstream(), settings.edge_id, state.metrics.registry)
         state.dispatcher = Dispatcher(
             nc, state.routing, settings.timeouts, state.metrics, edge_id=settings.edge_id,
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,
@@ -204,6 +206,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         finally:
             state.draining = True
             await state.dispatcher.stop()
+            await limiter.stop()
             for task in list(resyncs):
                 task.cancel()
             await managed.stop()
@@ -232,7 +235,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     middleware = [
         Middleware(
             CorsWhenNeeded, allow_origins=settings.allowed_origins, allow_methods=["*"], allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after", "retry-after-ms"],
+            expose_headers=["x-request-id", "retry-after", "retry-after-ms", *RATE_LIMIT_HEADERS],
         ),
         Middleware(RequestContext, log_requests=not settings.no_log),
         Middleware(BearerAuth, keys=keys, metrics=state.metrics, admin_key=settings.admin_key),

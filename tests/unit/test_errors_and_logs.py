@@ -23,6 +23,10 @@ from libs.errors import (
     DeadlineExceeded,
     ImageNotFound,
     InvalidRequest,
+    KeyConcurrencyLimited,
+    KeyQuotaExceeded,
+    KeyRateLimited,
+    ModelNotAllowed,
     ModelNotFound,
     NoCapacity,
     NoWorker,
@@ -76,6 +80,13 @@ TABLE: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
     (errors.AgentTimeout, 504, "upstream_error", "agent_timeout", False),
 ]
 WIRE_CLASSES = [row[0] for row in TABLE if row[0] is not SwitchyardError]
+# the edge's refusals of a managed key (services/edge/limits.py): never on the bus
+EDGE_ONLY: list[tuple[type[SwitchyardError], int, str, str, bool]] = [
+    (ModelNotAllowed, 403, "invalid_request_error", "model_not_allowed", False),
+    (KeyRateLimited, 429, "requests", "rate_limit_exceeded", False),
+    (KeyQuotaExceeded, 429, "insufficient_quota", "insufficient_quota", False),
+    (KeyConcurrencyLimited, 429, "requests", "concurrency_limit_exceeded", False),
+]
 
 
 def make(cls: type[SwitchyardError], message: str = "boom", **kwargs: Any) -> SwitchyardError:
@@ -88,7 +99,16 @@ def test_table_covers_every_error_class() -> None:
     def walk(cls: type[SwitchyardError]) -> set[type[SwitchyardError]]:
         return {cls}.union(*(walk(sub) for sub in cls.__subclasses__()))
 
-    assert walk(SwitchyardError) == {row[0] for row in TABLE}
+    assert walk(SwitchyardError) == {row[0] for row in TABLE + EDGE_ONLY}
+
+
+@pytest.mark.parametrize(("cls", "status", "type_", "code", "retryable"), EDGE_ONLY,
+                         ids=[r[0].__name__ for r in EDGE_ONLY])
+def test_edge_only_classes(cls: type[SwitchyardError], status: int, type_: str, code: str, retryable: bool) -> None:
+    err = make(cls)
+    assert (err.status, err.type, err.code, err.retryable) == (status, type_, code, retryable)
+    assert set(err.body()["error"]) == {"message", "type", "param", "code"}
+    assert from_wire(err.to_wire()).__class__ is not cls  # never rebuilt from the bus
 
 
 def test_codes_are_unique() -> None:
