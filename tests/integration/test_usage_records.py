@@ -30,6 +30,7 @@ PREFIX = "swu_"  # a managed key's prefix: not a shape libs/secrets.py scrubs, s
 RETENTION_DAYS = "2"
 MODEL = "sandbox-chat"
 EMBEDDING_MODEL = "text-embedding-3-small"
+FANOUT_MODEL = "fanout-usage"  # routed to pool fanout by the test edges' SY_ROUTES (fanout-*)
 MADE_KEYS: list[str] = []  # every managed key the tests made: none may show in a log
 
 
@@ -44,6 +45,13 @@ def _edge(nats_url: str, log_dir: Path, name: str, retention: str = RETENTION_DA
     return start_edge(nats_url, log_dir, name=name, ADMIN_KEY=ADMIN_KEY, API_KEY_PREFIX=PREFIX,
                       USAGE_RETENTION_DAYS=retention, SY_TIMEOUT_FIRST_TOKEN=str(0.5 / TIME_SCALE),
                       SY_TIMEOUT_KEEPALIVE=str(30 / TIME_SCALE))
+
+
+def fanout_config(log_dir: Path, sandbox_url: str) -> Path:
+    config = log_dir / "usage-fanout.toml"
+    config.write_text(f"[[upstreams]]\nname = 'chat-only'\nbase_url = '{sandbox_url}/v1'\napi_key = '{SANDBOX_KEY}'\n"
+                      f"models = ['{FANOUT_MODEL}']\nnative_n = false\ncompletions = false\n")
+    return config
 
 
 class Topology:
@@ -63,6 +71,9 @@ def topo(usage_nats: Proc, sandbox: Proc, log_dir: Path) -> Iterator[Topology]:
     others = [
         start_worker_proc(usage_nats.url, sandbox.url, log_dir, name="usage-openai", pool="openai", models=MODEL),
         start_embeddings_worker(usage_nats.url, sandbox.url, log_dir, name="usage-embeddings"),
+        # a chat-only upstream without `n`: a request fans out into several jobs
+        start_worker_proc(usage_nats.url, sandbox.url, log_dir, name="usage-fanout", pool="fanout", models="unused",
+                          OPENAI_BASE_URL="", OPENAI_WORKER_CONFIG=str(fanout_config(log_dir, sandbox.url))),
     ]
     topo = Topology(usage_nats.url, log_dir, edges, others)
     yield topo
@@ -93,7 +104,7 @@ async def wait_models(client: httpx.AsyncClient, edge: Proc, models: set[str]) -
 async def client(topo: Topology) -> Any:
     async with httpx.AsyncClient(timeout=20) as c:
         for edge in topo.edges:
-            await wait_models(c, edge, {MODEL, EMBEDDING_MODEL})
+            await wait_models(c, edge, {MODEL, EMBEDDING_MODEL, FANOUT_MODEL})
         yield c
 
 
@@ -201,6 +212,15 @@ async def test_failures_deadlines_and_length_cuts_say_why(topo: Topology, client
     # a streamed upstream call is held to the first-token limit (FIRST_TOKEN below)
     status, record = await ask("wait [sandbox first_token_ms=1500]", stream=True)
     assert status == 504 and record["status"] == 504 and record["end_reason"] == "timeout", (status, record)
+    # not streamed, one job (of one prompt) answered and the other failed: the client got an error
+    # and no completion, whatever the first job produced
+    rid = f"usage-end-{time.time_ns()}"
+    got = await client.post(topo.edges[1].url + "/v1/completions", headers={**USER, "x-request-id": rid},
+                            json={"model": FANOUT_MODEL, "prompt": ["fine [sandbox tokens=30]",
+                                                                "bad [sandbox latency_ms=300 status=500]"]})
+    record = await record_of(client, topo.edges[1], rid)
+    assert got.status_code >= 500 and record["end_reason"] == "upstream_error", (got.status_code, record)
+    assert record["completion_tokens"] == 0, record
     status, record = await ask("cut [sandbox tokens=20]", max_tokens=5)
     assert status == 200 and record["end_reason"] == "length" and record["completion_tokens"] == 5
 
@@ -278,8 +298,11 @@ async def test_hourly_aggregates_add_up_across_edges_and_a_restart(topo: Topolog
     await wait_models(client, topo.edges[-1], {MODEL})
     await burst(20)
 
-    records = (await client.get(f"{topo.edges[0].url}/admin/keys/{key_id}/usage", headers=ADMIN,
-                                params={"start": since})).json()["data"]
+    deadline = time.monotonic() + 5
+    while len(records := (await client.get(f"{topo.edges[0].url}/admin/keys/{key_id}/usage", headers=ADMIN,
+                                           params={"start": since})).json()["data"]) < 40:
+        assert time.monotonic() < deadline, len(records)  # stored a batch window after the answers
+        await asyncio.sleep(0.05)
     assert len(records) == 40
     want = {"requests": 40, "prompt_tokens": sum(r["prompt_tokens"] for r in records),
             "completion_tokens": sum(r["completion_tokens"] for r in records)}
