@@ -51,7 +51,8 @@ async def ensure_hourly_bucket(js: JetStreamContext, retention_days: float) -> K
 
 
 class HourlyAggregator:
-    def __init__(self) -> None:
+    def __init__(self, ack_wait: float = _ACK_WAIT) -> None:
+        self._ack_wait = ack_wait
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = asyncio.Lock()  # held while a batch is being folded: stop() lets it finish
@@ -94,7 +95,7 @@ class HourlyAggregator:
         config = js_api.ConsumerConfig(
             durable_name=proto.USAGE_CONSUMER, filter_subject=proto.USAGE_SUBJECTS,
             ack_policy=js_api.AckPolicy.EXPLICIT, deliver_policy=js_api.DeliverPolicy.ALL,
-            ack_wait=_ACK_WAIT, max_ack_pending=_BATCH * 8, max_waiting=512,
+            ack_wait=self._ack_wait, max_ack_pending=_BATCH * 8, max_waiting=512,
         )
         with contextlib.suppress(BadRequestError):  # exists (another edge made it)
             await js.add_consumer(proto.USAGE_STREAM, config)
@@ -113,9 +114,12 @@ class HourlyAggregator:
             groups[(record["key"], hour)].append((msg.metadata.sequence.stream, record))
         for (key, hour), records in groups.items():
             await self._write(kv, key, hour, records, floor)
+        await self._ack(msgs)
+        self.folded += len(msgs)
+
+    async def _ack(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             await msg.ack()
-        self.folded += len(msgs)
 
     async def _write(self, kv: KeyValue, key: str, hour: str, records: list[tuple[int, dict[str, Any]]],
                      floor: int) -> None:

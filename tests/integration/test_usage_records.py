@@ -20,6 +20,9 @@ import pytest
 import proto
 from libs.devproc import Proc, start_nats_server
 from libs.tokens import estimate_tokens
+from libs.usage import decode_entry, encode_record
+from services.edge.usage import ensure_usage_stream
+from services.edge.usage_hourly import HourlyAggregator, ensure_hourly_bucket
 from tests.conftest import AUTH_KEY, SANDBOX_KEY, TIME_SCALE, start_edge, start_embeddings_worker, start_worker_proc
 from tests.wiretap import Wiretap
 
@@ -332,3 +335,82 @@ async def test_zz_no_secret_in_any_log_and_every_record_matched_the_contract(top
         for secret in (ADMIN_KEY, AUTH_KEY, SANDBOX_KEY, *MADE_KEYS):
             assert secret not in text, f"a secret is in {path}"
     assert len(MADE_KEYS) == 2
+
+
+async def _totals(kv: Any) -> dict[tuple[str, str], int]:
+    """(key, model) → requests, over every hourly entry."""
+    totals: dict[tuple[str, str], int] = {}
+    for name in await kv.keys():
+        entry = decode_entry((await kv.get(name)).value, "", "")
+        for model, counts in entry["models"].items():
+            totals[(entry["key"], model)] = totals.get((entry["key"], model), 0) + counts["requests"]
+    return totals
+
+
+class _StopsMidBatch(HourlyAggregator):
+    """Writes the first entry of its batch, then stops (as an edge killed mid-batch): nothing acked."""
+
+    def __init__(self) -> None:
+        super().__init__(ack_wait=1.0)
+        self.stopped = asyncio.Event()
+
+    async def _write(self, *args: Any) -> None:
+        await super()._write(*args)
+        self.stopped.set()
+        raise RuntimeError("killed mid-batch")
+
+
+class _StopsBeforeAck(HourlyAggregator):
+    """Writes every entry of its batch, then stops before acking it."""
+
+    def __init__(self) -> None:
+        super().__init__(ack_wait=1.0)
+        self.stopped = asyncio.Event()
+
+    async def _ack(self, msgs: list[Any]) -> None:
+        self.stopped.set()
+        raise RuntimeError("killed before the ack")
+
+
+async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> None:
+    server = start_nats_server(log_dir=log_dir / "usage-redelivery", store_dir=log_dir / "usage-redelivery" / "js")
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_usage_stream(js, 1)
+        kv = await ensure_hourly_bucket(js, 1)
+        want: dict[tuple[str, str], int] = {}
+
+        async def publish(n: int) -> None:
+            now = time.time()
+            for i in range(n):
+                row = (f"r{i}", f"k{i % 3}", f"m{i % 2}", "openai", None, "chat.completions", 5, i, False, 200,
+                       "stop", now, now)
+                await js.publish(proto.usage_subject(row[1]), encode_record(row))  # type: ignore[arg-type]
+                want[(row[1], row[2])] = want.get((row[1], row[2]), 0) + 1
+
+        for crashing in (_StopsMidBatch(), _StopsBeforeAck()):
+            await publish(30)
+            crashing.start(js, kv)
+            await asyncio.wait_for(crashing.stopped.wait(), 10)
+            await crashing.stop(within=1)
+            healthy = HourlyAggregator(ack_wait=1.0)  # takes the batch over once its ack_wait passed
+            healthy.start(js, kv)
+            try:
+                deadline = time.monotonic() + 10
+                while True:
+                    info = await js.consumer_info(proto.USAGE_STREAM, proto.USAGE_CONSUMER)
+                    if info.num_pending == 0 and info.num_ack_pending == 0:
+                        break
+                    assert time.monotonic() < deadline, info
+                    await asyncio.sleep(0.05)
+            finally:
+                await healthy.stop(within=1)
+            assert (await _totals(kv)) == want
+        # each of the 60 records went out again after a crash (more deliveries than records), and
+        # every one is acked once folded
+        assert info.delivered.stream_seq == 60 and info.delivered.consumer_seq >= 60 + 30
+        assert info.ack_floor.stream_seq == 60
+    finally:
+        await nc.close()
+        server.stop()
