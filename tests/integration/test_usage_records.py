@@ -386,7 +386,7 @@ async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> No
             for i in range(n):
                 row = (f"r{i}", f"k{i % 3}", f"m{i % 2}", "openai", None, "chat.completions", 5, i, False, 200,
                        "stop", now, now)
-                await js.publish(proto.usage_subject(row[1]), encode_record(row))  # type: ignore[arg-type]
+                await js.publish(proto.usage_subject(row[1]), encode_record(row))
                 want[(row[1], row[2])] = want.get((row[1], row[2]), 0) + 1
 
         for crashing in (_StopsMidBatch(), _StopsBeforeAck()):
