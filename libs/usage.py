@@ -3,8 +3,11 @@
 A record (proto/schemas/v1/usage.json) says what one finished request cost: who (the key id,
 never the key), what (model, pool, the upstream account's name, the route), the tokens the client
 actually received and whether they are the upstream's figure or an estimate, how it ended (HTTP
-status, end reason) and when. The edge publishes one per request on `sy.v1.usage.{key}` (stream
-SY_V1_USAGE); an aggregator folds them into one KV entry per key and UTC hour (SY_V1_USAGE_HOURLY).
+status, end reason) and when. An edge publishes the records of one key it gathered within a short
+window as one message `{"records": [...]}` on `sy.v1.usage.{key}` (stream SY_V1_USAGE): a
+JetStream publish and its ack cost the edge far more CPU than a request's share allows, and at a
+high rate a window holds many records. An aggregator folds them into one KV entry per key and UTC
+hour (SY_V1_USAGE_HOURLY).
 
 An hourly entry (key `{key}.{YYYYMMDDHH}`):
 
@@ -13,11 +16,12 @@ An hourly entry (key `{key}.{YYYYMMDDHH}`):
                         "end_reasons": {reason: count}}},
      "floor": <stream sequence>, "seqs": [<stream sequences folded, above floor>]}
 
-Redelivery never counts a record twice: an entry keeps the stream sequences it folded that are
-above the aggregator consumer's ack floor when it was written (everything at or below the floor
-was acked, and JetStream never delivers an acked message again), and a fold skips a sequence at or
-below `floor` or in `seqs`. `seqs` stays small: the floor follows the acks, so it holds only what
-was folded while some message was still unacked.
+Redelivery never counts a record twice: an entry keeps the stream sequences (messages) it folded
+that are above the aggregator consumer's ack floor when it was written (everything at or below the
+floor was acked, and JetStream never delivers an acked message again), and a fold skips a
+sequence at or below `floor` or in `seqs`; a message's records for one entry are folded in one
+write. `seqs` stays small: the floor follows the acks, so it holds only what was folded while some
+message was still unacked.
 """
 
 from __future__ import annotations
@@ -51,19 +55,21 @@ def record_dict(row: RecordTuple) -> dict[str, Any]:
     return record
 
 
-def encode_record(row: RecordTuple) -> bytes:
-    return orjson.dumps(record_dict(row))
+def encode_records(rows: Iterable[RecordTuple]) -> bytes:
+    """One message of the stream: records of one key."""
+    return orjson.dumps({"records": [record_dict(row) for row in rows]})
 
 
-def decode_record(data: bytes) -> dict[str, Any] | None:
-    """A record read off the stream; None when it is not one (never raises)."""
+def decode_records(data: bytes) -> list[dict[str, Any]]:
+    """The records of a message read off the stream; those that are not records left out (never raises)."""
     try:
-        record = orjson.loads(data)
+        message = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
-        return None
-    return record
+        return []
+    records = message.get("records") if isinstance(message, dict) else None
+    if not isinstance(records, list):
+        return []
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("key"), str)]
 
 
 # ---- reading usage back (the admin API, tools/keys.py) -------------------------------------------
@@ -128,15 +134,17 @@ def decode_entry(data: bytes | None, key: str, hour: str) -> dict[str, Any]:
 
 
 def fold(entry: dict[str, Any], records: Iterable[tuple[int, dict[str, Any]]], floor: int) -> int:
-    """Add (stream sequence, record) pairs to `entry` in place, each sequence once; `floor`: the
-    aggregator consumer's ack floor (every sequence at or below it is acked). Returns how many were
-    added (0: the entry need not be written)."""
-    seen = set(entry["seqs"])
+    """Add (stream sequence, record) pairs to `entry` in place, the records of each sequence once
+    (a sequence is one message: all its records for this entry come in one call); `floor`: the
+    aggregator consumer's ack floor (every sequence at or below it is acked). Returns how many
+    records were added (0: the entry need not be written)."""
+    folded = set(entry["seqs"])
+    seen = set(folded)
     old_floor = int(entry["floor"])
     added = 0
     models: dict[str, Any] = entry["models"]
     for seq, record in records:
-        if seq <= old_floor or seq in seen:
+        if seq <= old_floor or seq in folded:
             continue  # folded already (a redelivery after a crash between the write and the ack)
         seen.add(seq)
         added += 1

@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
 import proto
-from libs.usage import decode_entry, decode_record, hour_of, public_entry
+from libs.usage import decode_entry, decode_records, hour_of, public_entry
 
 LATE = 300.0  # seconds after its end a request's record may still be stored (a NATS outage)
 _FETCH = 256
@@ -47,15 +47,13 @@ async def read_records(
     try:
         pending = (await sub.consumer_info()).num_pending or 0
         stop_at = end + LATE
-        while pending > 0 and len(found) <= limit:
+        while pending > 0 and len(found) <= limit:  # a message holds one or more records
             for msg in await sub.fetch(min(pending, _FETCH), timeout=_WAIT):
                 pending = msg.metadata.num_pending
                 if msg.metadata.timestamp.timestamp() > stop_at:
                     pending = 0
                     break
-                record = decode_record(msg.data)
-                if record is not None and start <= float(record.get("ended_at") or 0) < end:
-                    found.append(record)
+                found.extend(r for r in decode_records(msg.data) if start <= float(r.get("ended_at") or 0) < end)
     finally:
         with contextlib.suppress(Exception):
             await js.delete_consumer(proto.USAGE_STREAM, name)

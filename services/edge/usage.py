@@ -2,11 +2,12 @@
 
 `record` (ledger.py's UsageSink) appends a tuple to a bounded queue and, when the queue was empty,
 wakes the flusher: the request pays for a tuple and a deque append, never a bus round trip. The
-flusher publishes what gathered within a short window as one batch (async publishes, their acks
-gathered). When NATS is away a batch is kept and tried again: the queue holds USAGE_QUEUE_BOUND
-records, past it the oldest are dropped and counted (switchyard_edge_usage_records_dropped_total).
-Each record carries a Nats-Msg-Id, so a batch published again after a lost ack is stored once.
-`close` flushes what is left (the edge's drain).
+flusher publishes what gathered within a short window, one message per key (a JetStream publish
+and its ack cost far more than a request may: libs/usage.py), async publishes with their acks
+gathered. When NATS is away the messages are kept and tried again: the queue holds
+USAGE_QUEUE_BOUND records, past it the oldest are dropped and counted
+(switchyard_edge_usage_records_dropped_total). Each message carries a Nats-Msg-Id, so one published
+again after a lost ack is stored once. `close` flushes what is left (the edge's drain).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 import proto
 from libs.bus import _add_or_update_stream
-from libs.usage import RecordTuple, encode_record
+from libs.usage import RecordTuple, encode_records
 from services.edge.caller import Caller
 
 if TYPE_CHECKING:
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard.edge.usage")
 
 USAGE_QUEUE_BOUND = 10_000
-_BATCH = 512  # records per publish round
-_WINDOW = 0.05  # a batch gathers this long after the first record wakes the flusher
+_BATCH = 1000  # records per publish round, and per message at most (about 400 bytes each)
+_WINDOW = 0.1  # records gather this long after the first one wakes the flusher
 _ACK_WAIT = 5.0  # a batch's acks within this, else it is tried again
 _RETRY = 1.0  # after a failed batch (NATS away)
 _DUPLICATE_WINDOW = 120.0
@@ -52,8 +53,9 @@ async def ensure_usage_stream(js: JetStreamContext, retention_days: float) -> No
     ))
 
 
-# (subject, payload, Nats-Msg-Id): a record as published; kept as such when its publish failed
-_Encoded = tuple[str, bytes, str]
+# (subject, payload, Nats-Msg-Id, records in it): a message as published; kept as such when its
+# publish failed
+_Encoded = tuple[str, bytes, str, int]
 
 
 class UsageRecorder:
@@ -64,6 +66,7 @@ class UsageRecorder:
         self._bound = bound
         self._queue: deque[RecordTuple] = deque()
         self._retry: deque[_Encoded] = deque()  # older than everything in _queue
+        self._retrying = 0  # records in _retry
         self._room = bound  # what _queue may hold: the bound less what waits to be retried
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -75,7 +78,6 @@ class UsageRecorder:
             "Usage records dropped because NATS stayed away while the edge's queue was full",
             registry=registry,
         )
-        self.published = 0
 
     # ---- the request's path ---------------------------------------------------------------
 
@@ -93,11 +95,13 @@ class UsageRecorder:
 
     def _drop_oldest(self) -> None:
         if self._retry:
-            self._retry.popleft()
-            self._room += 1
+            count = self._retry.popleft()[3]
+            self._retrying -= count
+            self._room += count
         else:
             self._queue.popleft()
-        self.dropped.inc()
+            count = 1
+        self.dropped.inc(count)
 
     # ---- the flusher -----------------------------------------------------------------------
 
@@ -112,7 +116,8 @@ class UsageRecorder:
         return self._js
 
     def pending(self) -> int:
-        return len(self._queue) + len(self._retry)
+        """Records not stored yet."""
+        return len(self._queue) + self._retrying
 
     async def close(self, within: float) -> None:
         """Publish what is queued (for at most `within` seconds), then stop."""
@@ -141,13 +146,18 @@ class UsageRecorder:
                 return
 
     def _take(self) -> list[_Encoded]:
-        batch: list[_Encoded] = []
-        while self._retry and len(batch) < _BATCH:
-            batch.append(self._retry.popleft())
-        self._room = self._bound - len(self._retry)
-        while self._queue and len(batch) < _BATCH:
+        """The next messages to publish: those to try again first, then the queue's records by key."""
+        batch = list(self._retry)
+        self._retry.clear()
+        self._retrying = 0
+        self._room = self._bound
+        by_key: dict[str, list[RecordTuple]] = {}
+        for _ in range(min(len(self._queue), _BATCH)):
             row = self._queue.popleft()
-            batch.append((proto.usage_subject(row[1]), encode_record(row), f"{self._edge_id}-{next(self._ids)}"))
+            by_key.setdefault(row[1], []).append(row)
+        for key, rows in by_key.items():
+            batch.append((proto.usage_subject(key), encode_records(rows), f"{self._edge_id}-{next(self._ids)}",
+                          len(rows)))
         return batch
 
     async def _publish_batch(self) -> bool:
@@ -156,7 +166,7 @@ class UsageRecorder:
         batch = self._take()
         futures: list[asyncio.Future[js_api.PubAck]] = []
         try:
-            for subject, payload, msg_id in batch:
+            for subject, payload, msg_id, _ in batch:
                 futures.append(await self._js.publish_async(
                     subject, payload, headers={"Nats-Msg-Id": msg_id}, wait_stall=_ACK_WAIT))
             done, _ = await asyncio.wait(futures, timeout=_ACK_WAIT)
@@ -168,14 +178,12 @@ class UsageRecorder:
         for fut in futures:
             if not fut.done():
                 fut.cancel()
-        self.published += len(batch) - len(failed)
         if not failed:
             return True
-        log.warning("%d usage records not stored (NATS away?); trying again", len(failed))
-        # back at the front, oldest first; past the bound the oldest go
-        for item in reversed(failed):
-            self._retry.appendleft(item)
-        while len(self._retry) + len(self._queue) > self._bound:
+        self._retry.extend(failed)  # nothing else is in _retry: `_take` emptied it
+        self._retrying = sum(item[3] for item in failed)
+        log.warning("%d usage records not stored (NATS away?); trying again", self._retrying)
+        while self._retrying + len(self._queue) > self._bound:  # past the bound the oldest go
             self._drop_oldest()
-        self._room = self._bound - len(self._retry)
+        self._room = self._bound - self._retrying
         return False

@@ -23,12 +23,15 @@ from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 import proto
-from libs.usage import decode_entry, decode_record, encode_entry, entry_key, fold, hour_of
+from libs.usage import decode_entry, decode_records, encode_entry, entry_key, fold, hour_of
 
 log = logging.getLogger("switchyard.edge.usage")
 
-_BATCH = 256
+_BATCH = 256  # messages (each holds an edge's records of one key over its flush window)
 _FETCH_WAIT = 1.0  # a pull waits this long for records (an idle edge makes one request a second)
+# between two folds: the aggregates are for the console, not the request path, and a fold costs
+# round trips (ack floor, an entry's read and write per key and hour) whatever its size
+_FOLD_EVERY = 1.0
 _ACK_WAIT = 30.0  # a batch not acked within this goes to another edge
 _CAS_ATTEMPTS = 16  # edges folding the same entry at once: each retry reads the winner's write
 _RETRY = 1.0
@@ -85,6 +88,7 @@ class HourlyAggregator:
                         continue
                     async with self._busy:
                         await self._fold(js, kv, msgs)
+                    await asyncio.sleep(_FOLD_EVERY)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS away, the consumer gone with a restarted server: bind again
@@ -107,11 +111,10 @@ class HourlyAggregator:
         floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
         groups: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         for msg in msgs:
-            record = decode_record(msg.data)
-            if record is None:  # not a record (the contract says what is): nothing to fold
-                continue
-            hour = hour_of(float(record.get("ended_at") or msg.metadata.timestamp.timestamp()))
-            groups[(record["key"], hour)].append((msg.metadata.sequence.stream, record))
+            seq = msg.metadata.sequence.stream
+            for record in decode_records(msg.data):  # what is no record (the contract says) is left out
+                hour = hour_of(float(record.get("ended_at") or msg.metadata.timestamp.timestamp()))
+                groups[(record["key"], hour)].append((seq, record))
         for (key, hour), records in groups.items():
             await self._write(kv, key, hour, records, floor)
         await self._ack(msgs)

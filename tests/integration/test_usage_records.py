@@ -20,7 +20,7 @@ import pytest
 import proto
 from libs.devproc import Proc, start_nats_server
 from libs.tokens import estimate_tokens
-from libs.usage import decode_entry, encode_record
+from libs.usage import decode_entry, encode_records
 from services.edge.usage import ensure_usage_stream
 from services.edge.usage_hourly import HourlyAggregator, ensure_hourly_bucket
 from tests.conftest import AUTH_KEY, SANDBOX_KEY, TIME_SCALE, start_edge, start_embeddings_worker, start_worker_proc
@@ -153,7 +153,8 @@ async def test_a_streamed_answer_is_recorded_as_the_client_got_it(topo: Topology
     assert (record["key"], record["model"], record["pool"], record["route"]) == (
         "static-1", MODEL, "openai", "chat.completions")
     assert record["ended_at"] >= record["started_at"] and record["duration_ms"] >= 0
-    assert tap.find("switchyard.v1.usage", request_id=rid), "the record on the bus, checked against its schema"
+    on_bus = [r for m in tap.messages if m[0] == "switchyard.v1.usage" for r in m[1]["records"]]
+    assert [r for r in on_bus if r["request_id"] == rid], "the record on the bus, checked against its schema"
 
 
 async def test_a_non_streamed_answer_and_an_embedding(topo: Topology, client: httpx.AsyncClient) -> None:
@@ -382,15 +383,18 @@ async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> No
         want: dict[tuple[str, str], int] = {}
 
         async def publish(n: int) -> None:
+            """n messages of three records each (an edge's records of one key in one window)."""
             now = time.time()
             for i in range(n):
-                row = (f"r{i}", f"k{i % 3}", f"m{i % 2}", "openai", None, "chat.completions", 5, i, False, 200,
-                       "stop", now, now)
-                await js.publish(proto.usage_subject(row[1]), encode_record(row))
-                want[(row[1], row[2])] = want.get((row[1], row[2]), 0) + 1
+                key = f"k{i % 3}"
+                rows = [(f"r{i}-{j}", key, f"m{j % 2}", "openai", None, "chat.completions", 5, j, False, 200,
+                         "stop", now, now) for j in range(3)]
+                await js.publish(proto.usage_subject(key), encode_records(rows))
+                for row in rows:
+                    want[(key, row[2])] = want.get((key, row[2]), 0) + 1
 
         for crashing in (_StopsMidBatch(), _StopsBeforeAck()):
-            await publish(30)
+            await publish(10)
             crashing.start(js, kv)
             await asyncio.wait_for(crashing.stopped.wait(), 10)
             await crashing.stop(within=1)
@@ -407,10 +411,10 @@ async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> No
             finally:
                 await healthy.stop(within=1)
             assert (await _totals(kv)) == want
-        # each of the 60 records went out again after a crash (more deliveries than records), and
+        # each of the 20 messages went out again after a crash (more deliveries than messages), and
         # every one is acked once folded
-        assert info.delivered.stream_seq == 60 and info.delivered.consumer_seq >= 60 + 30
-        assert info.ack_floor.stream_seq == 60
+        assert info.delivered.stream_seq == 20 and info.delivered.consumer_seq >= 20 + 20
+        assert info.ack_floor.stream_seq == 20
     finally:
         await nc.close()
         server.stop()

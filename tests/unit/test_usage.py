@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from jsonschema import Draft202012Validator
 from prometheus_client import CollectorRegistry
@@ -13,9 +14,9 @@ from libs.errors import InvalidRequest
 from libs.usage import (
     RecordTuple,
     decode_entry,
-    decode_record,
+    decode_records,
     encode_entry,
-    encode_record,
+    encode_records,
     fold,
     hour_of,
     hour_start,
@@ -32,12 +33,16 @@ ROW: RecordTuple = ("req-1", "static-1", "gpt-x", "openai", None, "chat.completi
                     1_700_000_000.0, 1_700_000_001.5)
 
 
-def test_a_record_matches_its_schema_and_round_trips() -> None:
+def test_records_match_their_schema_and_round_trip() -> None:
     record = record_dict(ROW)
     assert record["duration_ms"] == 1500.0 and record["account"] is None
-    assert not list(Draft202012Validator(proto.schema("switchyard.v1.usage")).iter_errors(record))
-    assert decode_record(encode_record(ROW)) == record
-    assert decode_record(b"not json") is None and decode_record(b"[1]") is None
+    message = encode_records([ROW, ROW])
+    validator = Draft202012Validator(proto.schema("switchyard.v1.usage"))
+    assert not list(validator.iter_errors(orjson.loads(message)))
+    assert list(validator.iter_errors({"records": [{**record, "api_key": "sb-x"}]}))  # nothing else in a record
+    assert decode_records(message) == [record, record]
+    assert decode_records(b"not json") == [] and decode_records(b"[1]") == []
+    assert decode_records(b'{"records": [1, {"key": "k"}]}') == [{"key": "k"}]
 
 
 def _rec(model: str, prompt: int, completion: int, reason: str = "stop", estimated: bool = False) -> dict[str, object]:
@@ -58,6 +63,10 @@ def test_fold_counts_per_model_and_each_sequence_once() -> None:
     assert fold(entry, [(6, _rec("a", 1, 1)), (9, _rec("b", 1, 1))], 6) == 1
     assert entry["floor"] == 6 and entry["seqs"] == [7, 9]
     assert entry["models"]["a"]["requests"] == 2 and entry["models"]["b"]["requests"] == 2
+    # one message (sequence) holds several records: all of them count, once
+    assert fold(entry, [(10, _rec("a", 1, 1)), (10, _rec("a", 1, 1))], 6) == 2
+    assert fold(entry, [(10, _rec("a", 1, 1)), (10, _rec("a", 1, 1))], 6) == 0
+    assert entry["models"]["a"]["requests"] == 4
     again = decode_entry(encode_entry(entry), "k", "2026120619")
     assert again == entry
     assert public_entry(again) == {"hour": "2026120619", "start": hour_start("2026120619"), "models": entry["models"]}
@@ -105,11 +114,14 @@ async def test_the_queue_is_bounded_and_drops_the_oldest_counting_them() -> None
     for i in range(15):
         recorder.record(Caller("static-1"), _answering(i), 200)
     assert recorder.pending() == 10 and _dropped(registry) == 5
-    batch = recorder._take()  # what the flusher publishes: the newest ten, each with its own Nats-Msg-Id
-    assert [decode_record(payload)["request_id"] for _, payload, _ in batch] == [  # type: ignore[index]
-        f"req-{i}" for i in range(5, 15)]
-    assert {subject for subject, _, _ in batch} == {"sy.v1.usage.static-1"}
-    assert len({msg_id for _, _, msg_id in batch}) == 10
+    recorder.record(Caller("key_2"), _answering(15), 200)
+    assert recorder.pending() == 10 and _dropped(registry) == 6
+    # what the flusher publishes: the newest ten, in one message per key, each with its own Nats-Msg-Id
+    batch = recorder._take()
+    assert [(subject, count) for subject, _, _, count in batch] == [("sy.v1.usage.static-1", 9),
+                                                                     ("sy.v1.usage.key_2", 1)]
+    assert [r["request_id"] for r in decode_records(batch[0][1])] == [f"req-{i}" for i in range(6, 15)]
+    assert len({msg_id for _, _, msg_id, _ in batch}) == 2
 
 
 def test_recording_costs_a_tuple_and_an_append() -> None:
