@@ -18,12 +18,19 @@ import orjson
 import pytest
 
 import proto
-from libs.devproc import Proc, start_nats_server
+from libs.devproc import Proc, free_port, start_nats_server
 from libs.tokens import estimate_tokens
 from libs.usage import decode_entry, encode_records
 from services.edge.usage import ensure_usage_stream
 from services.edge.usage_hourly import HourlyAggregator, ensure_hourly_bucket
-from tests.conftest import AUTH_KEY, SANDBOX_KEY, TIME_SCALE, start_edge, start_embeddings_worker, start_worker_proc
+from tests.conftest import (
+    AUTH_KEY,
+    SANDBOX_KEY,
+    TIME_SCALE,
+    start_edge,
+    start_embeddings_worker,
+    start_worker_proc,
+)
 from tests.wiretap import Wiretap
 
 ADMIN_KEY = "admin-usage-key-5e4d3c2b1a09"
@@ -417,4 +424,29 @@ async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> No
         assert info.ack_floor.stream_seq == 20
     finally:
         await nc.close()
+        server.stop()
+
+
+async def test_records_wait_out_a_nats_outage(log_dir: Path) -> None:
+    """Requests refused while NATS is away (503) are usage too: their records are held and stored
+    once it is back, none dropped."""
+    run_dir, port = log_dir / "usage-outage", free_port()
+    server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js", port=port)
+    edge = start_edge(server.url, log_dir, name="usage-edge-outage", ADMIN_KEY=ADMIN_KEY)
+    try:
+        server.stop()
+        async with httpx.AsyncClient(timeout=20) as client:
+            rids = [f"usage-outage-{i}-{time.time_ns()}" for i in range(3)]
+            for rid in rids:
+                got = await client.post(edge.url + "/v1/chat/completions", headers={**USER, "x-request-id": rid},
+                                        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+                assert got.status_code == 503, got.text
+            server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js", port=port)
+            for rid in rids:
+                record = await record_of(client, edge, rid, within=15)
+                assert record["status"] == 503 and record["end_reason"] == "upstream_error"
+            exposed = (await client.get(edge.url + "/metrics")).text.splitlines()
+            assert "switchyard_edge_usage_records_dropped_total 0.0" in exposed
+    finally:
+        edge.stop()
         server.stop()
