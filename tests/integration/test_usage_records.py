@@ -429,7 +429,8 @@ async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> No
 
 async def test_records_wait_out_a_nats_outage(log_dir: Path) -> None:
     """Requests refused while NATS is away (503) are usage too: their records are held and stored
-    once it is back, none dropped."""
+    once it is back, each once (a message nats-py kept through the reconnect and published again
+    by the flusher is de-duplicated), none dropped."""
     run_dir, port = log_dir / "usage-outage", free_port()
     server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js", port=port)
     edge = start_edge(server.url, log_dir, name="usage-edge-outage", ADMIN_KEY=ADMIN_KEY)
@@ -441,6 +442,12 @@ async def test_records_wait_out_a_nats_outage(log_dir: Path) -> None:
                 got = await client.post(edge.url + "/v1/chat/completions", headers={**USER, "x-request-id": rid},
                                         json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
                 assert got.status_code == 503, got.text
+            # the flusher gives up on that batch's acks and keeps it to try again (an outage longer
+            # than what nats-py buffers through a reconnect)
+            deadline = time.monotonic() + 15
+            while "trying again" not in edge.log_path.read_text(errors="replace"):
+                assert time.monotonic() < deadline, "the flusher never said it would try again"
+                await asyncio.sleep(0.1)
             server = start_nats_server(log_dir=run_dir, store_dir=run_dir / "js", port=port)
             for rid in rids:
                 record = await record_of(client, edge, rid, within=15)
