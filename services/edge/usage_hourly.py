@@ -79,6 +79,7 @@ class HourlyAggregator:
 
     async def _run(self, js: JetStreamContext, kv: KeyValue) -> None:
         while not self._stopping:
+            sub: JetStreamContext.PullSubscription | None = None
             try:
                 sub = await self._bind(js)
                 while not self._stopping:
@@ -94,6 +95,11 @@ class HourlyAggregator:
             except Exception as exc:  # NATS away, the consumer gone with a restarted server: bind again
                 log.warning("usage aggregation paused (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(_RETRY)
+            finally:
+                # a pull subscription left behind holds up the connection's drain at shutdown
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
 
     async def _bind(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         config = js_api.ConsumerConfig(
