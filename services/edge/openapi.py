@@ -504,10 +504,8 @@ def _admin_paths() -> dict[str, Schema]:
 
 
 def _usage_record() -> Schema:
-    record = dict(proto.schema("switchyard.v1.usage"))
-    record.pop("$schema", None)
-    record.pop("$id", None)
-    return record
+    """A record as the bus contract has it (proto/schemas/v1/usage.json)."""
+    return copy.deepcopy(proto.schema("switchyard.v1.usage")["$defs"]["record"])
 
 
 def _query(name: str, description: str, schema: Schema) -> Schema:
