@@ -418,9 +418,9 @@ async def test_a_batch_delivered_again_is_not_counted_twice(log_dir: Path) -> No
             finally:
                 await healthy.stop(within=1)
             assert (await _totals(kv)) == want
-        # each of the 20 messages went out again after a crash (more deliveries than messages), and
-        # every one is acked once folded
-        assert info.delivered.stream_seq == 20 and info.delivered.consumer_seq >= 20 + 20
+        # what a crashed aggregator held went out again (more deliveries than messages; how many it
+        # held depends on what its first pull got), and every message is acked once folded
+        assert info.delivered.stream_seq == 20 and info.delivered.consumer_seq > 20
         assert info.ack_floor.stream_seq == 20
     finally:
         await nc.close()
