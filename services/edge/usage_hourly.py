@@ -58,24 +58,29 @@ class HourlyAggregator:
         self._ack_wait = ack_wait
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._busy = asyncio.Lock()  # held while a batch is being folded: stop() lets it finish
+        self._stop = asyncio.Event()
         self.folded = 0
 
     def start(self, js: JetStreamContext, kv: KeyValue) -> None:
         self._task = asyncio.create_task(self._run(js, kv), name="usage aggregator")
 
     async def stop(self, within: float) -> None:
-        """Stop pulling; a batch being folded finishes (within `within`), else it is redelivered."""
+        """Stop pulling: what the current pull brings is still folded and acked (within `within`),
+        rather than left to be delivered again only once its ack_wait has passed."""
         self._stopping = True
+        self._stop.set()
         if self._task is None:
             return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), within)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                async with self._busy:
-                    pass
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _run(self, js: JetStreamContext, kv: KeyValue) -> None:
         while not self._stopping:
@@ -87,14 +92,13 @@ class HourlyAggregator:
                         msgs = await sub.fetch(_BATCH, timeout=_FETCH_WAIT)
                     except TimeoutError:
                         continue
-                    async with self._busy:
-                        await self._fold(js, kv, msgs)
-                    await asyncio.sleep(_FOLD_EVERY)
+                    await self._fold(js, kv, msgs)
+                    await self._pause(_FOLD_EVERY)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS away, the consumer gone with a restarted server: bind again
                 log.warning("usage aggregation paused (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(_RETRY)
+                await self._pause(_RETRY)
             finally:
                 # a pull subscription left behind holds up the connection's drain at shutdown
                 if sub is not None:
