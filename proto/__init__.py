@@ -19,6 +19,10 @@ VERSION = "v1"
 STREAM_JOBS = "SY_V1_JOBS"
 BODY_STORE = "SY_V1_BODIES"
 IMAGE_STORE = "SY_V1_IMAGES"
+USAGE_STREAM = "SY_V1_USAGE"
+USAGE_HOURLY_BUCKET = "SY_V1_USAGE_HOURLY"
+USAGE_CONSUMER = "sy_v1_usage_hourly"
+USAGE_SUBJECTS = "sy.v1.usage.*"
 # What a job asks a worker to do (job.json's `kind`): chat and completion stream deltas; the
 # others answer with one `result`, whose body `result_schema(kind)` describes; chatgpt_web (a
 # ChatGPT web backend-api call) and sydney (a call of SydneyQt's web API) answer with native
@@ -48,6 +52,11 @@ def check_token(value: str) -> str:
 @functools.lru_cache(maxsize=1024)  # on every job's publish; pools are a handful
 def job_subject(pool: str) -> str:
     return f"sy.v1.jobs.{check_token(pool)}"
+
+
+def usage_subject(key_id: str) -> str:
+    """Where a finished request's usage record goes: its caller's key id is one subject token."""
+    return f"sy.v1.usage.{check_token(key_id)}"
 
 
 def consumer_name(pool: str) -> str:

@@ -17,21 +17,11 @@ import time
 
 import orjson
 
-from libs.account_pool.buckets import ACCOUNTS_BUCKET
 from libs.account_pool.pool import AccountPool, AccountSpec
+from libs.account_pool.reader import read_pools
 from libs.bus import connect
 from libs.logs import url_without_credentials
 from libs.settings import env_str
-
-
-async def _names(js: object, pool: str) -> list[str]:
-    kv = await js.key_value(ACCOUNTS_BUCKET)  # type: ignore[attr-defined]
-    try:
-        keys = await kv.keys()
-    except Exception:  # nats-py raises NoKeysError on an empty bucket
-        return []
-    prefix = pool + "."
-    return sorted(k[len(prefix):] for k in keys if k.startswith(prefix))
 
 
 async def main(argv: list[str]) -> int:
@@ -51,7 +41,7 @@ async def main(argv: list[str]) -> int:
         return 1
     try:
         js = nc.jetstream()
-        names = await _names(js, args.pool)
+        names = [v.name for v in (await read_pools(js, args.pool)).get(args.pool, [])]
         pool = AccountPool(js, args.pool, [AccountSpec(n) for n in names], holder="accounts-tool")
         await pool.start()
         if args.quarantine:

@@ -7,12 +7,19 @@
     python -m tools.keys disable ID
     python -m tools.keys enable ID
     python -m tools.keys delete ID
+    python -m tools.keys usage ID [--start T] [--end T] [--group hour] [--limit N]
+    python -m tools.keys pools
 
 It talks to the bus rather than to an edge's admin API so that the first key can be made before
 any edge runs, without an ADMIN_KEY, with the same code the edges use (libs/keys.py); whoever can
 reach NATS can read and write every bucket anyway. Every edge's watch brings the change within a
 second. `create` prints the key once, on stdout, and the record as JSON on stderr; nothing else
 ever shows it. API_KEY_PREFIX sets the key's prefix (default `sb-`), as on the edge.
+
+`usage` prints a key's usage records over a period (default the last 24 h; T is unix seconds or
+RFC 3339), or its hourly aggregates per model (--group hour), as GET /admin/keys/{id}/usage does;
+any key id (`static-1`, `open`, a deleted key's). `pools` prints every web pool's accounts and
+their state, as GET /admin/pools does (tools/accounts.py also acts on one pool's accounts).
 """
 
 from __future__ import annotations
@@ -25,9 +32,13 @@ from typing import Any
 
 import nats
 import orjson
+from nats.js import JetStreamContext
 
-from libs.keys import DEFAULT_PREFIX, KeyAdmin, ensure_keys_bucket
+from libs.account_pool.reader import read_pools, view_json
+from libs.keys import DEFAULT_PREFIX, KeyAdmin, ensure_keys_bucket, valid_id
 from libs.settings import env_str
+from libs.usage import USAGE_DEFAULT_LIMIT, USAGE_DEFAULT_PERIOD, USAGE_MAX_LIMIT, instant
+from libs.usage_query import read_hourly, read_records
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="every key, masked")
     for name in ("get", "disable", "enable", "delete"):
         commands.add_parser(name).add_argument("id")
+    usage = commands.add_parser("usage", help="a key's usage records, or hourly aggregates (--group hour)")
+    usage.add_argument("id")
+    usage.add_argument("--start", help="unix seconds or RFC 3339; default: 24 h before --end")
+    usage.add_argument("--end", help="unix seconds or RFC 3339; default: now")
+    usage.add_argument("--group", choices=["hour"])
+    usage.add_argument("--limit", type=int, default=USAGE_DEFAULT_LIMIT)
+    commands.add_parser("pools", help="every web pool's accounts and their state")
     return parser
+
+
+async def _usage(js: JetStreamContext, args: argparse.Namespace) -> dict[str, Any]:
+    end = instant(args.end, "end") if args.end else time.time()
+    start = instant(args.start, "start") if args.start else end - USAGE_DEFAULT_PERIOD
+    period = {"key": args.id, "start": start, "end": end}
+    if args.group == "hour":
+        return {"object": "list", **period, "group": "hour", "data": await read_hourly(js, args.id, start, end)}
+    records, more = await read_records(js, args.id, start, end, max(1, min(args.limit, USAGE_MAX_LIMIT)))
+    return {"object": "list", **period, "data": records, "has_more": more}
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,6 +100,17 @@ async def run(argv: list[str]) -> int:
             key, record, _ = await admin.create(_fields(args))
             print(orjson.dumps(record.public()).decode(), file=sys.stderr)
             print(key)
+            return 0
+        if args.command == "usage":
+            if not valid_id(args.id):
+                print(f"not a key id: {args.id}", file=sys.stderr)
+                return 1
+            _show(await _usage(nc.jetstream(), args))
+            return 0
+        if args.command == "pools":
+            pools = await read_pools(nc.jetstream())
+            _show({"object": "list", "data": [{"pool": name, "accounts": [view_json(v) for v in views]}
+                                              for name, views in pools.items()]})
             return 0
         if args.command == "list":
             _show({"object": "list", "data": [r.public() for r in await admin.all_records()]})

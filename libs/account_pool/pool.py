@@ -84,6 +84,7 @@ class AccountView:
     level: int = 0  # backoff level (> 0: half-open, the next failure cools it for longer)
     conversations_today: int = 0  # begun this UTC day (against daily_budget, when it has one)
     daily_budget: int | None = None
+    holder: str = ""  # leased: the replica (worker id) holding it
 
 
 class PoolError(Exception):
@@ -603,18 +604,7 @@ class AccountPool:
         return [self._view(name, spec, now) for name, spec in self._specs.items()]
 
     def _view(self, name: str, spec: AccountSpec, now: float) -> AccountView:
-        state = self._entry(name).state
-        models = {m: t for m, t in state.model_cool.items() if t > now}
-        cooling = state.cooling_end(spec.models, None, now)
-        used, budget = state.used_today(now), spec.daily_budget
-        if state.quarantined:
-            return AccountView(name, "quarantined", None, state.reason, models, state.level, used, budget)
-        if state.leased(now):
-            return AccountView(name, "leased", state.lease_until, "", models, state.level, used, budget)
-        if cooling:
-            reason = state.cool_reason if state.cool_until > now else "every model rate limited"
-            return AccountView(name, "cooling", cooling, reason, models, state.level, used, budget)
-        return AccountView(name, "free", None, "", models, state.level, used, budget)
+        return account_view(name, spec, self._entry(name).state, now)
 
     def soonest_free(self) -> float | None:
         """Unix time the soonest cooldown ends when no account is free; None when one is free,
@@ -630,6 +620,23 @@ class AccountPool:
         for view in self.accounts():
             counts[view.state] += 1
         return counts
+
+
+def account_view(name: str, spec: AccountSpec, state: AccountState, now: float) -> AccountView:
+    """How the operator sees an account's shared state (the pool's list, tools/accounts.py, the
+    admin API): no secret in it."""
+    models = {m: t for m, t in state.model_cool.items() if t > now}
+    cooling = state.cooling_end(spec.models, None, now)
+    used, budget = state.used_today(now), spec.daily_budget
+    if state.quarantined:
+        return AccountView(name, "quarantined", None, state.reason, models, state.level, used, budget)
+    if state.leased(now):
+        return AccountView(name, "leased", state.lease_until, "", models, state.level, used, budget,
+                           state.lease_holder)
+    if cooling:
+        reason = state.cool_reason if state.cool_until > now else "every model rate limited"
+        return AccountView(name, "cooling", cooling, reason, models, state.level, used, budget)
+    return AccountView(name, "free", None, "", models, state.level, used, budget)
 
 
 def _lift_if_fingerprint_changed(fingerprint: str) -> Change:

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +30,16 @@ from services.edge.limits import RATE_LIMIT_HEADERS, start_limits
 from services.edge.metrics import EdgeMetrics
 from services.edge.middleware import BearerAuth, RequestContext, StaticKeyStore
 from services.edge.router import EdgeApp
-from services.edge.routes.admin import DisableKey, Keys, OneKey, UsersAdd, UsersDelete, UsersList
+from services.edge.routes.admin import (
+    DisableKey,
+    Keys,
+    KeyUsage,
+    OneKey,
+    Pools,
+    UsersAdd,
+    UsersDelete,
+    UsersList,
+)
 from services.edge.routes.agents import ApiAsk, ApiConnections
 from services.edge.routes.chatgpt_web import CALLS, ChatGPTWebRoute
 from services.edge.routes.generation import GenerationRoute
@@ -42,6 +52,8 @@ from services.edge.routes.unary import UnaryRoute, UnarySpec
 from services.edge.routing import RoutingTable
 from services.edge.settings import EdgeSettings
 from services.edge.state import EdgeState
+from services.edge.usage import UsageRecorder, ensure_usage_stream
+from services.edge.usage_hourly import HourlyAggregator, ensure_hourly_bucket
 from services.edge.validation import (
     validate_embedding_request,
     validate_image_request,
@@ -140,8 +152,8 @@ def sydney_routes(state: EdgeState) -> list[Route]:
     ]
 
 
-def admin_routes(settings: EdgeSettings, managed: ManagedKeys) -> list[Route]:
-    """Seed 002's /admin/users routes and the /admin/keys REST API (routes/admin.py)."""
+def admin_routes(settings: EdgeSettings, managed: ManagedKeys, js: Callable[[], JetStreamContext]) -> list[Route]:
+    """Seed 002's /admin/users routes, the /admin/keys REST API and the pools' view (routes/admin.py)."""
     admin_key = settings.admin_key
     return [
         Route("/admin/users/add", UsersAdd(admin_key, managed), methods=["POST"]),
@@ -150,6 +162,8 @@ def admin_routes(settings: EdgeSettings, managed: ManagedKeys) -> list[Route]:
         Route("/admin/keys", Keys(admin_key, managed), methods=["GET", "POST"]),
         Route("/admin/keys/{id}", OneKey(admin_key, managed), methods=["GET", "PATCH", "DELETE"]),
         Route("/admin/keys/{id}/disable", DisableKey(admin_key, managed), methods=["POST"]),
+        Route("/admin/keys/{id}/usage", KeyUsage(admin_key, managed, js), methods=["GET"]),
+        Route("/admin/pools", Pools(admin_key, managed, js), methods=["GET"]),
     ]
 
 
@@ -160,6 +174,8 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
     if settings.admin_key:
         secrets.hold(settings.admin_key)  # never in a log line
     resyncs: set[asyncio.Task[None]] = set()
+    usage = UsageRecorder(settings.edge_id, state.metrics.registry)
+    aggregator = HourlyAggregator()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -177,6 +193,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
                                      duplicate_window=min(max_age, max(2.0, 2 * (t.confirm_window + t.publish_ack))))
             await ensure_body_store(js, ttl=settings.timeouts.total + 60)
             await ensure_image_store(js, ttl=settings.image_url_ttl, max_bytes=settings.image_store_bytes)
+            await ensure_usage_stream(js, settings.usage_retention_days)
 
         async def on_reconnect() -> None:
             # the keys' watch died with the old server's consumers: mirrored again, in the background
@@ -199,6 +216,9 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             inline_limit=settings.inline_body_bytes, reply_buffer=settings.reply_buffer,
         )
         await state.dispatcher.start()
+        usage.start(nc.jetstream())
+        aggregator.start(nc.jetstream(), await ensure_hourly_bucket(nc.jetstream(), settings.usage_retention_days))
+        state.ledger.usage = usage
         settle_after_startup()
         log.info("edge %s ready", settings.edge_id)
         try:
@@ -207,6 +227,8 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
             state.draining = True
             await state.dispatcher.stop()
             await limiter.stop()
+            await usage.close(within=min(5.0, settings.timeouts.drain))  # the finished requests' records
+            await aggregator.stop(within=5.0)
             for task in list(resyncs):
                 task.cancel()
             await managed.stop()
@@ -228,7 +250,7 @@ def create_app(settings: EdgeSettings) -> tuple[ASGIApp, EdgeState]:
         Route("/openapi.json", OpenAPIRoute(settings.max_n), methods=["GET"]),
         *chatgpt_routes(state),
         *sydney_routes(state),
-        *admin_routes(settings, managed),
+        *admin_routes(settings, managed, usage.js),
         Route("/api/ask", ApiAsk(state), methods=["POST"]),
         Route("/api/connections", ApiConnections(state, settings.admin_key), methods=["GET"]),
     ]

@@ -12,6 +12,7 @@ import copy
 import importlib.metadata
 from typing import Any
 
+import proto
 from services.edge.validation import body_schema
 from services.edge.validation_chatgpt import CHATGPT_BODIES, MAX_LIMIT, chatgpt_body_schema
 from services.edge.validation_sydney import MAX_COOKIES, SYDNEY_BODIES, sydney_body_schema
@@ -490,6 +491,15 @@ def _admin_paths() -> dict[str, Schema]:
         "/admin/keys/{id}/disable": {"post": _admin(
             "disableKey", "Disable a key on every edge (PATCH enabled=true enables it again)", one,
             parameters=[_KEY_ID])},
+        "/admin/keys/{id}/usage": {"get": _admin(
+            "getKeyUsage", "A key's usage over a period (default the last 24 h): its records, oldest first, or "
+            "with group=hour its hourly aggregates per model. Any key id: `static-<n>` (the n-th of "
+            "AUTH_TOKEN/AUTH_TOKENS), `open`, and deleted keys too", _ok("The records or the hourly aggregates.",
+                                                                         _json(_USAGE_LIST)),
+            parameters=[_KEY_ID, *_USAGE_PARAMETERS])},
+        "/admin/pools": {"get": _admin(
+            "listPools", "Every web pool's accounts and their shared state (read-only; never a secret)",
+            _ok("The pools.", _json(_POOLS)), errors=("401", "404"))},
     }
 
 
@@ -531,6 +541,63 @@ def _agents_paths() -> dict[str, Schema]:
                 "connections": {"type": ["array", "null"], "items": connection}}})),
                 "401": _ok("Invalid admin key", seed_error), **_errors("404")}}},
     }
+
+
+def _usage_record() -> Schema:
+    """A record as the bus contract has it (proto/schemas/v1/usage.json)."""
+    return copy.deepcopy(proto.schema("switchyard.v1.usage")["$defs"]["record"])
+
+
+def _query(name: str, description: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+_INSTANT: Schema = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
+_USAGE_PARAMETERS = [
+    _query("start", "unix seconds or RFC 3339; default: 24 h before `end`", _INSTANT),
+    _query("end", "unix seconds or RFC 3339; default: now", _INSTANT),
+    _query("group", "`hour`: the hourly aggregates; absent: the records", {"enum": ["hour"]}),
+    _query("limit", "records at most (not with group=hour)", {"type": "integer", "minimum": 1, "maximum": 10000,
+                                                                "default": 1000}),
+]
+_HOURLY: Schema = {
+    "type": "object", "required": ["hour", "start", "models"],
+    "properties": {
+        "hour": {"type": "string", "description": "YYYYMMDDHH, UTC"}, "start": {"type": "number"},
+        "models": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {
+                "requests": {"type": "integer"}, "prompt_tokens": {"type": "integer"},
+                "completion_tokens": {"type": "integer"},
+                "estimated_requests": {"type": "integer", "description": "requests whose tokens are estimates"},
+                "end_reasons": {"type": "object", "additionalProperties": {"type": "integer"},
+                                "description": "stop, length, client_gone, upstream_error, timeout → requests"}}}},
+    },
+}
+_USAGE_LIST: Schema = {
+    "type": "object", "required": ["object", "key", "start", "end", "data"],
+    "properties": {
+        "object": {"const": "list"}, "key": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
+        "group": {"const": "hour"}, "has_more": {"type": "boolean", "description": "records only: more than `limit`"},
+        "data": {"type": "array", "items": {"oneOf": [_usage_record(), _HOURLY]}},
+    },
+}
+_ACCOUNT: Schema = {
+    "type": "object", "required": ["name", "state"],
+    "properties": {
+        "name": {"type": "string"}, "state": {"enum": ["free", "leased", "cooling", "quarantined"]},
+        "until": {"type": ["number", "null"], "description": "unix seconds the lease or the cooldown ends"},
+        "holder": {"type": ["string", "null"], "description": "leased: the worker holding it"},
+        "reason": {"type": "string", "description": "why it cools or is quarantined"},
+        "model_cooldowns": {"type": "object", "additionalProperties": {"type": "number"}},
+        "level": {"type": "integer"}, "conversations_today": {"type": "integer"},
+        "daily_budget": {"type": ["integer", "null"]},
+    },
+}
+_POOLS: Schema = {
+    "type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"pool": {"type": "string"}, "accounts": {"type": "array", "items": _ACCOUNT}}}}},
+}
 
 
 def _version() -> str:

@@ -43,6 +43,7 @@ class EdgeSettings:
     sydney_upload_max_bytes: int = 10 * 1024 * 1024  # POST /image/upload's whole multipart body
     admin_key: str = ""  # guards the admin API ("": no admin API, every admin route a 404)
     api_key_prefix: str = "sb-"  # what a managed key starts with
+    usage_retention_days: float = 30.0  # how long usage records and hourly aggregates are kept (SY_V1_USAGE)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -71,6 +72,7 @@ class EdgeSettings:
             sydney_upload_max_bytes=env_int("SYDNEY_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, env, minimum=1024),
             admin_key=env_str("ADMIN_KEY", "", env).strip(),
             api_key_prefix=env_str("API_KEY_PREFIX", "sb-", env).strip(),
+            usage_retention_days=env_float("USAGE_RETENTION_DAYS", 30.0, env),
             limits=ConnectionLimits(
                 max_header_bytes=env_int("MAX_HEADER_BYTES", default.max_header_bytes, env, minimum=1024),
                 max_headers=env_int("MAX_HEADERS", default.max_headers, env, minimum=1),

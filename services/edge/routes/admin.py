@@ -10,15 +10,21 @@ echoed it in its 401); a created key is in its create response only.
 from __future__ import annotations
 
 import hmac
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from starlette.types import Receive, Scope, Send
 
+from libs.account_pool.reader import read_pools, view_json
 from libs.errors import AuthenticationFailed, BusUnavailable, InvalidRequest, SwitchyardError
 from libs.keys import KeyRecord, check_fields, valid_id
+from libs.usage import USAGE_DEFAULT_LIMIT, USAGE_DEFAULT_PERIOD, USAGE_MAX_LIMIT, instant
+from libs.usage_query import read_hourly, read_records
 from services.edge.asgi_io import header, parse_json_object, read_body, send_error, send_json
 from services.edge.keys import ManagedKeys
 
@@ -227,3 +233,72 @@ class DisableKey(_KeysRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._update(send, self._record(scope), {"enabled": False})
+
+
+# ---- usage and the account pools: read-only views -------------------------------------------
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+class KeyUsage(_KeysRoute):
+    """GET /admin/keys/{id}/usage?start=&end=&group=hour&limit=: a key's usage records over a
+    period (default the last 24 h), or its hourly aggregates per model with group=hour.
+
+    Any key id answers, not only the managed keys that exist now: `static-<n>` (the n-th of
+    AUTH_TOKEN/AUTH_TOKENS), `open` (an edge without keys), and a deleted key's id, whose records
+    outlive it until the retention ends."""
+
+    def __init__(self, admin_key: str, keys: ManagedKeys, js: Callable[[], JetStreamContext]) -> None:
+        super().__init__(admin_key, keys)
+        self._js = js
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key_id = scope["path_params"]["id"]
+        if not valid_id(key_id):
+            raise _key_not_found(key_id)
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        now = time.time()
+        end_raw, start_raw = _one(query, "end"), _one(query, "start")
+        end = instant(end_raw, "end") if end_raw else now
+        start = instant(start_raw, "start") if start_raw else end - USAGE_DEFAULT_PERIOD
+        if start >= end:
+            raise InvalidRequest("'start' must be before 'end'.", param="start")
+        group = _one(query, "group")
+        period = {"key": key_id, "start": start, "end": end}
+        if group == "hour":
+            hours = await read_hourly(self._js(), key_id, start, end)
+            await send_json(send, 200, {"object": "list", **period, "group": "hour", "data": hours})
+            return
+        if group is not None:
+            raise InvalidRequest("'group' may only be 'hour' (or absent: the records).", param="group")
+        limit = _limit(_one(query, "limit"))
+        records, more = await read_records(self._js(), key_id, start, end, limit)
+        await send_json(send, 200, {"object": "list", **period, "data": records, "has_more": more})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return USAGE_DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= USAGE_MAX_LIMIT:
+        raise InvalidRequest(f"'limit' must be an integer from 1 to {USAGE_MAX_LIMIT}.", param="limit")
+    return limit
+
+
+class Pools(_KeysRoute):
+    """GET /admin/pools: every web pool's accounts and their shared state (read-only; no secret:
+    the bucket holds names, times and reasons only)."""
+
+    def __init__(self, admin_key: str, keys: ManagedKeys, js: Callable[[], JetStreamContext]) -> None:
+        super().__init__(admin_key, keys)
+        self._js = js
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pools = await read_pools(self._js())
+        data = [{"pool": name, "accounts": [view_json(v) for v in views]} for name, views in pools.items()]
+        await send_json(send, 200, {"object": "list", "data": data})

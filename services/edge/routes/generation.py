@@ -95,10 +95,15 @@ class GenerationRoute(JobRoute):
                 return await self._stream(tracked_send, exchange, builder, plan, body, answering)
             return await self._respond(tracked_send, exchange, builder, plan)
 
+        status = 0
         try:
-            return await answer_exchange(self.state, send, exchange, watch, respond)
+            status = await answer_exchange(self.state, send, exchange, watch, respond)
+            return status
         finally:
-            self._count_tokens(builder, len(plan.jobs), answering)
+            # a whole (non-streamed) answer reached the client only if it was sent: an error or a
+            # client gone got none of what the jobs produced
+            delivered = bool(body.get("stream")) or status == 200
+            self._count_tokens(builder, len(plan.jobs), answering, delivered)
 
     async def _respond(self, send: Send, exchange: Exchange, builder: ResponseBuilder, plan: JobPlan) -> int:
         extra: dict[str, str] = {}
@@ -160,14 +165,19 @@ class GenerationRoute(JobRoute):
         await send({"type": "http.response.body", "body": tail + sse.DONE, "more_body": False})
         return 200
 
-    def _count_tokens(self, builder: ResponseBuilder, jobs: int, answering: Answering) -> None:
+    def _count_tokens(self, builder: ResponseBuilder, jobs: int, answering: Answering, delivered: bool) -> None:
         """Record the usage actually delivered: the upstream's where every job reported it; else
         (estimated upstream usage, or an answer cut short by a disconnect or failure) an estimate
-        from what reached the client, marked as such."""
+        from what reached the client, marked as such. `delivered`: whether what the jobs produced
+        reached the client (a non-streamed answer that failed sent none of it)."""
         tokens = self.state.metrics.tokens_by
         if "length" in builder.finished.values() and answering.end_reason is None:
             answering.end_reason = "length"
         prompt = builder.usage["prompt_tokens"]
+        if not delivered:
+            answering.prompt_tokens, answering.completion_tokens = prompt or answering.reserve_prompt, 0
+            tokens["prompt", "estimated"].inc(builder.usage["prompt_tokens"])
+            return
         if builder.usage_reports == jobs and not builder.usage_estimated:
             completion = builder.usage["completion_tokens"]
             tokens["prompt", "upstream"].inc(prompt)

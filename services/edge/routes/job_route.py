@@ -41,10 +41,14 @@ class Answering:
 
     __slots__ = (
         "account", "admission", "completion_tokens", "end_reason", "exchange", "headers", "model", "model_label",
-        "pool", "prompt_tokens", "reserve_output", "reserve_prompt", "tokens_estimated",
+        "pool", "prompt_tokens", "request_id", "reserve_output", "reserve_prompt", "route", "started_at",
+        "tokens_estimated",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str = "", route: str = "") -> None:
+        self.request_id = request_id  # for the usage record
+        self.route = route
+        self.started_at = time.time()  # wall clock, unix seconds: the usage record's started_at
         self.model_label = "unknown"
         self.model = ""  # as the client asked for it
         self.pool = ""
@@ -118,7 +122,7 @@ class JobRoute:
         state = self.state
         started = time.perf_counter()
         status = 500
-        answering = Answering()
+        answering = Answering(scope[REQUEST_ID_KEY], self.route_name)
         failure: SwitchyardError | None = None
         state.metrics.in_flight.inc()
 
