@@ -123,10 +123,10 @@ async def ensure_job_stream(
         duplicate_window=duplicate_window,
         num_replicas=1,
     )
-    await _add_or_update_stream(js, config)
+    await add_or_update_stream(js, config)
 
 
-async def _add_or_update_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+async def add_or_update_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
     try:
         await js.add_stream(config)
     except BadRequestError:

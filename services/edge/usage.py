@@ -25,7 +25,7 @@ from nats.js import api as js_api
 from prometheus_client import CollectorRegistry, Counter
 
 import proto
-from libs.bus import _add_or_update_stream
+from libs.bus import add_or_update_stream
 from libs.usage import RecordTuple, encode_records
 from services.edge.caller import Caller
 
@@ -45,7 +45,7 @@ _DUPLICATE_WINDOW = 120.0
 async def ensure_usage_stream(js: JetStreamContext, retention_days: float) -> None:
     """SY_V1_USAGE (proto/subjects.toml), on disk; its max_age follows USAGE_RETENTION_DAYS, also
     when the operator changes it (the stream is updated)."""
-    await _add_or_update_stream(js, js_api.StreamConfig(
+    await add_or_update_stream(js, js_api.StreamConfig(
         name=proto.USAGE_STREAM, subjects=[proto.USAGE_SUBJECTS], retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE, max_age=retention_days * 86400.0,
         duplicate_window=min(_DUPLICATE_WINDOW, retention_days * 86400.0), num_replicas=1,
