@@ -206,3 +206,26 @@ def test_zz_no_secret_in_the_logs(agent_stack: AgentStack) -> None:
         log = proc.log()
         for secret in (AUTH_KEY, ADMIN_KEY, *SEEN_AGENT_IDS):
             assert secret not in log, (proc.name, "a secret in the log")
+
+
+async def test_a_keys_rate_limit_on_ask_keeps_the_seed_body_and_says_when_to_retry(agent_stack: AgentStack) -> None:
+    """A managed key's rpm holds on /api/ask as on every route: the 429 in the seed's body shape,
+    with Retry-After and the x-ratelimit headers."""
+    one, two = agent_stack.edges
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=one.url, timeout=30) as http:
+        made = (await http.post("/admin/keys", json={"name": "ask-rpm", "rpm": 1}, headers=admin)).json()
+    try:
+        async with fake_agents(agent_stack, 0, "gamma", expect=1):
+            first = await ask(one, {"content": "once"}, key=made["key"])
+            assert first.status_code == 200, first.text
+            assert first.headers["x-ratelimit-limit-requests"] == "1"
+            second = await ask(two, {"content": "twice"}, key=made["key"], scheme="Bearer ")
+            assert second.status_code == 429, second.text
+            assert set(second.json()) == {"error"} and "Rate limit" in second.json()["error"]
+            assert int(second.headers["retry-after"]) >= 1 and second.headers["x-ratelimit-remaining-requests"] == "0"
+            assert made["key"] not in second.text
+    finally:
+        async with httpx.AsyncClient(base_url=one.url, timeout=30) as http:
+            await http.delete(f"/admin/keys/{made['id']}", headers=admin)
+    await no_agents_left(agent_stack)

@@ -140,7 +140,7 @@ class ApiAsk(JobRoute):
             self.state.metrics.errors.labels(code=err.code).inc()
             answering.end_reason = failure_reason(err)
             status, body = seed_error(err)
-            await send_json(send, status, body)
+            await send_json(send, status, body, err.headers())  # a key's 429 keeps its Retry-After
             return status
         await send_json(send, 503, _NO_CLIENTS)
         return 503
