@@ -142,7 +142,11 @@ class UsageRecorder:
             while self.pending():
                 if not await self._publish_batch():
                     await asyncio.sleep(_RETRY)
-            if self._closing:
+                elif not self._closing and len(self._queue) < _BATCH:
+                    # what came while the acks were awaited waits for the next window (it set _wake):
+                    # going on at once would publish a message per ack round trip, a few records each
+                    break
+            if self._closing and not self.pending():
                 return
 
     def _take(self) -> list[_Encoded]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -133,3 +135,35 @@ def test_recording_costs_a_tuple_and_an_append() -> None:
         recorder.record(caller, answering, 200)
     per_call = (time.perf_counter() - started) / 100_000
     assert per_call < 20e-6, f"{per_call * 1e6:.2f} µs per record"
+
+
+class _CountingJetStream:
+    """publish_async as nats-py's: a future per message, acked a moment later."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def publish_async(self, subject: str, payload: bytes, **_: Any) -> asyncio.Future[Any]:
+        self.messages.append(payload)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.002, future.set_result, None)
+        return future
+
+
+async def test_a_steady_flow_is_published_once_per_window_not_once_per_ack() -> None:
+    """Records arriving while a batch's acks are awaited wait for the next window: at a request
+    every millisecond, one message per key per window, not one per ack round trip."""
+    recorder = UsageRecorder("edge-t", CollectorRegistry())
+    js = _CountingJetStream()
+    recorder.start(js)  # type: ignore[arg-type]  # the one method the recorder calls
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 0.6
+    sent = 0
+    while loop.time() < until:
+        recorder.record(Caller("static-1"), _answering(sent), 200)
+        sent += 1
+        await asyncio.sleep(0.001)
+    await recorder.close(within=2.0)
+    stored = sum(len(decode_records(m)) for m in js.messages)
+    assert stored == sent and recorder.pending() == 0
+    assert len(js.messages) <= 0.6 / 0.1 + 3, f"{len(js.messages)} messages for {sent} records"
