@@ -16,9 +16,9 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE
 
 import proto
+from libs.kv_watch import current_entries
 from libs.usage import decode_entry, decode_records, hour_of, public_entry
 
 LATE = 300.0  # seconds after its end a request's record may still be stored (a NATS outage)
@@ -70,17 +70,8 @@ async def read_hourly(js: JetStreamContext, key: str, start: float, end: float) 
         return []
     first, last = hour_of(start), hour_of(max(start, end - 1e-6))
     entries: list[dict[str, Any]] = []
-    watcher = await kv.watch(f"{proto.check_token(key)}.*")
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break  # every current entry was delivered
-            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                continue
-            hour = entry.key.rsplit(".", 1)[-1]
-            if first <= hour <= last:
-                entries.append(public_entry(decode_entry(entry.value, key, hour)))
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()
+    for name, value in await current_entries(kv, f"{proto.check_token(key)}.*"):
+        hour = name.rsplit(".", 1)[-1]
+        if first <= hour <= last:
+            entries.append(public_entry(decode_entry(value, key, hour)))
     return sorted(entries, key=lambda e: e["hour"])

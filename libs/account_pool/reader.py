@@ -7,18 +7,17 @@ bus: a view read here knows an account's name and shared state only.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict
 from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE
 
 from libs.account_pool.buckets import ACCOUNTS_BUCKET
 from libs.account_pool.pool import AccountSpec, AccountView, account_view
 from libs.account_pool.state import AccountState
+from libs.kv_watch import current_entries
 
 
 async def read_pools(js: JetStreamContext, pool: str | None = None) -> dict[str, list[AccountView]]:
@@ -28,18 +27,9 @@ async def read_pools(js: JetStreamContext, pool: str | None = None) -> dict[str,
     except NotFoundError:
         return {}
     states: dict[str, dict[str, AccountState]] = {}
-    watcher = await kv.watch(f"{pool}.*" if pool else ">")
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break  # every current value was delivered
-            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                continue
-            pool_name, _, name = entry.key.partition(".")
-            states.setdefault(pool_name, {})[name] = AccountState.decode(entry.value)
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()
+    for key, value in await current_entries(kv, f"{pool}.*" if pool else ">"):
+        pool_name, _, name = key.partition(".")
+        states.setdefault(pool_name, {})[name] = AccountState.decode(value)
     now = time.time()
     return {p: [account_view(n, AccountSpec(n), s, now) for n, s in sorted(accounts.items())]
             for p, accounts in sorted(states.items())}
