@@ -172,6 +172,16 @@ async def test_allowed_origins(stack: Stack, nats_server: Proc, log_dir: Path) -
             bad = await http.options("/v1/chat/completions", headers={**preflight, "origin": "https://evil.example"})
         assert good.status_code == 200 and good.headers["access-control-allow-origin"] == "https://good.example"
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+        async with httpx.AsyncClient(base_url=edge.url) as http:
+            # seed 002's routes and the admin API: preflights need no key either (browsers send none)
+            for path in ("/api/ask", "/admin/keys", "/admin/users/add"):
+                allowed = await http.options(path, headers={**preflight, "origin": "https://good.example"})
+                assert allowed.status_code == 200, path
+                assert allowed.headers["access-control-allow-origin"] == "https://good.example"
+            # a browser reads a key's rate-limit headers only when CORS exposes them
+            answer = await http.get("/v1/models", headers={**AUTH, "origin": "https://good.example"})
+        exposed = answer.headers["access-control-expose-headers"].lower()
+        assert "x-ratelimit-remaining-requests" in exposed and "retry-after" in exposed
     finally:
         edge.stop()
 
