@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 import proto
+from libs.kv_buckets import ensure_kv
 
 KEYS_BUCKET: str = proto.contract()["kv_buckets"]["api_keys"]["name"]
 DEFAULT_PREFIX = "sb-"
@@ -128,12 +128,7 @@ def check_fields(body: dict[str, Any]) -> str | None:
 
 async def ensure_keys_bucket(js: JetStreamContext) -> KeyValue:
     """On disk, one revision per key: keys outlive a NATS restart; an update is a compare-and-set."""
-    config = js_api.KeyValueConfig(bucket=KEYS_BUCKET, description="API keys (hashes) and their limits",
-                                   history=1, storage=js_api.StorageType.FILE)
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError:  # exists with another config (an operator's): used as it is
-        return await js.key_value(KEYS_BUCKET)
+    return await ensure_kv(js, KEYS_BUCKET, "API keys (hashes) and their limits")
 
 
 class KeyAdmin:

@@ -24,7 +24,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 import proto
-from libs.account_pool.buckets import CONVERSATIONS_BUCKET, ensure_kv
+from libs.account_pool.buckets import CONVERSATIONS_BUCKET
+from libs.kv_buckets import ensure_kv
 
 _PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_=-]{1,128}")  # used as a key token as it is; else hashed
 

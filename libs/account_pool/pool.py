@@ -43,10 +43,11 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 import proto
 from libs import ids
-from libs.account_pool.buckets import ACCOUNTS_BUCKET, ensure_kv
+from libs.account_pool.buckets import ACCOUNTS_BUCKET
 from libs.account_pool.metrics import STATES, PoolMetrics
 from libs.account_pool.outcome import Outcome, Verdict
 from libs.account_pool.state import AccountState, PoolPolicy
+from libs.kv_buckets import ensure_kv
 from libs.kv_watch import stop_watch
 from proto.messages import AccountsState
 

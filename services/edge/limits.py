@@ -25,8 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from prometheus_client import CollectorRegistry
 
@@ -34,6 +33,7 @@ import proto
 from libs import quota
 from libs.errors import KeyConcurrencyLimited, KeyQuotaExceeded, KeyRateLimited, ModelNotAllowed, SwitchyardError
 from libs.keys import KeyRecord
+from libs.kv_buckets import ensure_kv
 from libs.loop_metrics import Counter
 from libs.quota import KeyState, Need, Refusal, Shared
 from libs.settings import env_float
@@ -55,12 +55,7 @@ REFUSAL_LIMITS = ("model", "rpm", "tpm", "budget_period", "budget_total", "concu
 
 async def ensure_limits_bucket(js: JetStreamContext) -> KeyValue:
     """On disk, one revision per key: budgets outlive an edge and a NATS restart."""
-    config = js_api.KeyValueConfig(bucket=LIMITS_BUCKET, description="API keys' shared limit counters",
-                                   history=1, storage=js_api.StorageType.FILE)
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError:  # exists with another config (an operator's): used as it is
-        return await js.key_value(LIMITS_BUCKET)
+    return await ensure_kv(js, LIMITS_BUCKET, "API keys' shared limit counters")
 
 
 async def start_limits(js: JetStreamContext, edge_id: str, registry: CollectorRegistry) -> KeyLimits:
